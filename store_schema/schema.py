@@ -1,0 +1,209 @@
+"""The store contract as data: names, dims, dtypes, chunking and descriptions.
+
+One Zarr v3 store per experiment. The root group is the teacher-forced probe; a generated-output
+probe lives in the sub-group ``generated`` with the same layout. Every array carries
+``dimension_names`` (read by xarray) and a ``description`` attribute, so a store is
+self-describing to someone who only has ``xarray.open_zarr(path, consolidated=False)``.
+
+Token order (schema v1): tokens are ordered by (domain, example, position). Each domain is a
+contiguous slice; span selections are masks over the ``span`` coordinate. This deviates from
+DESIGN.md's (domain, span) order on purpose: extraction then writes contiguous token ranges
+batch by batch with one buffered chunk per layer (memory flat in the corpus size), and
+per-sequence metrics read each example as one slice. Analysis accumulates per (domain, span)
+cell anyway, so it never needs a span to be contiguous.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCHEMA_VERSION = 1
+"""Bump on any change of the contract, and add a migration note in docs/store.md."""
+
+STORE_KIND = "repcollapse-activation-store"
+
+GENERATED_GROUP = "generated"
+
+# --- dimensions --------------------------------------------------------------------------------
+CHECKPOINT, LAYER, TOKEN, FEATURE = "checkpoint", "layer", "token", "feature"
+K, HEAD, VOCAB, BLOCK, RANK = "k", "head", "vocab", "block", "rank"
+
+
+def lora_in_dim(module: str) -> str:
+    return f"lora_in__{module}"
+
+
+def lora_out_dim(module: str) -> str:
+    return f"lora_out__{module}"
+
+
+def lora_a_name(module: str) -> str:
+    return f"lora_A__{module}"
+
+
+def lora_b_name(module: str) -> str:
+    return f"lora_B__{module}"
+
+
+@dataclass(frozen=True)
+class VariableSpec:
+    name: str
+    dims: tuple[str, ...]
+    dtype: str
+    description: str
+
+
+# --- token coordinates (dim: token), written once at creation ---------------------------------
+TOKEN_COORDS: dict[str, VariableSpec] = {
+    spec.name: spec
+    for spec in (
+        VariableSpec("example", (TOKEN,), "str", "probe record id the token belongs to"),
+        VariableSpec("domain", (TOKEN,), "str", "probe domain of the example"),
+        VariableSpec(
+            "span",
+            (TOKEN,),
+            "str",
+            "finest span label: prompt, early_response, late_response, cot, refusal, response",
+        ),
+        VariableSpec("position", (TOKEN,), "int32", "0-based position in the tokenized sequence"),
+        VariableSpec("token_id", (TOKEN,), "int32", "input token id at this position"),
+        VariableSpec(
+            "target_id", (TOKEN,), "int32", "next token id (teacher-forced target); -1 if none"
+        ),
+        VariableSpec(
+            "split",
+            (TOKEN,),
+            "str",
+            "'fit' or 'heldout', assigned per example (seeded) for probes without token leakage",
+        ),
+        VariableSpec(
+            "is_sink",
+            (TOKEN,),
+            "bool",
+            "attention-sink token (position 0 or a flagged high-norm token); excluded by default",
+        ),
+    )
+}
+
+# --- checkpoint coordinates (dim: checkpoint), one chunk per checkpoint -----------------------
+CHECKPOINT_COORDS: dict[str, VariableSpec] = {
+    spec.name: spec
+    for spec in (
+        VariableSpec("name", (CHECKPOINT,), "str", "unique checkpoint name"),
+        VariableSpec("sequence", (CHECKPOINT,), "str", "training sequence ('' for the base)"),
+        VariableSpec("stage_index", (CHECKPOINT,), "int32", "0 = base, 1.. = stage in sequence"),
+        VariableSpec("stage_kind", (CHECKPOINT,), "str", "base, sft, dpo, full or refresh"),
+        VariableSpec("stage_domain", (CHECKPOINT,), "str", "training domain of the stage"),
+        VariableSpec("parent", (CHECKPOINT,), "str", "name of the input checkpoint ('' for base)"),
+        VariableSpec("seed", (CHECKPOINT,), "int64", "training seed"),
+        VariableSpec("tokens_seen", (CHECKPOINT,), "int64", "cumulative training tokens"),
+        VariableSpec("mitigation", (CHECKPOINT,), "str", "mitigation of the stage, 'none' if none"),
+        VariableSpec("lora_rank", (CHECKPOINT,), "int32", "rank of the stored update (0: none)"),
+        VariableSpec(
+            "lora_scaling", (CHECKPOINT,), "float32", "alpha / r: Delta W = scaling * B @ A"
+        ),
+        VariableSpec("head", (CHECKPOINT,), "int32", "index into the 'head' dim of unembedding"),
+        VariableSpec("manifest_json", (CHECKPOINT,), "str", "the checkpoint's manifest.json"),
+        VariableSpec("behavior_json", (CHECKPOINT,), "str", "the checkpoint's behavior.json"),
+    )
+}
+
+COMPLETE = VariableSpec(
+    "complete",
+    (CHECKPOINT,),
+    "uint8",
+    "1 once every chunk of the checkpoint is written (written last); readers ignore 0",
+)
+
+HIDDEN = VariableSpec(
+    "hidden",
+    (CHECKPOINT, LAYER, TOKEN, FEATURE),
+    "float16",
+    "residual stream after each block; layer 0 = embeddings, last = input of the unembedding "
+    "(after the final norm)",
+)
+
+LOGIT_STATS: dict[str, VariableSpec] = {
+    spec.name: spec
+    for spec in (
+        VariableSpec("logit_entropy", (CHECKPOINT, TOKEN), "float32", "entropy (nats) at T=1"),
+        VariableSpec("logit_top1_prob", (CHECKPOINT, TOKEN), "float32", "largest probability"),
+        VariableSpec("logit_top2_prob", (CHECKPOINT, TOKEN), "float32", "second probability"),
+        VariableSpec("logit_margin", (CHECKPOINT, TOKEN), "float32", "top-1 minus top-2 logit"),
+        VariableSpec(
+            "logit_target_logprob", (CHECKPOINT, TOKEN), "float32", "log p(target); NaN if none"
+        ),
+        VariableSpec(
+            "logit_support_90", (CHECKPOINT, TOKEN), "int32", "smallest k with top-k mass >= 0.9"
+        ),
+        VariableSpec("logit_argmax_id", (CHECKPOINT, TOKEN), "int32", "argmax token id"),
+    )
+}
+
+TOPK_IDS = VariableSpec("topk_ids", (CHECKPOINT, TOKEN, K), "int32", "top-k next-token ids, T=1")
+TOPK_LOGPROBS = VariableSpec(
+    "topk_logprobs", (CHECKPOINT, TOKEN, K), "float16", "top-k next-token log-probs, T=1"
+)
+UNEMBEDDING = VariableSpec(
+    "unembedding",
+    (HEAD, VOCAB, FEATURE),
+    "float16",
+    "lm_head weight, once per distinct head: logits = hidden[last layer] @ unembedding.T",
+)
+
+BEHAVIOR_KEYS: tuple[str, ...] = (
+    "target_score",
+    "retention",
+    "ece",
+    "val_loss",
+    "future_score",
+    "future_auc",
+)
+BEHAVIOR: dict[str, VariableSpec] = {
+    f"behavior__{key}": VariableSpec(
+        f"behavior__{key}", (CHECKPOINT,), "float32", f"behavioural evaluation: {key} (NaN: none)"
+    )
+    for key in BEHAVIOR_KEYS
+}
+
+REQUIRED_VARIABLES: dict[str, VariableSpec] = {
+    HIDDEN.name: HIDDEN,
+    COMPLETE.name: COMPLETE,
+    **LOGIT_STATS,
+    TOPK_IDS.name: TOPK_IDS,
+    TOPK_LOGPROBS.name: TOPK_LOGPROBS,
+    UNEMBEDDING.name: UNEMBEDDING,
+    **BEHAVIOR,
+}
+"""Variables every store has (LoRA variables depend on the model's modules)."""
+
+REQUIRED_ATTRS: tuple[str, ...] = (
+    "schema_version",
+    "store_kind",
+    "store_id",
+    "probe_hash",
+    "model_id",
+    "model_family",
+    "tokenizer",
+    "code_version",
+    "extraction_config",
+    "lora_modules",
+    "token_chunk",
+    "created_at",
+)
+
+
+def lora_variable_specs(module: str) -> tuple[VariableSpec, VariableSpec]:
+    a = VariableSpec(
+        lora_a_name(module),
+        (CHECKPOINT, BLOCK, RANK, lora_in_dim(module)),
+        "float32",
+        f"LoRA A of {module} per block (rank padded with zeros to the store's rank capacity)",
+    )
+    b = VariableSpec(
+        lora_b_name(module),
+        (CHECKPOINT, BLOCK, lora_out_dim(module), RANK),
+        "float32",
+        f"LoRA B of {module}; Delta W = lora_scaling * B @ A (full FT: truncated SVD of the delta)",
+    )
+    return a, b
