@@ -1,14 +1,28 @@
-"""`repcollapse demo`: not built yet (see the open issues)."""
+"""`repcollapse demo`: the whole chain end to end (see repcollapse_cli/demo.py)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.set_defaults(handler=_not_built)
+    parser.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
+    parser.add_argument("--model", help="local HF causal-LM directory (default: embedded SmolLM2)")
+    parser.add_argument("--budget", default="demo", choices=["tiny", "demo", "paper"])
+    parser.add_argument("--probe-per-domain", type=int, default=20)
+    parser.add_argument("--token-cap-per-span", type=int, default=250)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(handler=_demo)
 
 
-def _not_built(args: argparse.Namespace) -> int:
-    print("repcollapse demo: not built yet")
-    return 2
+def _demo(args: argparse.Namespace) -> int:
+    from repcollapse_cli.demo import DemoSettings, run_demo
+
+    settings = DemoSettings(
+        out=Path(args.out), model=args.model, budget=args.budget,
+        probe_per_domain=args.probe_per_domain, token_cap_per_span=args.token_cap_per_span,
+        seed=args.seed,
+    )
+    run_demo(settings)
+    return 0

@@ -1,0 +1,103 @@
+"""The whole instrument end to end, as a recipe of CLI steps (read it top to bottom).
+
+    repcollapse demo [--out demo_out] [--model DIR] [--budget demo|tiny]
+
+1. data build         probe corpus, pools, future tasks
+2. train base         checkpoint 0 (embedded SmolLM2-135M-Instruct unless --model)
+3. train run          sequence A, the matched-token general-SFT control, and A with 10% replay
+4. extract            every checkpoint into one store (teacher-forced probe)
+5. store validate
+6. analyze metrics    -> tables/*.parquet (no torch in that process)
+7. analyze stats, figures, report -> report.html
+
+Every step runs as its own process (so the analysis steps never import torch) and is skipped
+when its output is already complete, so re-running is cheap and an interrupted demo continues
+where it stopped.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "train" / "configs"
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    out: Path
+    model: str | None = None
+    budget: str = "demo"
+    probe_per_domain: int = 20
+    token_cap_per_span: int = 250
+    sequences: tuple[str, ...] = ("sequence_A", "control", "sequence_A_replay")
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.budget not in ("demo", "tiny", "paper"):
+            raise ValueError(f"DemoSettings.budget: expected one of demo, tiny, paper; found {self.budget!r}")
+        if self.probe_per_domain < 4:
+            raise ValueError(f"DemoSettings.probe_per_domain: expected >= 4, found {self.probe_per_domain}")
+
+
+def _run(step: str, args: list[str], log: Path) -> float:
+    """Run one CLI step in its own process; raise with the log tail on failure."""
+    cmd = [sys.executable, "-m", "repcollapse_cli.main", *args]
+    print(f"[demo] {step}: repcollapse {shlex.join(args)}", flush=True)
+    t0 = time.perf_counter()
+    with log.open("a") as fh:
+        fh.write(f"\n$ repcollapse {shlex.join(args)}\n")
+        fh.flush()
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT)
+    dt = time.perf_counter() - t0
+    if proc.returncode != 0:
+        tail = "\n".join(log.read_text().splitlines()[-30:])
+        raise RuntimeError(f"demo step '{step}' failed (exit {proc.returncode}); last log lines:\n{tail}")
+    print(f"[demo] {step}: done in {dt:.0f} s", flush=True)
+    return dt
+
+
+def checkpoint_dirs(runs: Path) -> list[Path]:
+    """Complete checkpoint directories (those with a manifest), in training order."""
+    return sorted(p.parent for p in runs.glob("*/*/manifest.json"))
+
+
+def run_demo(settings: DemoSettings) -> Path:
+    out = settings.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "demo.log"
+    data, base, runs = out / "data", out / "base", out / "runs"
+    store, tables, report = out / "store.zarr", out / "tables", out / "report.html"
+    timings: dict[str, float] = {}
+
+    if not (data / "MANIFEST.json").exists():
+        timings["data"] = _run("data", ["data", "build", "--out", str(data), "--seed", str(settings.seed), "--probe-per-domain", str(settings.probe_per_domain)], log)
+    if not (base / "manifest.json").exists():
+        args = ["train", "base", "--out", str(base), "--eval-data", str(data)]
+        if settings.model:
+            args += ["--model", settings.model]
+        timings["base"] = _run("base", args, log)
+    for seq in settings.sequences:
+        # train run skips stages whose checkpoint is complete, so this is cheap on a re-run
+        timings[f"train {seq}"] = _run(f"train {seq}", ["train", "run", str(CONFIG_DIR / f"{seq}.toml"), "--out", str(runs), "--base", str(base), "--data", str(data), "--budget", settings.budget, "--seed", str(settings.seed)], log)
+    ckpts = [base, *checkpoint_dirs(runs)]
+    # extract skips checkpoints already complete in the store
+    timings["extract"] = _run("extract", ["extract", "--store", str(store), "--probe", str(data / "probe.jsonl"), "--token-cap-per-span", str(settings.token_cap_per_span), *map(str, ckpts)], log)
+    timings["validate"] = _run("validate", ["store", "validate", str(store)], log)
+    timings["metrics"] = _run("metrics", ["analyze", "metrics", str(store), "--out", str(tables)], log)
+    timings["stats"] = _run("stats", ["analyze", "stats", str(tables)], log)
+    timings["figures"] = _run("figures", ["analyze", "figures", str(tables), "--out", str(out / "figures")], log)
+    timings["report"] = _run("report", ["analyze", "report", str(tables), "--out", str(report)], log)
+
+    from analyze.report import stage_table
+
+    print("\nStage table (paper Table 4 form):")
+    print(stage_table(tables).to_string(index=False))
+    total = sum(timings.values())
+    print("\nStep times: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()) + f"; total {total:.0f}s")
+    print(f"\nreport: {report}")
+    return report
