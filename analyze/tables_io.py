@@ -1,0 +1,254 @@
+"""Reading a metric-tables directory and pivoting it into one row per checkpoint.
+
+The tables are the contract of docs/INTERFACES.md (metrics.parquet in long form, checkpoints,
+lora_overlap, lora_spectrum, provenance.json). Everything downstream (stats, figures, report)
+goes through this module so that the choice of layer, domain and span is made in one place and
+stated once (``LayerConvention.describe``).
+
+A checkpoint is keyed by (store_id, checkpoint): names repeat across stores ("base"), and a
+parent always lives in the same store.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+KEY: list[str] = ["store_id", "checkpoint"]
+BEHAVIOR: tuple[str, ...] = (
+    "target_score",
+    "retention",
+    "ece",
+    "val_loss",
+    "future_score",
+    "future_auc",
+)
+TABLE_FILES: dict[str, str] = {
+    "metrics": "metrics.parquet",
+    "checkpoints": "checkpoints.parquet",
+    "lora_overlap": "lora_overlap.parquet",
+    "lora_spectrum": "lora_spectrum.parquet",
+}
+# Defaults for checkpoint columns an older or partial table may lack: the analysis should still
+# run (with fewer comparisons) rather than fail on a column it can live without.
+_CKPT_DEFAULTS: dict[str, Any] = {
+    "model_family": "unknown",
+    "model_id": "",
+    "sequence": "",
+    "stage_index": 0,
+    "stage_kind": "sft",
+    "stage_domain": "",
+    "parent": "",
+    "seed": 0,
+    "tokens_seen": 0,
+    "mitigation": "none",
+    "lora_rank": 0,
+}
+
+
+@dataclass(frozen=True)
+class Tables:
+    """Everything in one tables directory; a missing table is None (provenance: empty list)."""
+
+    root: Path
+    metrics: pd.DataFrame | None
+    checkpoints: pd.DataFrame | None
+    lora_overlap: pd.DataFrame | None
+    lora_spectrum: pd.DataFrame | None
+    provenance: list[dict[str, Any]] = field(default_factory=list)
+    """One dict of store attrs per store (provenance.json may hold one dict or a list)."""
+
+    def missing(self) -> list[str]:
+        return [name for name in TABLE_FILES if getattr(self, name) is None]
+
+
+@dataclass(frozen=True)
+class LayerConvention:
+    """Which single value per (checkpoint, metric) the checkpoint-level analyses use."""
+
+    layer: str | int = "mean"
+    """'mean' (mean over transformer layers), 'middle' (layer n_layers // 2) or a layer number.
+    Layer-free metrics (layer -1: function metrics, LoRA overlap, collapse index) are used as is."""
+    domain: str = "all"
+    span: str = "all"
+    include_embeddings: bool = False
+    """Whether layer 0 (embeddings) enters the mean. Off by default: LoRA leaves the embedding
+    layer untouched, so including it only dilutes every change."""
+
+    def __post_init__(self) -> None:
+        if not (self.layer in ("mean", "middle") or isinstance(self.layer, int)):
+            raise ValueError(
+                f"LayerConvention.layer: expected 'mean', 'middle' or an int, found {self.layer!r}"
+            )
+
+    def describe(self) -> str:
+        if self.layer == "mean":
+            first = 0 if self.include_embeddings else 1
+            where = f"mean over layers {first}..L (layer 0 = embeddings)"
+        elif self.layer == "middle":
+            where = "the middle layer (n_layers // 2)"
+        else:
+            where = f"layer {self.layer}"
+        return (
+            f"Hidden-state metrics: {where}; domain={self.domain!r}, span={self.span!r}. "
+            "Layer-free metrics (logit entropy, LoRA overlap, collapse index) as reported."
+        )
+
+
+def read_tables(tables_dir: str | Path) -> Tables:
+    """Read whatever tables exist in ``tables_dir`` (none is an error here; callers decide)."""
+    root = Path(tables_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"tables directory {str(root)!r} does not exist")
+    frames: dict[str, pd.DataFrame | None] = {}
+    for name, fname in TABLE_FILES.items():
+        path = root / fname
+        frames[name] = pd.read_parquet(path) if path.exists() else None
+    if frames["checkpoints"] is not None:
+        frames["checkpoints"] = _normalise_checkpoints(frames["checkpoints"])
+    if frames["metrics"] is not None:
+        frames["metrics"] = _dedupe_metrics(frames["metrics"])
+    return Tables(root=root, provenance=read_provenance(root / "provenance.json"), **frames)
+
+
+def read_provenance(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    obj = json.loads(path.read_text())
+    if isinstance(obj, list):
+        return [dict(o) for o in obj]
+    nested = isinstance(obj, dict) and obj and all(isinstance(v, dict) for v in obj.values())
+    if nested and "store_id" not in obj:  # {store_id: attrs, ...}
+        return [{"store_id": k, **v} for k, v in obj.items()]
+    return [dict(obj)] if isinstance(obj, dict) else []
+
+
+def _normalise_checkpoints(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    for col, default in _CKPT_DEFAULTS.items():
+        if col not in df:
+            df[col] = default
+    for col in BEHAVIOR:
+        df[col] = pd.to_numeric(df[col], errors="coerce") if col in df else np.nan
+    if "store_id" not in df:
+        df["store_id"] = "store"
+    for col in ("sequence", "stage_kind", "stage_domain", "parent", "mitigation"):
+        df[col] = df[col].fillna("").astype(str)
+    df["mitigation"] = df["mitigation"].replace("", "none")
+    df["stage_index"] = df["stage_index"].astype(int)
+    df["seed"] = df["seed"].astype(int)
+    df["stage"] = stage_names(df)
+    return df
+
+
+def _dedupe_metrics(df: pd.DataFrame) -> pd.DataFrame:
+    """Keep the newest metric_version of each metric, and sink-excluded rows where both exist."""
+    if "metric_version" in df:
+        newest = df.groupby("metric")["metric_version"].transform("max")
+        df = df[df["metric_version"] == newest]
+    if "sinks_excluded" in df and df["sinks_excluded"].nunique() > 1:
+        has_excl = df.groupby("metric")["sinks_excluded"].transform("max")
+        df = df[df["sinks_excluded"] == has_excl]
+    return df.reset_index(drop=True)
+
+
+def stage_names(df: pd.DataFrame) -> pd.Series:
+    """The stage name of each checkpoint: the key of the fixed colour map used by every figure."""
+    kind = df["stage_kind"].astype(str)
+    dom = df["stage_domain"].astype(str)
+    name = np.where(dom != "", dom, kind)
+    name = np.where(kind == "dpo", "preference", name)
+    name = np.where(kind == "refresh", "refresh", name)
+    name = np.where((kind == "base") | (df["stage_index"] == 0), "base", name)
+    return pd.Series(name, index=df.index, dtype=str)
+
+
+def select_metrics(
+    metrics: pd.DataFrame, names: Iterable[str], conv: LayerConvention = LayerConvention()
+) -> pd.DataFrame:
+    """One value per (store_id, checkpoint, metric) under the layer convention (long form)."""
+    names = list(names)
+    m = metrics[metrics["metric"].isin(names)]
+    out = []
+    for name, g in m.groupby("metric", sort=False):
+        sel = g[(g["domain"] == conv.domain) & (g["span"] == conv.span)]
+        if sel.empty:  # a metric not resolved by domain/span (e.g. LoRA overlap) is used as is
+            sel = g[(g["domain"] == "all") & (g["span"] == "all")]
+        out.append(_pick_layer(sel, conv).assign(metric=name))
+    if not out:
+        return pd.DataFrame(columns=[*KEY, "metric", "value"])
+    return pd.concat(out, ignore_index=True)
+
+
+def _pick_layer(sel: pd.DataFrame, conv: LayerConvention) -> pd.DataFrame:
+    free = sel[sel["layer"] == -1]
+    if not free.empty:
+        return free.groupby(KEY, as_index=False)["value"].mean()
+    if conv.layer == "mean":
+        lo = 0 if conv.include_embeddings else 1
+        chosen = sel[sel["layer"] >= lo]
+        if chosen.empty:  # a one-layer table: better the embeddings than nothing
+            chosen = sel
+    elif conv.layer == "middle":
+        mid = sel.groupby("store_id")["layer"].transform("max") // 2
+        chosen = sel[sel["layer"] == mid]
+    else:
+        chosen = sel[sel["layer"] == conv.layer]
+    return chosen.groupby(KEY, as_index=False)["value"].mean()
+
+
+def checkpoint_table(
+    tables: Tables, names: Sequence[str], conv: LayerConvention = LayerConvention()
+) -> pd.DataFrame:
+    """One row per checkpoint: checkpoints.parquet columns plus one column per metric name.
+
+    A metric absent from metrics.parquet is a column of NaN, so callers can say what is missing.
+    """
+    if tables.checkpoints is None:
+        raise FileNotFoundError(f"checkpoints.parquet is missing from {str(tables.root)!r}")
+    ck = tables.checkpoints
+    if tables.metrics is not None and len(names):
+        long = select_metrics(tables.metrics, names, conv)
+        wide = long.pivot_table(index=KEY, columns="metric", values="value", aggfunc="mean")
+        ck = ck.merge(wide.reset_index(), on=KEY, how="left")
+    for name in names:
+        if name not in ck:
+            ck[name] = np.nan
+    return ck.reset_index(drop=True)
+
+
+def with_parent(df: pd.DataFrame, cols: Sequence[str]) -> pd.DataFrame:
+    """Add ``<col>_parent`` and ``delta_<col>`` (value minus the parent's, same store)."""
+    par = df[["store_id", "checkpoint", *cols]].rename(
+        columns={"checkpoint": "parent", **{c: f"{c}_parent" for c in cols}}
+    )
+    out = df.merge(par, on=["store_id", "parent"], how="left")
+    for c in cols:
+        out[f"delta_{c}"] = out[c] - out[f"{c}_parent"]
+    return out
+
+
+def layerwise(
+    metrics: pd.DataFrame, names: Iterable[str], domain: str = "all", span: str = "all"
+) -> pd.DataFrame:
+    """Per-layer values (layer >= 0) of the given metrics for one domain and span."""
+    m = metrics[
+        metrics["metric"].isin(list(names))
+        & (metrics["domain"] == domain)
+        & (metrics["span"] == span)
+        & (metrics["layer"] >= 0)
+    ]
+    return m.groupby([*KEY, "metric", "layer"], as_index=False)["value"].mean()
+
+
+def sinks_excluded(tables: Tables) -> bool | None:
+    """True when every metric row excluded attention-sink tokens, None when unknown."""
+    if tables.metrics is None or "sinks_excluded" not in tables.metrics:
+        return None
+    return bool(tables.metrics["sinks_excluded"].all())
