@@ -1,0 +1,355 @@
+"""Behavioural evaluation of one checkpoint -> the dict written to ``behavior.json``.
+
+* scores per domain: greedy generations on the first ``n_generate`` eval records of each pool,
+  scored by ``train.scorers.score_completion``; preference: win rate of chosen over rejected by
+  summed log-probability (``score_preference``);
+* target_score = the stage domain's score; retention = mean score over the other SFT domains;
+* calibration and validation loss, teacher forced on held-out references: per response token,
+  confidence = max prob, correct = argmax == target; ECE with equal-width bins over the tokens of
+  every domain pooled; val_loss = mean over domains of the per-token NLL;
+* future learning: per future task a fixed-budget LoRA adaptation (same steps, data, seed and
+  learning rate for every checkpoint) scored at a few step counts; final score and the area under
+  the score-vs-steps curve (trapezoid, divided by the step range, so in score units).
+
+Every subset is "the first n" of a fixed file, so every checkpoint sees the same examples.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from train.base import load_model, load_tokenizer, resolve_device
+from train.config import SFT_DOMAINS, EvalSettings
+from train.pools import IGNORE, DataDir, encode_pair, encode_sft, prompt_ids
+
+Scorer = Callable[[dict[str, Any], str], float]
+
+
+def _autocast(device: str) -> Any:
+    if device.startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+@torch.no_grad()
+def generate(
+    model: Any,
+    tok: Any,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    device: str,
+) -> list[str]:
+    """Greedy completions of chat-formatted prompts, left-padded batches."""
+    out: list[str] = []
+    pad = tok.pad_token_id
+    was_training = model.training
+    model.eval()
+    for i in range(0, len(prompts), batch_size):
+        ids = [prompt_ids(tok, p) for p in prompts[i : i + batch_size]]
+        width = max(len(x) for x in ids)
+        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=device)
+        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
+        with _autocast(device):
+            gen = model.generate(
+                input_ids=input_ids,
+                attention_mask=mask,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=pad,
+                eos_token_id=tok.eos_token_id,
+            )
+        out.extend(tok.batch_decode(gen[:, width:], skip_special_tokens=True))
+    model.train(was_training)
+    return out
+
+
+def _pad_right(
+    batch: Sequence[dict[str, list[int]]], pad: int, device: str
+) -> dict[str, torch.Tensor]:
+    width = max(len(e["input_ids"]) for e in batch)
+    ids = [e["input_ids"] + [pad] * (width - len(e["input_ids"])) for e in batch]
+    labels = [e["labels"] + [IGNORE] * (width - len(e["labels"])) for e in batch]
+    mask = [[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in batch]
+    return {
+        "input_ids": torch.tensor(ids, device=device),
+        "labels": torch.tensor(labels, device=device),
+        "attention_mask": torch.tensor(mask, device=device),
+    }
+
+
+@torch.no_grad()
+def token_stats(
+    model: Any,
+    tok: Any,
+    encoded: Sequence[dict[str, list[int]]],
+    *,
+    device: str,
+    batch_size: int = 8,
+) -> dict[str, torch.Tensor]:
+    """Per response token: NLL, max prob, argmax == target (teacher forced), as flat tensors."""
+    model.eval()
+    nll, conf, correct = [], [], []
+    for i in range(0, len(encoded), batch_size):
+        b = _pad_right(encoded[i : i + batch_size], tok.pad_token_id, device)
+        with _autocast(device):
+            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+        target = b["labels"][:, 1:]
+        keep = target != IGNORE
+        lp = logp[keep]
+        tgt = target[keep]
+        nll.append(-lp.gather(1, tgt[:, None])[:, 0])
+        mx, arg = lp.max(dim=-1)
+        conf.append(mx.exp())
+        correct.append((arg == tgt).float())
+    cat = lambda xs: torch.cat(xs).cpu().double() if xs else torch.zeros(0, dtype=torch.float64)  # noqa: E731
+    return {"nll": cat(nll), "conf": cat(conf), "correct": cat(correct)}
+
+
+def expected_calibration_error(
+    conf: torch.Tensor, correct: torch.Tensor, bins: int = 15
+) -> float | None:
+    """ECE with ``bins`` equal-width confidence bins (weights = bin counts / N)."""
+    n = conf.numel()
+    if n == 0:
+        return None
+    idx = torch.clamp((conf * bins).long(), max=bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        sel = idx == b
+        cnt = int(sel.sum())
+        if cnt:
+            ece += cnt / n * abs(float(conf[sel].mean()) - float(correct[sel].mean()))
+    return ece
+
+
+@torch.no_grad()
+def response_logprob(
+    model: Any, enc: dict[str, list[int]], completion: list[int], device: str
+) -> float:
+    ids = enc["prompt_ids"] + completion
+    x = torch.tensor([ids], device=device)
+    with _autocast(device):
+        logits = model(input_ids=x).logits[0, :-1].float()
+    logp = torch.log_softmax(logits, dim=-1)
+    start = len(enc["prompt_ids"]) - 1
+    tgt = x[0, 1:][start:]
+    return float(logp[start:].gather(1, tgt[:, None]).sum())
+
+
+def _score_generations(
+    model: Any,
+    tok: Any,
+    records: Sequence[dict[str, Any]],
+    s: EvalSettings,
+    device: str,
+    scorer: Scorer,
+) -> float | None:
+    if not records:
+        return None
+    comps = generate(
+        model,
+        tok,
+        [r["prompt"] for r in records],
+        max_new_tokens=s.max_new_tokens,
+        batch_size=s.gen_batch_size,
+        device=device,
+    )
+    return sum(float(scorer(r, c)) for r, c in zip(records, comps, strict=True)) / len(records)
+
+
+def auc(steps: Sequence[int], scores: Sequence[float]) -> float:
+    """Trapezoid area under score(step) divided by the step range (a mean score in [0, 1])."""
+    if len(steps) < 2 or steps[-1] == steps[0]:
+        return float(scores[-1])
+    area = sum(
+        (steps[i + 1] - steps[i]) * (scores[i] + scores[i + 1]) / 2 for i in range(len(steps) - 1)
+    )
+    return area / (steps[-1] - steps[0])
+
+
+def future_adaptation(
+    ckpt_dir: str | Path,
+    train_records: Sequence[dict[str, Any]],
+    eval_records: Sequence[dict[str, Any]],
+    s: EvalSettings,
+    *,
+    seed: int,
+    device: str,
+    max_length: int,
+    scorer: Scorer,
+) -> dict[str, Any]:
+    """Fixed-budget LoRA adaptation to one future task, scored at ``s.future_eval_at`` steps."""
+    from peft import LoraConfig, get_peft_model
+
+    from train.config import TARGET_MODULES
+
+    tok = load_tokenizer(ckpt_dir)
+    model = load_model(ckpt_dir, device, train=True)
+    torch.manual_seed(seed)  # the adapter's random init is part of the fixed protocol
+    targets = [m for m in TARGET_MODULES if any(n.endswith(m) for n, _ in model.named_modules())]
+    cfg = LoraConfig(
+        r=s.future_rank,
+        lora_alpha=2 * s.future_rank,
+        lora_dropout=0.0,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, cfg)
+    encoded = [
+        e
+        for e in (encode_sft(tok, r["prompt"], r["response"], max_length) for r in train_records)
+        if e
+    ]
+    if not encoded:
+        raise ValueError("future task has no usable training example")
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=s.future_lr)
+    rng = random.Random(seed)
+    order: list[int] = []
+    curve: list[list[float]] = []
+    for step in range(s.future_steps + 1):
+        if step in s.future_eval_at:
+            curve.append(
+                [step, _score_generations(model, tok, eval_records, s, device, scorer) or 0.0]
+            )
+        if step == s.future_steps:
+            break
+        model.train()
+        if len(order) < s.future_batch_size:
+            perm = list(range(len(encoded)))
+            rng.shuffle(perm)
+            order.extend(perm * max(1, s.future_batch_size // len(perm) + 1))
+        batch = [encoded[order.pop(0)] for _ in range(s.future_batch_size)]
+        b = _pad_right(batch, tok.pad_token_id, device)
+        with _autocast(device):
+            loss = model(**b).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    steps = [int(c[0]) for c in curve]
+    scores = [float(c[1]) for c in curve]
+    return {"final": scores[-1], "auc": auc(steps, scores), "curve": curve}
+
+
+def _default_scorers() -> tuple[Scorer, Callable[[float, float], float]]:
+    from train.scorers import score_completion, score_preference
+
+    return score_completion, score_preference
+
+
+def evaluate_checkpoint(
+    ckpt_dir: str | Path,
+    data_dir: str | Path,
+    settings: EvalSettings,
+    *,
+    target_domain: str | None,
+    device: str | None = None,
+    seed: int = 0,
+    max_length: int = 256,
+    scorer: Scorer | None = None,
+    preference_scorer: Callable[[float, float], float] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint directory against a data directory; returns behavior.json's dict."""
+    from tqdm.auto import tqdm
+
+    t0 = time.time()
+    device = resolve_device(device)
+    if scorer is None or preference_scorer is None:
+        default_c, default_p = _default_scorers()
+        scorer = scorer or default_c
+        preference_scorer = preference_scorer or default_p
+    torch.manual_seed(seed)
+    tok = load_tokenizer(ckpt_dir)
+    model = load_model(ckpt_dir, device, train=False)
+    data = DataDir(data_dir, tok, max_length)
+    domains = [d for d in SFT_DOMAINS if data.has_pool(d, "eval")]
+    tasks = list(settings.future_tasks) or data.future_tasks()
+    bar = tqdm(
+        total=len(domains) + 1 + len(tasks),
+        desc=f"eval {Path(ckpt_dir).name}",
+        leave=False,
+        disable=not progress,
+    )
+    scores: dict[str, float | None] = {}
+    vloss: dict[str, float | None] = {}
+    conf, correct = [], []
+    for d in domains:
+        recs = data.records(d, "eval")
+        scores[d] = _score_generations(
+            model, tok, recs[: settings.n_generate], settings, device, scorer
+        )
+        enc = [e for e in data.encoded(d, "eval")[: settings.n_teacher_forced] if e]
+        st = token_stats(model, tok, enc, device=device)
+        vloss[d] = float(st["nll"].mean()) if st["nll"].numel() else None
+        conf.append(st["conf"])
+        correct.append(st["correct"])
+        bar.update(1)
+    if data.has_pool("preference", "eval"):
+        wins = []
+        for r in data.records("preference", "eval")[: settings.n_generate]:
+            enc = encode_pair(tok, r["prompt"], r["chosen"], r["rejected"], max_length)
+            if enc is None:
+                continue
+            lc = response_logprob(model, enc, enc["chosen_ids"], device)
+            lr = response_logprob(model, enc, enc["rejected_ids"], device)
+            wins.append(float(preference_scorer(lc, lr)))
+        scores["preference"] = sum(wins) / len(wins) if wins else None
+    bar.update(1)
+    del model
+    future: dict[str, Any] = {}
+    for task in tasks:
+        tr = data.future_records(task, "train")[: settings.future_n_train]
+        ev = data.future_records(task, "eval")[: settings.future_n_eval]
+        future[task] = future_adaptation(
+            ckpt_dir,
+            tr,
+            ev,
+            settings,
+            seed=seed,
+            device=device,
+            max_length=max_length,
+            scorer=scorer,
+        )
+        bar.update(1)
+    bar.close()
+    all_conf = torch.cat(conf) if conf else torch.zeros(0)
+    all_correct = torch.cat(correct) if correct else torch.zeros(0)
+    others = [scores[d] for d in domains if d != target_domain and scores.get(d) is not None]
+    vals = [v for v in vloss.values() if v is not None]
+    mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+    return {
+        "target_domain": target_domain,
+        "target_score": scores.get(target_domain) if target_domain else None,
+        "retention": mean(others),
+        "ece": expected_calibration_error(all_conf, all_correct, settings.ece_bins),
+        "val_loss": mean(vals),
+        "future_score": mean([f["final"] for f in future.values()]),
+        "future_auc": mean([f["auc"] for f in future.values()]),
+        "scores": scores,
+        "val_loss_per_domain": vloss,
+        "future": future,
+        "n_calibration_tokens": int(all_conf.numel()),
+        "eval_settings": _settings_dict(settings, max_length, seed),
+        "eval_wall_time_s": round(time.time() - t0, 3),
+    }
+
+
+def _settings_dict(settings: EvalSettings, max_length: int, seed: int) -> dict[str, Any]:
+    import dataclasses
+
+    d = dataclasses.asdict(settings)
+    d.update(max_length=max_length, seed=seed)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}

@@ -1,0 +1,322 @@
+"""A sequence of stages from a RunConfig: planning, training, evaluation, manifests, resumption.
+
+Layout: ``RUN_DIR/<sequence>/<NN>-<stage>/`` with NN the stage index (the base is index 0 and
+lives in its own directory). A stage directory is complete when it has ``manifest.json`` (written
+last, atomically); re-running skips complete stages and retrains an incomplete one from scratch.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from store_schema.records import CheckpointManifest, read_manifest, write_json_atomic
+from train.base import hardware, library_versions, load_tokenizer, resolve_device
+from train.config import RunConfig, StageSpec
+from train.pools import (
+    DataDir,
+    Selection,
+    pair_cost,
+    sft_loss_tokens,
+    take_budget,
+    truncate_pair,
+)
+
+
+@dataclass
+class StagePlan:
+    index: int
+    spec: StageSpec
+    examples: list[dict[str, list[int]]] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    tokens: int = 0
+    sources: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def dirname(self) -> str:
+        return f"{self.index:02d}-{self.spec.name}"
+
+
+def _select(
+    data: DataDir, domain: str, budget: int, seed: int, cursors: dict[str, int]
+) -> Selection:
+    # One fixed permutation per (seed, domain); the cursor makes later stages continue after the
+    # examples earlier stages of this sequence already used.
+    rng = random.Random(f"{seed}|{domain}")
+    recs = data.records(domain, "train")
+    ids = [str(r.get("id", i)) for i, r in enumerate(recs)]
+    kw: dict[str, Any] = {}
+    if domain == "preference":
+        kw = {"cost": pair_cost, "truncate": truncate_pair}
+    sel = take_budget(
+        data.encoded(domain, "train"), ids, budget, rng=rng, start=cursors.get(domain, 0), **kw
+    )
+    cursors[domain] = cursors.get(domain, 0) + sel.consumed
+    return sel
+
+
+def plan_sequence(cfg: RunConfig, data: DataDir) -> list[StagePlan]:
+    """Every stage's exact training set (deterministic in the config and the data)."""
+    cursors: dict[str, int] = {}
+    plans: list[StagePlan] = []
+    earlier: list[str] = []
+    mit = cfg.mitigation
+    for i, spec in enumerate(cfg.expanded_stages(), start=1):
+        plan = StagePlan(index=i, spec=spec)
+        total = cfg.budget.tokens_per_stage
+        if spec.kind == "refresh":
+            total = max(cfg.budget.max_length, round(mit.refresh_fraction * total))
+        parts: list[tuple[str, int]] = []
+        replay_from: list[str] = []
+        if mit.replay_fraction > 0 and spec.kind in ("sft", "full"):
+            if mit.replay_source == "general":
+                replay_from = ["general"]
+            else:
+                replay_from = [d for d in dict.fromkeys(earlier) if d != spec.domain]
+        replay = round(mit.replay_fraction * total) if replay_from else 0
+        parts.append((spec.domain, total - replay))
+        for j, d in enumerate(replay_from):
+            share = replay // len(replay_from) + (1 if j < replay % len(replay_from) else 0)
+            if share:
+                parts.append((d, share))
+        for domain, n in parts:
+            sel = _select(data, domain, n, cfg.seed, cursors)
+            plan.examples.extend(sel.examples)
+            plan.ids.extend(sel.ids)
+            plan.tokens += sel.tokens
+            plan.sources[domain] = plan.sources.get(domain, 0) + sel.tokens
+        if spec.kind in ("sft", "full") and spec.domain not in earlier:
+            earlier.append(spec.domain)
+        plans.append(plan)
+    return plans
+
+
+def checkpoint_name(cfg: RunConfig, plan: StagePlan) -> str:
+    label = cfg.sequence
+    if cfg.mitigation.name != "none":
+        label += f"[{cfg.mitigation.name}]"
+    return f"{label}@s{cfg.seed}/{plan.dirname}"
+
+
+def _run_identity(cfg: RunConfig) -> dict[str, Any]:
+    """What must match for a complete stage directory to be reused on resumption."""
+    d = cfg.to_dict()
+    d["budget"].pop("eval", None)  # evaluation sizes do not change the weights
+    return json.loads(json.dumps(d))  # tuples -> lists, as a manifest read back has them
+
+
+def _summary(
+    plan: StagePlan,
+    tokens_seen: int,
+    behavior: dict[str, Any] | None,
+    base_b: dict[str, Any] | None,
+    losses: list[float],
+    train_s: float,
+    eval_s: float,
+) -> str:
+    def f(x: Any) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    s = plan.spec
+    line = f"{plan.dirname}: {s.kind}/{s.domain} tokens={plan.tokens} (cum {tokens_seen})"
+    if losses:
+        line += f" loss {losses[0]:.3f}->{losses[-1]:.3f}"
+    if behavior:
+        base_t = (base_b or {}).get("scores", {}).get(s.domain)
+        line += (
+            f" target={f(behavior.get('target_score'))} (base {f(base_t)})"
+            f" retention={f(behavior.get('retention'))} ece={f(behavior.get('ece'))}"
+            f" future={f(behavior.get('future_score'))}"
+        )
+    return line + f" [train {train_s:.0f}s, eval {eval_s:.0f}s]"
+
+
+def _ensure_base_behavior(
+    base: Path,
+    data: Path,
+    cfg: RunConfig,
+    device: str,
+    progress: bool,
+    scorer: Any,
+    pref_scorer: Any,
+) -> dict[str, Any]:
+    from train.evaluate import _settings_dict, evaluate_checkpoint
+
+    path = base / "behavior.json"
+    want = _settings_dict(cfg.budget.eval, cfg.budget.max_length, cfg.seed)
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old.get("eval_settings") == want:
+            return old
+    b = evaluate_checkpoint(
+        base,
+        data,
+        cfg.budget.eval,
+        target_domain=None,
+        device=device,
+        seed=cfg.seed,
+        max_length=cfg.budget.max_length,
+        scorer=scorer,
+        preference_scorer=pref_scorer,
+        progress=progress,
+    )
+    write_json_atomic(path, b)
+    return b
+
+
+def run_sequence(
+    cfg: RunConfig,
+    out: str | Path,
+    base: str | Path,
+    data: str | Path,
+    *,
+    device: str | None = None,
+    evaluate: bool = True,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    scorer: Any = None,
+    preference_scorer: Any = None,
+) -> list[Path]:
+    """Train (or resume) every stage of ``cfg``; returns the stage directories in order."""
+    from train.evaluate import evaluate_checkpoint
+    from train.stages import train_stage
+
+    base, data = Path(base), Path(data)
+    base_m = read_manifest(base)
+    device = resolve_device(device)
+    seq_dir = Path(out) / cfg.sequence
+    seq_dir.mkdir(parents=True, exist_ok=True)
+    tok = load_tokenizer(base)
+    plans = plan_sequence(cfg, DataDir(data, tok, cfg.budget.max_length))
+    base_b = None
+    if evaluate:
+        base_b = _ensure_base_behavior(base, data, cfg, device, progress, scorer, preference_scorer)
+        log(
+            f"{cfg.sequence} base: retention={base_b.get('retention')} future={base_b.get('future_score')}"
+        )
+    lora = cfg.effective_lora
+    identity = _run_identity(cfg)
+    parent_dir, parent_m = base, base_m
+    prior_adapters: list[Path] = []
+    dirs: list[Path] = []
+    for plan in plans:
+        ckpt = seq_dir / plan.dirname
+        dirs.append(ckpt)
+        if (ckpt / "manifest.json").is_file():
+            m = read_manifest(ckpt)
+            if m.resolved_config.get("run") != identity:
+                raise RuntimeError(
+                    f"{ckpt} holds a complete checkpoint of a different configuration "
+                    f"(mitigation {m.mitigation!r}, seed {m.seed}); use another --out"
+                )
+            log(f"{plan.dirname}: complete, skipped")
+            parent_dir, parent_m = ckpt, m
+            if m.adapter_dir:
+                prior_adapters.append(ckpt / m.adapter_dir)
+            continue
+        if ckpt.exists():
+            shutil.rmtree(ckpt)  # no manifest: half-written by an interrupted run
+        t0 = time.time()
+        train_seed = cfg.seed * 1000 + plan.index  # distinct adapter inits per stage, reproducible
+        res = train_stage(
+            plan.spec,
+            plan.examples,
+            parent_dir,
+            ckpt,
+            budget=cfg.budget,
+            lora=lora,
+            mitigation=cfg.mitigation,
+            seed=train_seed,
+            prior_adapters=list(prior_adapters),
+            device=device,
+            progress=progress,
+        )
+        train_s = time.time() - t0
+        loss_tokens = sum(sft_loss_tokens(e) for e in plan.examples if "labels" in e)
+        write_json_atomic(
+            ckpt / "train_log.json",
+            {
+                "losses": res.losses,
+                "log_history": res.log_history,
+                "example_ids": plan.ids,
+            },
+        )
+        behavior = None
+        t1 = time.time()
+        if evaluate:
+            behavior = evaluate_checkpoint(
+                ckpt,
+                data,
+                cfg.budget.eval,
+                target_domain=plan.spec.domain,
+                device=device,
+                seed=cfg.seed,
+                max_length=cfg.budget.max_length,
+                scorer=scorer,
+                preference_scorer=preference_scorer,
+                progress=progress,
+            )
+            write_json_atomic(ckpt / "behavior.json", behavior)
+        eval_s = time.time() - t1
+        use_lora = plan.spec.kind != "full"
+        manifest = CheckpointManifest(
+            name=checkpoint_name(cfg, plan),
+            sequence=cfg.sequence,
+            stage_index=plan.index,
+            stage_kind=plan.spec.kind,
+            stage_domain=plan.spec.domain,
+            parent=parent_m.name,
+            seed=cfg.seed,
+            tokens_seen=parent_m.tokens_seen + plan.tokens,
+            mitigation=cfg.mitigation.name,
+            model_family=base_m.model_family,
+            base_model=base_m.base_model,
+            weights="merged",
+            adapter_dir="adapter" if use_lora else "",
+            lora_rank=lora.rank if use_lora else 0,
+            lora_alpha=float(lora.alpha) if use_lora else 0.0,
+            resolved_config={
+                "run": identity,
+                "eval": _as_plain(cfg.budget.eval),
+                "stage": {
+                    "name": plan.spec.name,
+                    "kind": plan.spec.kind,
+                    "domain": plan.spec.domain,
+                    "tokens": plan.tokens,
+                    "loss_tokens": loss_tokens,
+                    "n_examples": len(plan.examples),
+                    "sources": plan.sources,
+                    "steps": res.steps,
+                    "train_seed": train_seed,
+                    "regularisers": res.regularisers,
+                    "device": device,
+                    "final_loss": res.losses[-1] if res.losses else None,
+                    "train_time_s": round(train_s, 3),
+                    "eval_time_s": round(eval_s, 3),
+                },
+                "base_dir": str(base.resolve()),
+                "data_dir": str(data.resolve()),
+            },
+            wall_time_s=round(time.time() - t0, 3),
+            hardware=hardware(device),
+            library_versions=library_versions(),
+        )
+        write_json_atomic(ckpt / "manifest.json", manifest.to_dict())
+        log(_summary(plan, manifest.tokens_seen, behavior, base_b, res.losses, train_s, eval_s))
+        parent_dir, parent_m = ckpt, manifest
+        if use_lora:
+            prior_adapters.append(ckpt / "adapter")
+    return dirs
+
+
+def _as_plain(obj: Any) -> Any:
+    import dataclasses
+
+    d = dataclasses.asdict(obj)
+    return json.loads(json.dumps(d))
