@@ -1,0 +1,50 @@
+"""Configuration of ``repcollapse data build``: sizes and seed, validated on construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+POOL_DOMAINS: tuple[str, ...] = ("general", "math", "code", "safety", "long_cot")
+"""Stage domains with an SFT pool (the probe's ``factual`` domain has none)."""
+
+# Upper bounds keep requests inside what the templates can produce without repeating a prompt.
+_LIMITS: dict[str, tuple[int, int]] = {
+    "probe_per_domain": (1, 1000),
+    "pool_train": (1, 5000),
+    "pool_eval": (1, 2000),
+    "preference_train": (1, 5000),
+    "preference_eval": (1, 2000),
+    "future_train": (1, 5000),
+    "future_eval": (1, 2000),
+}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Sizes of every generated file; one seed drives everything (same seed, same bytes)."""
+
+    seed: int = 0
+    probe_per_domain: int = 100
+    pool_train: int = 400
+    pool_eval: int = 60
+    preference_train: int = 400
+    preference_eval: int = 60
+    future_train: int = 200
+    future_eval: int = 60
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            # bool is an int subclass; True as a size is a bug, not a 1.
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(
+                    f"DataConfig.{f.name}: expected an integer, found {type(value).__name__} {value!r}"
+                )
+        if self.seed < 0:
+            raise ValueError(f"DataConfig.seed: expected >= 0, found {self.seed}")
+        for name, (lo, hi) in _LIMITS.items():
+            value = getattr(self, name)
+            if not lo <= value <= hi:
+                raise ValueError(
+                    f"DataConfig.{name}: expected {lo} <= value <= {hi}, found {value}"
+                )
