@@ -1,4 +1,4 @@
-"""`repcollapse extract`: not built yet (see the open issues)."""
+"""`repcollapse extract`: run the probe corpus through checkpoints into the activation store."""
 
 from __future__ import annotations
 
@@ -6,9 +6,73 @@ import argparse
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.set_defaults(handler=_not_built)
+    parser.add_argument(
+        "checkpoints",
+        nargs="+",
+        metavar="CHECKPOINT_DIR",
+        help="HF causal-LM directories, each with manifest.json (train writes it last)",
+    )
+    parser.add_argument(
+        "--store", required=True, help="path or fsspec URL of the Zarr store (created if absent)"
+    )
+    parser.add_argument("--probe", required=True, help="probe corpus (probe.jsonl)")
+    parser.add_argument(
+        "--batch-size", type=int, default=8, help="examples per forward pass (default 8)"
+    )
+    parser.add_argument(
+        "--max-length", type=int, default=512, help="tokens per example, truncated (default 512)"
+    )
+    parser.add_argument(
+        "--token-cap-per-span",
+        type=int,
+        default=None,
+        metavar="N",
+        help="store at most N tokens per (domain, span) cell, seeded (default: all tokens)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="splits, token sampler and generation (default 0)"
+    )
+    parser.add_argument(
+        "--generate",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also store N sampled completions per prompt per checkpoint (default 0)",
+    )
+    parser.add_argument(
+        "--device", default="auto", help="auto, cpu or cuda (default auto: cuda when present)"
+    )
+    parser.add_argument(
+        "--token-chunk",
+        type=int,
+        default=4096,
+        help="tokens per store chunk (new stores; default 4096)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar or log lines")
+    parser.set_defaults(handler=_extract)
 
 
-def _not_built(args: argparse.Namespace) -> int:
-    print("repcollapse extract: not built yet")
-    return 2
+def _extract(args: argparse.Namespace) -> int:
+    from extract.run import ExtractConfig, extract
+    from store_schema.problems import SchemaError
+
+    config = ExtractConfig(
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        token_cap_per_span=args.token_cap_per_span,
+        seed=args.seed,
+        generate=args.generate,
+        device=args.device,
+        token_chunk=args.token_chunk,
+        progress=not args.no_progress,
+    )
+    try:
+        results = extract(args.store, args.probe, args.checkpoints, config)
+    except (SchemaError, FileNotFoundError, ValueError) as e:
+        print(f"repcollapse extract: {e}")
+        return 1
+    for r in results:
+        rate = f", {r.tokens / r.seconds:.0f} tok/s" if r.tokens and r.seconds else ""
+        extra = f", generated -> {r.generated}" if r.generated else ""
+        print(f"{r.name}: {r.status}{rate}{extra}")
+    return 0

@@ -1,7 +1,8 @@
 """The store contract as data: names, dims, dtypes, chunking and descriptions.
 
 One Zarr v3 store per experiment. The root group is the teacher-forced probe; a generated-output
-probe lives in the sub-group ``generated`` with the same layout. Every array carries
+probe lives in the sub-group ``generated`` with the same layout (one sub-store per checkpoint
+under it, see ``GENERATED_INDEX_ATTR``). Every array carries
 ``dimension_names`` (read by xarray) and a ``description`` attribute, so a store is
 self-describing to someone who only has ``xarray.open_zarr(path, consolidated=False)``.
 
@@ -23,6 +24,17 @@ SCHEMA_VERSION = 1
 STORE_KIND = "repcollapse-activation-store"
 
 GENERATED_GROUP = "generated"
+GENERATED_INDEX_ATTR = "checkpoint_groups"
+"""Attr of ``generated`` when it holds one sub-store per checkpoint: {checkpoint name: group path}.
+
+Generated tokens differ per checkpoint, so ``extract --generate`` writes a full one-checkpoint
+store per checkpoint at ``generated_group(name)``."""
+
+
+def generated_group(checkpoint_name: str) -> str:
+    """Group path of one checkpoint's generated-output store."""
+    return f"{GENERATED_GROUP}/{checkpoint_name.replace('/', '__')}"
+
 
 # --- dimensions --------------------------------------------------------------------------------
 CHECKPOINT, LAYER, TOKEN, FEATURE = "checkpoint", "layer", "token", "feature"

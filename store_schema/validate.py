@@ -110,8 +110,18 @@ def validate_store(url: str | Path, *, scan_values: bool = True) -> tuple[list[P
         return [Problem(str(url), f"expected a Zarr v3 group, found none or unreadable ({type(e).__name__}: {e})", "not_a_store")], ""
     problems, summary = validate_group(g, str(url), scan_values=scan_values)
     if S.GENERATED_GROUP in g:
-        gp, _ = validate_group(g[S.GENERATED_GROUP], f"{url}/{S.GENERATED_GROUP}", scan_values=scan_values)
-        problems += [Problem(f"{S.GENERATED_GROUP}/{p.location}", p.message, p.kind) for p in gp]
+        gen = g[S.GENERATED_GROUP]
+        # Either one store in `generated` itself, or one per checkpoint in its sub-groups
+        # (extract --generate: generated tokens differ per checkpoint), listed in an attr.
+        listed = dict(gen.attrs.get(S.GENERATED_INDEX_ATTR, {}))
+        subs = sorted(gen.group_keys()) if "hidden" not in gen else []
+        targets = [(f"{S.GENERATED_GROUP}/{k}", gen[k]) for k in subs] or [(S.GENERATED_GROUP, gen)]
+        for where, sub in targets:
+            gp, _ = validate_group(sub, f"{url}/{where}", scan_values=scan_values)
+            problems += [Problem(f"{where}/{p.location}", p.message, p.kind) for p in gp]
+        for name, path in listed.items():
+            if path.split("/", 1)[-1] not in subs:
+                problems.append(Problem(f"{S.GENERATED_GROUP} attrs.{S.GENERATED_INDEX_ATTR}", f"expected sub-group {path!r} of checkpoint {name!r}, found none", "missing_group"))
     sizes = summary.get("sizes", {})
     line = (
         f"schema v{g.attrs.get('schema_version')}, {summary.get('complete', 0)} complete checkpoint(s), "

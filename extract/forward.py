@@ -1,0 +1,192 @@
+"""Teacher-forced forward passes and the chunk buffer that writes them to the store.
+
+Batches are consecutive examples in store order, padded on the right with an attention mask
+and explicit per-token positions, so a token's states do not depend on the batch it is in (up
+to float rounding) and the tokens of one batch are one contiguous store range. The hidden
+states of every layer come from one forward of the decoder with ``output_hidden_states``; the
+last stored layer is the decoder's ``last_hidden_state`` (after the final norm, the input of the
+unembedding) whatever the model's ``hidden_states[-1]`` convention is.
+
+``ChunkBuffer`` holds at most one token chunk per layer (and the token variables of that chunk)
+and writes chunk-aligned blocks: memory stays flat in the number of batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from extract.logits import hidden_logit_stats
+from extract.tokens import TokenizedExample
+from store_schema import schema as S
+from store_schema.store import StoreWriter
+
+FLOAT16_MAX = 65504.0
+
+
+def make_batches(
+    examples: Sequence[TokenizedExample], batch_size: int
+) -> list[list[TokenizedExample]]:
+    """Consecutive groups of ``batch_size`` examples (store order is kept)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer, found {batch_size}")
+    return [list(examples[i : i + batch_size]) for i in range(0, len(examples), batch_size)]
+
+
+def pad_batch(
+    batch: Sequence[TokenizedExample], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask, position_ids), right-padded to the longest example."""
+    length = max(len(ex.input_ids) for ex in batch)
+    ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), length), dtype=torch.long)
+    for row, ex in enumerate(batch):
+        ids[row, : len(ex.input_ids)] = torch.from_numpy(ex.input_ids)
+        mask[row, : len(ex.input_ids)] = 1
+    positions = torch.arange(length).unsqueeze(0).expand(len(batch), -1)
+    return ids.to(device), mask.to(device), positions.to(device)
+
+
+def autocast_context(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on GPU; plain float32 on CPU (deterministic, and CPU bf16 is slow)."""
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@dataclass
+class BatchOutput:
+    hidden: np.ndarray
+    """(layer, n_kept, feature) float16 of the batch's kept tokens, in store order."""
+    stats: dict[str, np.ndarray]
+    """Logit statistics and top-k per kept token."""
+    max_abs: np.ndarray
+    """(layer,) largest |h| before the float16 cast (float16 overflows above 65504)."""
+
+
+def forward_batch(
+    model: torch.nn.Module,
+    batch: Sequence[TokenizedExample],
+    *,
+    pad_id: int,
+    device: torch.device,
+    topk: int,
+    logit_slice: int,
+    softcap: float | None,
+) -> BatchOutput:
+    ids, mask, positions = pad_batch(batch, pad_id, device)
+    rows = torch.cat(
+        [torch.full((len(ex.keep),), r, dtype=torch.long) for r, ex in enumerate(batch)]
+    )
+    cols = torch.cat([torch.from_numpy(ex.keep) for ex in batch])
+    targets = torch.cat(
+        [torch.from_numpy(np.append(ex.input_ids[1:], -1)[ex.keep]) for ex in batch]
+    )
+    rows, cols, targets = rows.to(device), cols.to(device), targets.to(device)
+    with torch.inference_mode(), autocast_context(device):
+        out = model.base_model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            output_hidden_states=True,
+            use_cache=False,
+        )
+        states = [*out.hidden_states[:-1], out.last_hidden_state]
+        kept = torch.stack([h[rows, cols] for h in states])  # (layer, n_kept, d)
+        del out, states
+        max_abs = kept.float().abs().amax(dim=(1, 2)).cpu().numpy()
+        weight = model.get_output_embeddings().weight
+        stats = hidden_logit_stats(
+            kept[-1], weight, targets, topk, slice_size=logit_slice, softcap=softcap
+        )
+        hidden = kept.to(torch.float16).cpu().numpy()
+    return BatchOutput(hidden, stats, max_abs)
+
+
+class ChunkBuffer:
+    """One token chunk of every layer plus its token variables; flushes chunk-aligned."""
+
+    def __init__(
+        self,
+        writer: StoreWriter,
+        index: int,
+        *,
+        n_layers: int,
+        n_features: int,
+        n_tokens: int,
+        topk: int,
+        after_write: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.writer, self.index, self.after_write = writer, index, after_write
+        self.chunk = min(writer.token_chunk, n_tokens)
+        self.n_tokens = n_tokens
+        self.hidden = np.empty((n_layers, self.chunk, n_features), np.float16)
+        self.vars: dict[str, np.ndarray] = {
+            name: np.empty(self.chunk, spec.dtype) for name, spec in S.LOGIT_STATS.items()
+        }
+        self.vars[S.TOPK_IDS.name] = np.empty((self.chunk, topk), np.int32)
+        self.vars[S.TOPK_LOGPROBS.name] = np.empty((self.chunk, topk), np.float16)
+        self.t0 = 0
+        self.fill = 0
+
+    def add(self, hidden: np.ndarray, stats: dict[str, np.ndarray]) -> None:
+        n, pos = hidden.shape[1], 0
+        while pos < n:
+            take = min(self.chunk - self.fill, n - pos)
+            self.hidden[:, self.fill : self.fill + take] = hidden[:, pos : pos + take]
+            for name, buf in self.vars.items():
+                buf[self.fill : self.fill + take] = stats[name][pos : pos + take]
+            self.fill += take
+            pos += take
+            if self.fill == self.chunk:
+                self.flush()
+
+    def flush(self) -> None:
+        if not self.fill:
+            return
+        if self.t0 + self.fill > self.n_tokens:
+            raise ValueError(
+                f"more tokens than the store holds: {self.t0 + self.fill} > {self.n_tokens}"
+            )
+        self.writer.write_hidden(self.index, self.t0, self.hidden[:, : self.fill])
+        self.after_write()
+        self.writer.write_token_vars(
+            self.index, self.t0, {k: v[: self.fill] for k, v in self.vars.items()}
+        )
+        self.after_write()
+        self.t0 += self.fill
+        self.fill = 0
+
+    def close(self) -> None:
+        self.flush()
+        if self.t0 != self.n_tokens:
+            raise ValueError(f"wrote {self.t0} tokens, the store holds {self.n_tokens}")
+
+
+def iterate_outputs(
+    model: torch.nn.Module,
+    examples: Sequence[TokenizedExample],
+    *,
+    batch_size: int,
+    pad_id: int,
+    device: torch.device,
+    topk: int,
+    logit_slice: int,
+    softcap: float | None,
+) -> Iterator[tuple[int, BatchOutput]]:
+    """(tokens in the batch, output) per batch, in store order."""
+    for batch in make_batches(examples, batch_size):
+        out = forward_batch(
+            model,
+            batch,
+            pad_id=pad_id,
+            device=device,
+            topk=topk,
+            logit_slice=logit_slice,
+            softcap=softcap,
+        )
+        yield out.hidden.shape[1], out

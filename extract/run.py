@@ -1,0 +1,476 @@
+"""The extraction loop: checkpoints -> the activation store (``repcollapse extract``).
+
+For each checkpoint directory (``manifest.json`` required: a directory without one is an
+incomplete checkpoint and is refused before anything runs):
+
+1. the store is created from the first checkpoint (layers, width, vocab, LoRA modules, token
+   coordinates, provenance attrs) or, if it exists, checked against this run before anything
+   is written (extract.store_io);
+2. a checkpoint already complete in the store is skipped;
+3. the unembedding is added (deduplicated by content), the slot is reserved (an incomplete
+   checkpoint of the same name keeps its slot), the LoRA factors and behaviour are written, the
+   probe is run batch by batch through a one-chunk buffer, and ``complete`` is set LAST.
+
+Resuming: a killed run leaves the checkpoint incomplete; re-running the same command rewrites
+every chunk of that slot with the same values (fixed batch composition, deterministic
+algorithms on CPU) and then marks it complete, so the store equals an uninterrupted run.
+
+``REPCOLLAPSE_EXTRACT_KILL_AT=n`` (tests only) SIGKILLs the process right after its n-th store
+write (add_head, reserve, each LoRA module, behaviour, each hidden chunk, each token-variable
+chunk, the completion mark), to prove resumability.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from extract.store_io import TOPK, Geometry, code_version, create_or_check, update_attr_list
+from extract.tokens import TokenPlan, build_plan, tokenizer_fingerprint
+from store_schema.problems import Problem, SchemaError
+from store_schema.records import (
+    CheckpointManifest,
+    ProbeRecord,
+    probe_corpus_hash,
+    read_manifest,
+    read_probe_jsonl,
+)
+from store_schema.store import StoreWriter
+
+KILL_ENV = "REPCOLLAPSE_EXTRACT_KILL_AT"
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Every flag of ``repcollapse extract``; recorded in the store's ``extraction_config``."""
+
+    batch_size: int = field(default=8, metadata={"help": "examples per forward pass"})
+    max_length: int = field(default=512, metadata={"help": "tokens per example (truncated)"})
+    token_cap_per_span: int | None = field(
+        default=None, metadata={"help": "keep at most N tokens per (domain, span); None: all"}
+    )
+    seed: int = field(default=0, metadata={"help": "splits, token sampler, generation"})
+    generate: int = field(default=0, metadata={"help": "sampled completions per prompt (0: none)"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
+    token_chunk: int = field(default=4096, metadata={"help": "tokens per store chunk"})
+    logit_slice: int = field(default=256, metadata={"help": "tokens per float32 logit slice"})
+    gen_temperature: float = 0.7
+    gen_max_new_tokens: int = 48
+    progress: bool = field(default=True, metadata={"help": "tqdm progress bar"})
+
+    def __post_init__(self) -> None:
+        for name in (
+            "batch_size",
+            "max_length",
+            "token_chunk",
+            "logit_slice",
+            "gen_max_new_tokens",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(
+                    f"ExtractConfig.{name}: expected >= 1, found {getattr(self, name)}"
+                )
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(
+                f"ExtractConfig.device: expected auto, cpu or cuda, found {self.device!r}"
+            )
+
+    def recorded(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "progress"}
+
+
+@dataclass(frozen=True)
+class CheckpointSource:
+    path: Path
+    manifest: CheckpointManifest
+    manifest_json: str
+    behavior: dict[str, Any]
+
+
+@dataclass
+class CheckpointResult:
+    name: str
+    status: str
+    """'extracted' or 'skipped' (already complete)."""
+    tokens: int = 0
+    seconds: float = 0.0
+    generated: str = ""
+
+
+class WriteCounter:
+    """Counts store writes; SIGKILLs the process at the n-th when the test hook asks."""
+
+    def __init__(self) -> None:
+        value = os.environ.get(KILL_ENV, "")
+        self.kill_at = int(value) if value.strip() else 0
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+        if self.count == self.kill_at:
+            sys.stdout.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def read_checkpoint(path: str | Path) -> CheckpointSource:
+    path = Path(path)
+    manifest = read_manifest(path)  # refuses a directory without manifest.json
+    behavior_path = path / "behavior.json"
+    behavior = (
+        json.loads(behavior_path.read_text(encoding="utf-8")) if behavior_path.is_file() else {}
+    )
+    if manifest.weights != "merged":
+        raise SchemaError(
+            [
+                Problem(
+                    str(path / "manifest.json"),
+                    f"expected weights 'merged' (full weights in the directory), found {manifest.weights!r}; "
+                    "merge the adapter into the weights first",
+                    "unsupported_checkpoint",
+                )
+            ]
+        )
+    return CheckpointSource(
+        path, manifest, json.dumps(manifest.to_dict(), sort_keys=True), behavior
+    )
+
+
+def resolve_device(name: str) -> Any:
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def _geometry(config: Any) -> Geometry:
+    """Store shape of a model, from its config (LoRA modules via a weightless meta model)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from extract.lora import lora_module_shapes
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return Geometry(
+        n_layers=int(config.num_hidden_layers) + 1,
+        n_features=int(config.hidden_size),
+        vocab_size=int(model.get_output_embeddings().weight.shape[0]),
+        n_blocks=int(config.num_hidden_layers),
+        lora_modules=lora_module_shapes(model),
+    )
+
+
+def _check_same_model(sources: Sequence[CheckpointSource], configs: Sequence[Any]) -> None:
+    first = configs[0]
+    problems = []
+    for src, cfg in zip(sources[1:], configs[1:], strict=True):
+        for key in ("num_hidden_layers", "hidden_size", "vocab_size", "model_type"):
+            a, b = getattr(first, key, None), getattr(cfg, key, None)
+            if a != b:
+                problems.append(
+                    Problem(
+                        f"{src.path}/config.json {key}",
+                        f"expected {a!r} (as {sources[0].path}), found {b!r}",
+                        "model_mismatch",
+                    )
+                )
+    if problems:
+        raise SchemaError(problems, "one store holds checkpoints of one model family")
+
+
+def _tokenizer_of(path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path))
+
+
+@contextmanager
+def _deterministic() -> Any:
+    import torch
+
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+@dataclass
+class Job:
+    """What every checkpoint of one ``extract`` call shares."""
+
+    store: str | Path
+    records: list[ProbeRecord]
+    plan: TokenPlan
+    tokenizer: Any
+    geometry: Geometry
+    attrs: dict[str, Any]
+    config: ExtractConfig
+    device: Any
+    writer: StoreWriter
+    counter: WriteCounter
+    by_name: dict[str, CheckpointSource]
+
+
+def extract(
+    store: str | Path,
+    probe: str | Path,
+    checkpoints: Sequence[str | Path],
+    config: ExtractConfig = ExtractConfig(),
+) -> list[CheckpointResult]:
+    """Extract every checkpoint into ``store``; returns what was done per checkpoint."""
+    from transformers import AutoConfig
+
+    if not checkpoints:
+        raise ValueError("extract: expected at least one checkpoint directory, found none")
+    records = read_probe_jsonl(probe)
+    sources = [read_checkpoint(p) for p in checkpoints]
+    names = [s.manifest.name for s in sources]
+    if len(set(names)) != len(names):
+        raise ValueError(f"extract: checkpoint names must be unique, found {names}")
+    configs = [AutoConfig.from_pretrained(str(s.path)) for s in sources]
+    _check_same_model(sources, configs)
+    tokenizer = _tokenizer_of(sources[0].path)
+    fingerprint = tokenizer_fingerprint(tokenizer)
+    for src in sources[1:]:
+        other = tokenizer_fingerprint(_tokenizer_of(src.path))
+        if other["vocab_sha256"] != fingerprint["vocab_sha256"]:
+            raise SchemaError(
+                [
+                    Problem(
+                        f"{src.path} tokenizer",
+                        f"expected vocab sha256 {fingerprint['vocab_sha256']} (as {sources[0].path}), "
+                        f"found {other['vocab_sha256']}",
+                        "tokenizer_mismatch",
+                    )
+                ]
+            )
+    plan = build_plan(
+        tokenizer,
+        records,
+        max_length=config.max_length,
+        token_cap_per_span=config.token_cap_per_span,
+        seed=config.seed,
+    )
+    geometry = _geometry(configs[0])
+    first = sources[0].manifest
+    attrs = {
+        "probe_hash": probe_corpus_hash(records),
+        "model_id": first.base_model
+        or str(getattr(configs[0], "_name_or_path", ""))
+        or sources[0].path.name,
+        "model_family": first.model_family or str(configs[0].model_type),
+        "tokenizer": fingerprint,
+        "code_version": code_version(),
+        "extraction_config": {
+            **config.recorded(),
+            "probe_file": str(probe),
+            "hidden_last_layer": "final norm output (input of the unembedding)",
+            "is_sink_rule": "position 0",
+            "final_logit_softcapping": getattr(configs[0], "final_logit_softcapping", None),
+        },
+    }
+    create_or_check(
+        store,
+        group=None,
+        geometry=geometry,
+        coords=plan.coords,
+        attrs=attrs,
+        token_chunk=config.token_chunk,
+    )
+    job = Job(
+        store=store,
+        records=records,
+        plan=plan,
+        tokenizer=tokenizer,
+        geometry=geometry,
+        attrs=attrs,
+        config=config,
+        device=resolve_device(config.device),
+        writer=StoreWriter(store),
+        counter=WriteCounter(),
+        by_name={s.manifest.name: s for s in sources},
+    )
+    with _deterministic():
+        return [_run_checkpoint(job, src) for src in sources]
+
+
+def _run_checkpoint(job: Job, src: CheckpointSource) -> CheckpointResult:
+    from extract.generate import generated_done, run_generated
+
+    config, name = job.config, src.manifest.name
+    probe_done = job.writer.status(name) == "complete"
+    gen_done = not config.generate or generated_done(job.store, name)
+    if probe_done and gen_done:
+        _log(config, f"{name}: complete in the store, skipped")
+        return CheckpointResult(name, "skipped")
+    t0 = time.perf_counter()
+    model = load_model(src.path, job.device)
+    lora = update_factors(model, src, job.by_name)
+    tokens = 0
+    if not probe_done:
+        tokens = write_checkpoint(job, job.writer, model, src, job.plan, lora)
+        update_attr_list(
+            job.store,
+            None,
+            "extraction_log",
+            {
+                "checkpoint": name,
+                "device": str(job.device),
+                "batch_size": config.batch_size,
+                "seconds": round(time.perf_counter() - t0, 3),
+                "tokens": tokens,
+            },
+        )
+    generated = run_generated(job, src, model, lora) if config.generate and not gen_done else ""
+    return CheckpointResult(name, "extracted", tokens, time.perf_counter() - t0, generated)
+
+
+def load_model(path: Path, device: Any) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    model.to(device)
+    model.eval()
+    return model
+
+
+def update_factors(model: Any, src: CheckpointSource, by_name: dict[str, CheckpointSource]) -> Any:
+    """LoRA factors of the stage (adapter, or SVD of the delta for a full stage), or None."""
+    from extract.lora import full_delta_factors, read_adapter
+    from extract.store_io import LORA_RANK_CAPACITY
+
+    m = src.manifest
+    adapter = src.path / (m.adapter_dir or "adapter")
+    if m.stage_kind == "full":
+        parent = m.resolved_config.get("parent_dir")
+        parent_dir = Path(parent) if parent else None
+        if (
+            parent_dir is not None
+            and not parent_dir.is_absolute()
+            and (src.path / parent_dir).is_dir()
+        ):
+            parent_dir = src.path / parent_dir
+        if parent_dir is None and m.parent in by_name:
+            parent_dir = by_name[m.parent].path
+        if parent_dir is None or not parent_dir.is_dir():
+            raise FileNotFoundError(
+                f"{src.path}: a full fine-tuning stage needs its parent's weights; expected "
+                f"resolved_config['parent_dir'] or the parent checkpoint {m.parent!r} among the "
+                f"checkpoints of this command, found {parent!r}"
+            )
+        rank = min(m.lora_rank or LORA_RANK_CAPACITY, LORA_RANK_CAPACITY)
+        return full_delta_factors(model, parent_dir, rank)
+    if (adapter / "adapter_config.json").is_file():
+        return read_adapter(adapter, model)
+    return None
+
+
+def checkpoint_coords(src: CheckpointSource, lora: Any, head: int) -> dict[str, Any]:
+    m = src.manifest
+    return {
+        "name": m.name,
+        "sequence": m.sequence,
+        "stage_index": m.stage_index,
+        "stage_kind": m.stage_kind,
+        "stage_domain": m.stage_domain,
+        "parent": m.parent,
+        "seed": m.seed,
+        "tokens_seen": m.tokens_seen,
+        "mitigation": m.mitigation,
+        "lora_rank": lora.rank if lora else 0,
+        "lora_scaling": lora.scaling if lora else 0.0,
+        "head": head,
+        "manifest_json": src.manifest_json,
+        "behavior_json": json.dumps(src.behavior, sort_keys=True, default=str),
+    }
+
+
+def write_checkpoint(
+    job: Job, writer: StoreWriter, model: Any, src: CheckpointSource, plan: TokenPlan, lora: Any
+) -> int:
+    """Write one checkpoint's slot completely, the completion mark last; returns tokens."""
+    from tqdm.auto import tqdm
+
+    from extract.forward import FLOAT16_MAX, ChunkBuffer, iterate_outputs
+
+    config, counter, tokenizer = job.config, job.counter, job.tokenizer
+    weight = model.get_output_embeddings().weight.detach().float().cpu().numpy()
+    head = writer.add_head(weight)
+    counter()
+    index = writer.reserve(checkpoint_coords(src, lora, head))
+    counter()
+    if lora is not None:
+        for module, (a, b) in lora.factors.items():
+            writer.write_lora(index, module, a, b)
+            counter()
+    writer.write_behavior(index, src.behavior)
+    counter()
+    hidden = writer.g["hidden"]
+    n_layers, n_tokens, n_features = hidden.shape[1:]
+    buffer = ChunkBuffer(
+        writer,
+        index,
+        n_layers=n_layers,
+        n_features=n_features,
+        n_tokens=n_tokens,
+        topk=TOPK,
+        after_write=counter,
+    )
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    max_abs = np.zeros(n_layers)
+    bar = tqdm(
+        total=n_tokens,
+        unit="tok",
+        unit_scale=True,
+        desc=src.manifest.name,
+        disable=not config.progress,
+        file=sys.stderr,
+    )
+    for n, out in iterate_outputs(
+        model,
+        plan.examples,
+        batch_size=config.batch_size,
+        pad_id=pad_id,
+        device=job.device,
+        topk=TOPK,
+        logit_slice=config.logit_slice,
+        softcap=getattr(model.config, "final_logit_softcapping", None),
+    ):
+        buffer.add(out.hidden, out.stats)
+        max_abs = np.maximum(max_abs, out.max_abs)
+        bar.update(n)
+    buffer.close()
+    bar.close()
+    if (max_abs > FLOAT16_MAX).any():
+        layers = np.flatnonzero(max_abs > FLOAT16_MAX).tolist()
+        print(
+            f"warning: {src.manifest.name}: |hidden| exceeds the float16 range in layers {layers} "
+            f"(max {max_abs.max():.0f}); those values are stored as inf",
+            file=sys.stderr,
+        )
+    writer.mark_complete(index)
+    counter()
+    _log(
+        config,
+        f"{src.manifest.name}: {n_tokens} tokens, max |h| {max_abs.max():.0f} (layer {int(max_abs.argmax())})",
+    )
+    return n_tokens
+
+
+def _log(config: ExtractConfig, message: str) -> None:
+    if config.progress:
+        print(message, file=sys.stderr)
