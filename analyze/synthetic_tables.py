@@ -39,9 +39,9 @@ STEP: dict[str, float] = {
     "preference": 1.0,
 }
 MITIGATIONS: dict[str, float] = {
-    "replay:general:10": 0.6,
-    "replay:random:10": 0.8,
-    "diversity_reg": 0.45,
+    "replay:general:0.10": 0.6,
+    "replay:random:0.10": 0.8,
+    "diversity:0.1": 0.45,
 }
 COEFFICIENTS: dict[str, float] = {
     "erank_norm": 0.8,
