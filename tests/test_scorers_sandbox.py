@@ -112,3 +112,17 @@ def test_sandbox_config_validation() -> None:
         SandboxConfig(timeout_s=0)
     with pytest.raises(ValueError, match="memory_mb.*12"):
         SandboxConfig(memory_mb=12)
+
+
+def test_resource_limits_in_effect() -> None:
+    cfg = SandboxConfig(timeout_s=3.0, memory_mb=256, max_file_mb=2)
+    tests = [
+        "import resource",
+        f"assert resource.getrlimit(resource.RLIMIT_AS) == ({256 * 2**20}, {256 * 2**20})",
+        f"assert resource.getrlimit(resource.RLIMIT_FSIZE)[0] == {2 * 2**20}",
+        "assert resource.getrlimit(resource.RLIMIT_CPU)[0] == 4",
+        "import os",
+        "assert os.path.realpath(os.getcwd()) == os.path.realpath(os.environ['HOME'])",
+    ]
+    result = run_python_tests("", tests, cfg)
+    assert result.passed, result.stderr_tail

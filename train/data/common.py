@@ -75,6 +75,21 @@ def join_list(items: Sequence[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
+def plural(noun: str, n: int = 2) -> str:
+    """English plural for the item names used here ('scarf' -> 'scarves', 'pair of socks' ->
+    'pairs of socks'); unchanged when n == 1."""
+    if n == 1:
+        return noun
+    head, sep, tail = noun.partition(" of ")
+    if sep:
+        return plural(head) + sep + tail
+    if noun.endswith("f"):
+        return noun[:-1] + "ves"
+    if noun.endswith(("s", "x", "ch", "sh")):
+        return noun + "es"
+    return noun + "s"
+
+
 def fmt_num(x: float | int) -> str:
     """Integers without a decimal point; other values with at most two decimals."""
     if isinstance(x, int) or float(x).is_integer():

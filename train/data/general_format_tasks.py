@@ -100,10 +100,14 @@ def _sentence_with_word(rng: random.Random) -> Example:
 def _title(rng: random.Random) -> Example:
     topic, n = pick(rng, TOPICS), rng.randint(3, 6)
     adj = pick(rng, ADJECTIVES).capitalize()
-    words = f"The {adj} Secret of {topic.title()}".split()[:n]
+    core = topic.removeprefix("the ").removeprefix("a ").title()
+    frames = ("{c}", "{a} {c}", "The {a} {c}", "Notes on {c}", "A Story of {c}",
+              "The Secret of {c}", "Where {c} Begins")  # fmt: skip
+    titles = [f.format(a=adj, c=core) for f in frames]
+    title = pick(rng, [t for t in titles if len(t.split()) <= n])
     return mk(
         f"Suggest a title of at most {n} words for a story about {topic}.",
-        " ".join(words),
+        title,
         [{"type": "max_words", "n": n}, {"type": "line_count", "n": 1}],
         2,
     )

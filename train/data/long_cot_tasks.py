@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-from train.data.common import Example, answer_marks, choose_template, pick
+from train.data.common import Example, answer_marks, choose_template, pick, plural
 from train.data.vocab import ITEMS_FOR_SALE, NAMES, OBJECTS, VEHICLES
 
 INSTRUCTIONS = (
@@ -51,12 +51,12 @@ def _shopping(rng: random.Random) -> Example:
     total = x * p + y * q_
     bill = next(b for b in (20, 50, 100, 200, 500) if b > total)
     q = (
-        f"{name} buys {x} of one {i1} at ${p} each and {y} of one {i2} at ${q_} each, "
+        f"{name} buys {x} {plural(i1, x)} at ${p} each and {y} {plural(i2, y)} at ${q_} each, "
         f"paying with a ${bill} bill. How much change does {name} get, in dollars?"
     )
     steps = [
-        f"The first items cost {x} * {p} = {x * p} dollars.",
-        f"The second items cost {y} * {q_} = {y * q_} dollars.",
+        f"The {plural(i1, x)} cost {x} * {p} = {x * p} dollars.",
+        f"The {plural(i2, y)} cost {y} * {q_} = {y * q_} dollars.",
         f"The total is {x * p} + {y * q_} = {total} dollars.",
         f"The change is {bill} - {total} = {bill - total} dollars.",
     ]
@@ -205,7 +205,7 @@ def _inventory(rng: random.Random) -> Example:
 def _garden(rng: random.Random) -> Example:
     lv, name = rng.randint(1, 3), pick(rng, NAMES)
     r, p = rng.randint(2, 4 + 2 * lv), rng.randint(3, 5 + 2 * lv)
-    k, j = rng.randint(1, r * p // 2), rng.randint(1, 10 * lv)
+    k, j = rng.randint(2, r * p // 2), rng.randint(2, 10 * lv)
     ans = r * p - k + j
     q = (
         f"{name}'s garden has {r} rows of {p} plants. {k} plants die, and then {name} plants "

@@ -280,7 +280,8 @@ def _order_of_ops(rng: random.Random) -> Example:
 
 def _temperature(rng: random.Random) -> Example:
     lv = _lv(rng)
-    t, d = rng.randint(-5, 10 + 5 * lv), rng.randint(2, 8 + 4 * lv)
+    t = pick(rng, [x for x in range(-5, 11 + 5 * lv) if abs(x) != 1])  # no '1 degrees'
+    d = rng.randint(2, 8 + 4 * lv)
     q = f"The temperature was {t} degrees this morning and dropped by {d} degrees. What is it now?"
     return _mk(rng, q, f"{t} - {d} = {t - d} degrees.", t - d, lv)
 

@@ -78,7 +78,7 @@ PLACES: tuple[str, ...] = (
 )
 
 ITEMS_FOR_SALE: tuple[str, ...] = (
-    "notebook", "lamp", "scarf", "backpack", "mug", "umbrella", "kite", "puzzle", "hat",
+    "notebook", "lamp", "scarf", "backpack", "mug", "raincoat", "kite", "puzzle", "hat",
     "water bottle", "board game", "jacket", "pair of socks", "plant pot",
 )
 

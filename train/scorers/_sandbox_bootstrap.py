@@ -10,6 +10,8 @@ import sys
 
 def _main() -> None:
     nonce = sys.stdin.readline().strip()
+    if not nonce:  # the parent could not apply the resource limits: run nothing
+        os._exit(3)
     root = os.path.realpath(os.getcwd())
     with open("solution.py", encoding="utf-8") as fh:
         code = fh.read()

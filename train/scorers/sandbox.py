@@ -4,8 +4,12 @@ Layers, outermost first:
 
 * a fresh process (``python -I -S -B``) in a new session, so a timeout kills the whole group;
 * a temporary directory as cwd, HOME and TMPDIR, removed afterwards;
-* rlimits set in ``preexec_fn``: address space (memory), CPU seconds, file size, open files;
-  the child's bootstrap also drops RLIMIT_NPROC to 0 (it must come after exec);
+* rlimits: address space (memory), CPU seconds, file size, open files, no core dumps. On
+  Linux the parent applies them with ``resource.prlimit`` while the child is still blocked
+  reading its nonce from stdin (before any user code), because ``preexec_fn`` is documented
+  as unsafe in a multi-threaded parent (a training loop with torch threads); elsewhere they
+  are set in ``preexec_fn``. The child's bootstrap also drops RLIMIT_NPROC to 0 (it must
+  come after exec);
 * an audit hook installed by the bootstrap before the user's code runs: refuses opening files
   for writing outside the temporary directory (and removing/renaming/chmod-ing them), any
   ``socket.*`` event, process creation (``subprocess.Popen``, ``os.system``, ``os.exec``,
@@ -66,21 +70,30 @@ class SandboxResult:
     wall_s: float
 
 
-def _limits(cfg: SandboxConfig) -> Callable[[], None]:
-    # Computed before fork: the preexec function only makes system calls.
+def _limit_values(cfg: SandboxConfig) -> list[tuple[int, tuple[int, int]]]:
     mem = cfg.memory_mb * 1024 * 1024
     cpu = math.ceil(cfg.timeout_s) + 1
     fsize = cfg.max_file_mb * 1024 * 1024
-    nofile = cfg.max_open_files
+    return [
+        (resource.RLIMIT_AS, (mem, mem)),
+        (resource.RLIMIT_CPU, (cpu, cpu + 1)),
+        (resource.RLIMIT_FSIZE, (fsize, fsize)),
+        (resource.RLIMIT_NOFILE, (cfg.max_open_files, cfg.max_open_files)),
+        (resource.RLIMIT_CORE, (0, 0)),
+    ]
+
+
+def _preexec_limits(cfg: SandboxConfig) -> Callable[[], None]:
+    values = _limit_values(cfg)  # computed before fork: the child only makes system calls
 
     def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        for res, lim in values:
+            resource.setrlimit(res, lim)
 
     return apply
+
+
+_HAS_PRLIMIT = hasattr(resource, "prlimit")
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -130,16 +143,23 @@ def run_python_tests(
                 stdout=out,
                 stderr=err,
                 start_new_session=True,
-                preexec_fn=_limits(cfg),
+                preexec_fn=None if _HAS_PRLIMIT else _preexec_limits(cfg),
                 close_fds=True,
             )
             try:
                 assert proc.stdin is not None
                 try:
+                    if _HAS_PRLIMIT:
+                        # The child waits for the nonce before running anything of the user's;
+                        # if a limit cannot be applied it never gets one and exits.
+                        for res, lim in _limit_values(cfg):
+                            resource.prlimit(proc.pid, res, lim)
                     proc.stdin.write((nonce + "\n").encode())
-                    proc.stdin.close()
-                except BrokenPipeError:
-                    pass
+                except OSError:  # child already gone, or limits refused: it fails below
+                    nonce = "not-sent"
+                finally:
+                    with contextlib.suppress(OSError):
+                        proc.stdin.close()
                 proc.wait(timeout=cfg.timeout_s)
             except subprocess.TimeoutExpired:
                 timed_out = True
