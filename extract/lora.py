@@ -86,6 +86,11 @@ def read_adapter(adapter_dir: str | Path, model: nn.Module) -> LoraFactors:
 
     adapter_dir = Path(adapter_dir)
     cfg = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    if cfg.get("use_dora") or cfg.get("peft_type", "LORA") != "LORA":
+        raise ValueError(
+            f"{adapter_dir}: expected a plain LoRA adapter (Delta W = scaling * B @ A), found "
+            f"peft_type={cfg.get('peft_type')!r}, use_dora={cfg.get('use_dora')!r}"
+        )
     r, alpha = int(cfg["r"]), float(cfg.get("lora_alpha", cfg["r"]))
     rslora = bool(cfg.get("use_rslora", False))
 

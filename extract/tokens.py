@@ -153,7 +153,7 @@ def assign_splits(records: Sequence[ProbeRecord], seed: int) -> dict[str, str]:
     """Example id -> 'fit' or 'heldout', stratified by domain (module docstring)."""
     split: dict[str, str] = {}
     for d_index, domain in enumerate(DOMAINS):
-        ids = [r.id for r in records if r.domain == domain]
+        ids = sorted(r.id for r in records if r.domain == domain)  # independent of file order
         n = len(ids)
         n_held = int(round(HELDOUT_FRACTION * n))
         if n >= 2:

@@ -173,3 +173,100 @@ def test_tiny_tokenizer_has_offsets(tmp_path: Path) -> None:
     enc = tok("Paris is the capital", return_offsets_mapping=True, add_special_tokens=False)
     assert enc["offset_mapping"][0][0] == 0
     assert tok.decode(enc["input_ids"]) == "Paris is the capital"
+
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def make_lora_stage(
+    parent: Path, out: Path, *, name: str = "A/01-math", seed: int = 1, **lora_kwargs: object
+) -> tuple[Path, dict[str, object]]:
+    """A LoRA SFT stage on ``parent``: random adapter in ``out/adapter``, merged weights in ``out``.
+
+    Returns the directory and peft's own delta weights {module name: (out, in) tensor}.
+    """
+    import shutil
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(parent), dtype=torch.float32)
+    cfg = LoraConfig(
+        r=int(lora_kwargs.pop("r", 4)),
+        lora_alpha=float(lora_kwargs.pop("lora_alpha", 8)),
+        target_modules=LORA_TARGETS,
+        **lora_kwargs,
+    )
+    peft_model = get_peft_model(model, cfg)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for pname, p in peft_model.named_parameters():
+            if "lora_B" in pname:  # peft initialises B to zero: make the update non-trivial
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+    deltas = {}
+    for mname, module in peft_model.named_modules():
+        if hasattr(module, "get_delta_weight") and "default" in getattr(module, "lora_A", {}):
+            deltas[mname] = module.get_delta_weight("default").detach().clone()
+    out.mkdir(parents=True, exist_ok=True)
+    peft_model.save_pretrained(str(out / "adapter"))
+    merged = peft_model.merge_and_unload()
+    merged.save_pretrained(str(out))
+    for f in parent.iterdir():
+        if f.name.startswith("tokenizer") or f.name in (
+            "special_tokens_map.json",
+            "chat_template.jinja",
+        ):
+            shutil.copy(f, out / f.name)
+    write_manifest(
+        out,
+        name=name,
+        sequence=name.split("/")[0],
+        stage_index=1,
+        stage_kind="sft",
+        stage_domain="math",
+        parent="base",
+        seed=seed,
+        tokens_seen=1000,
+        adapter_dir="adapter",
+        lora_rank=cfg.r,
+        lora_alpha=float(cfg.lora_alpha),
+    )
+    (out / "behavior.json").write_text(json.dumps({"target_score": 0.5, "val_loss": 2.0}))
+    return out, deltas
+
+
+def make_full_stage(parent: Path, out: Path, *, name: str = "A/02-full", seed: int = 2) -> Path:
+    """A full fine-tuning stage: every block Linear of ``parent`` perturbed (dense update)."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(parent), dtype=torch.float32)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if ".layers." in pname and pname.endswith("proj.weight"):
+                p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    model.save_pretrained(str(out))
+    for f in parent.iterdir():
+        if f.name.startswith("tokenizer") or f.name in (
+            "special_tokens_map.json",
+            "chat_template.jinja",
+        ):
+            shutil.copy(f, out / f.name)
+    parent_manifest = json.loads((parent / "manifest.json").read_text())
+    write_manifest(
+        out,
+        name=name,
+        sequence=name.split("/")[0],
+        stage_index=2,
+        stage_kind="full",
+        stage_domain="code",
+        parent=parent_manifest["name"],
+        seed=seed,
+        tokens_seen=2000,
+        resolved_config={"parent_dir": str(parent)},
+    )
+    return out
