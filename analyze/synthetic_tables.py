@@ -214,7 +214,7 @@ def _add_predictors(
     ck.loc[noop, "tokens_seen"] = 1e6
     base_of = ck[base].set_index("store_id")
     for col in ("target_score", "val_loss"):  # a no-op stage leaves behaviour alone
-        ck.loc[noop, col] = ck.loc[noop, "store_id"].map(base_of[col])
+        ck.loc[noop, col] = ck.loc[noop, "store_id"].map(base_of[col]).astype(float)
     fam_u = {f: rng.normal(0, spec.family_sd) for f in ck["model_family"].unique()}
     cells = ck["model_family"] + "/" + ck["sequence"]
     seq_v = {k: rng.normal(0, spec.sequence_sd) for k in cells.unique()}
@@ -413,38 +413,20 @@ def _lora_overlap(
 
 
 def _lora_spectrum(ck: pd.DataFrame, spec: SyntheticTablesSpec) -> pd.DataFrame:
-    stages = ck[ck["stage_index"] > 0]
-    idx = np.arange(spec.lora_rank)
-    rows = []
-    for rec in stages.to_dict("records"):
-        for mod in ("q_proj", "v_proj"):
-            for block in range(spec.n_layers):
-                sv = np.exp(-idx * (0.3 + 0.1 * rec["_c"]))
-                rows.append(
-                    pd.DataFrame(
-                        dict(
-                            store_id=rec["store_id"],
-                            model_family=rec["model_family"],
-                            checkpoint=rec["checkpoint"],
-                            module=mod,
-                            block=block,
-                            index=idx,
-                            singular_value=sv,
-                        )
-                    )
-                )
-    return (
-        pd.concat(rows, ignore_index=True)
-        if rows
-        else pd.DataFrame(
-            columns=[
-                "store_id",
-                "model_family",
-                "checkpoint",
-                "module",
-                "block",
-                "index",
-                "singular_value",
-            ]
-        )
+    """Singular values decaying faster the more collapsed the checkpoint (every module, block)."""
+    st = ck[ck["stage_index"] > 0]
+    mods, k, nb = ("q_proj", "v_proj"), spec.lora_rank, spec.n_layers
+    per = len(mods) * nb * k  # rows per checkpoint
+    idx = np.tile(np.arange(k), len(st) * len(mods) * nb)
+    rate = np.repeat(0.3 + 0.1 * st["_c"].to_numpy(), per)
+    return pd.DataFrame(
+        {
+            "store_id": np.repeat(st["store_id"].to_numpy(), per),
+            "model_family": np.repeat(st["model_family"].to_numpy(), per),
+            "checkpoint": np.repeat(st["checkpoint"].to_numpy(), per),
+            "module": np.tile(np.repeat(mods, nb * k), len(st)),
+            "block": np.tile(np.repeat(np.arange(nb), k), len(st) * len(mods)),
+            "index": idx,
+            "singular_value": np.exp(-idx * rate),
+        }
     )
