@@ -70,13 +70,11 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def _base(args: argparse.Namespace) -> int:
     from train.base import materialize_base
-    from train.config import ConfigError, config_from_dict
+    from train.config import ConfigError
+    from train.config_load import load_budget
 
     try:
-        budget = config_from_dict(
-            {"sequence": "base", "stages": [{"name": "x", "kind": "sft", "domain": "general"}]},
-            budget=args.budget,
-        ).budget
+        budget = load_budget(args.budget)
     except ConfigError as e:
         print(f"repcollapse train base: {e}", file=sys.stderr)
         return 2
@@ -98,7 +96,8 @@ def _base(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from store_schema.problems import SchemaError
     from train.base import materialize_base
-    from train.config import ConfigError, load_config
+    from train.config import ConfigError
+    from train.config_load import load_config
     from train.runner import run_sequence
 
     try:

@@ -196,7 +196,7 @@ def _sft_record(domain: str, split: str, i: int, rng: random.Random) -> dict:
         "domain": domain,
         "prompt": f"please explain {filler}",
         "response": f"{filler} because {a}",
-        "meta": {"checks": []},
+        "meta": {"checks": [{"type": "contains", "value": "because"}]},
     }
 
 

@@ -29,6 +29,8 @@ from train.config import SFT_DOMAINS, EvalSettings
 from train.pools import IGNORE, DataDir, encode_pair, encode_sft, prompt_ids
 
 Scorer = Callable[[dict[str, Any], str], float]
+SCORER_ERRORS: list[str] = []
+"""Scorer exceptions of the current evaluation (scored 0 and reported in behavior.json)."""
 
 
 def _autocast(device: str) -> Any:
@@ -166,7 +168,13 @@ def _score_generations(
         batch_size=s.gen_batch_size,
         device=device,
     )
-    return sum(float(scorer(r, c)) for r, c in zip(records, comps, strict=True)) / len(records)
+    total = 0.0
+    for r, c in zip(records, comps, strict=True):
+        try:
+            total += float(scorer(r, c))
+        except Exception as e:  # noqa: BLE001 - one bad record must not discard a trained stage
+            SCORER_ERRORS.append(f"{r.get('id')}: {type(e).__name__}: {e}")
+    return total / len(records)
 
 
 def auc(steps: Sequence[int], scores: Sequence[float]) -> float:
@@ -272,6 +280,7 @@ def evaluate_checkpoint(
         scorer = scorer or default_c
         preference_scorer = preference_scorer or default_p
     torch.manual_seed(seed)
+    SCORER_ERRORS.clear()
     tok = load_tokenizer(ckpt_dir)
     model = load_model(ckpt_dir, device, train=False)
     data = DataDir(data_dir, tok, max_length)
@@ -342,6 +351,7 @@ def evaluate_checkpoint(
         "val_loss_per_domain": vloss,
         "future": future,
         "n_calibration_tokens": int(all_conf.numel()),
+        "scorer_errors": list(SCORER_ERRORS),
         "eval_settings": _settings_dict(settings, max_length, seed),
         "eval_wall_time_s": round(time.time() - t0, 3),
     }

@@ -159,6 +159,50 @@ class Selection:
     """How many pool positions were used (advances the domain cursor)."""
 
 
+def sft_min_cut(e: dict[str, list[int]]) -> int:
+    """Fewest leading tokens that still hold one trained label."""
+    labels = e["labels"]
+    return next(i for i in range(1, len(labels)) if labels[i] != IGNORE) + 1
+
+
+def pair_min_cut(e: dict[str, list[int]]) -> int:
+    return 2 * len(e["prompt_ids"]) + 2
+
+
+def _fillable(spans: Sequence[tuple[int, int]], budget: int) -> Callable[[int], bool]:
+    """ok(r): can r tokens be filled exactly by whole examples plus one truncated example?
+
+    ``spans`` holds (min_cut, cost) per example; an example truncates to any length in that
+    range. Dynamic programming over r; once ``max cost`` consecutive lengths are fillable every
+    longer one is too (add a max-cost example), so the table stops there.
+    """
+    import numpy as np
+
+    costs = np.unique(np.array([c for _, c in spans], dtype=np.int64))
+    max_c = int(costs[-1])
+    trunc = np.zeros(max_c + 2, dtype=np.int64)
+    for lo, hi in spans:
+        if lo <= hi:
+            trunc[lo] += 1
+            trunc[hi + 1] -= 1
+    trunc_ok = np.cumsum(trunc) > 0
+    size = budget + 1
+    good = np.zeros(size, dtype=bool)
+    good[0] = True
+    streak, limit = 0, size
+    for r in range(1, size):
+        g = bool(r <= max_c and trunc_ok[r])
+        if not g:
+            prev = r - costs[costs <= r]
+            g = bool(good[prev].any())
+        good[r] = g
+        streak = streak + 1 if g else 0
+        if streak >= max_c:
+            limit = r + 1
+            break
+    return lambda r: r >= limit or bool(good[r])
+
+
 def take_budget(
     encoded: Sequence[dict[str, list[int]] | None],
     ids: Sequence[str],
@@ -168,42 +212,39 @@ def take_budget(
     start: int = 0,
     cost: Callable[[dict[str, list[int]]], int] = sft_cost,
     truncate: Callable[[dict[str, list[int]], int], dict[str, list[int]] | None] = truncate_sft,
+    min_cut: Callable[[dict[str, list[int]]], int] = sft_min_cut,
 ) -> Selection:
-    """Examples until exactly ``budget`` tokens (the last one truncated to fit)."""
+    """Examples until exactly ``budget`` tokens, the last one truncated to fit.
+
+    A whole example is taken only if the remainder it leaves can still be filled exactly (see
+    ``_fillable``), so the selection never strands itself a few tokens short.
+    """
     usable = [i for i, e in enumerate(encoded) if e is not None]
     if not usable:
         raise ValueError("pool has no usable example (every record is empty after truncation)")
+    spans = [(min_cut(encoded[i]), cost(encoded[i])) for i in usable]  # type: ignore[arg-type]
+    ok = _fillable(spans, budget)
     sel = Selection()
     stream = _stream(len(usable), rng, start)
     misses = 0
-    fill_only = False  # after giving an example back, only an exact fill ends the selection
-    while sel.tokens < budget:
+    while sel.tokens < budget and misses <= 2 * len(usable):
         j = usable[next(stream)]
         sel.consumed += 1
         e = encoded[j]
         assert e is not None
-        c = cost(e)
-        rem = budget - sel.tokens
-        if not fill_only and c <= rem:
-            sel.examples.append(e)
-            sel.ids.append(ids[j])
-            sel.tokens += c
+        c, rem = cost(e), budget - sel.tokens
+        cut = None
+        if c <= rem and ok(rem - c):
+            cut = e
+        elif c > rem and min_cut(e) <= rem:
+            cut = truncate(e, rem)
+        if cut is None:
+            misses += 1
             continue
-        cut = e if c == rem else truncate(e, rem)
-        if cut is not None and cost(cut) == rem:
-            sel.examples.append(cut)
-            sel.ids.append(ids[j])
-            sel.tokens += rem
-            break
-        misses += 1
-        if misses >= len(usable):
-            # The remainder is shorter than any prompt: give the last example back so that the
-            # remainder grows until some example can be truncated into it exactly.
-            if not sel.examples:
-                break
-            sel.tokens -= cost(sel.examples.pop())
-            sel.ids.pop()
-            fill_only, misses = True, 0
+        misses = 0
+        sel.examples.append(cut)
+        sel.ids.append(ids[j])
+        sel.tokens += cost(cut)
     return sel
 
 

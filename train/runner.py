@@ -23,6 +23,7 @@ from train.pools import (
     DataDir,
     Selection,
     pair_cost,
+    pair_min_cut,
     sft_loss_tokens,
     take_budget,
     truncate_pair,
@@ -53,7 +54,7 @@ def _select(
     ids = [str(r.get("id", i)) for i, r in enumerate(recs)]
     kw: dict[str, Any] = {}
     if domain == "preference":
-        kw = {"cost": pair_cost, "truncate": truncate_pair}
+        kw = {"cost": pair_cost, "truncate": truncate_pair, "min_cut": pair_min_cut}
     sel = take_budget(
         data.encoded(domain, "train"), ids, budget, rng=rng, start=cursors.get(domain, 0), **kw
     )
@@ -263,6 +264,9 @@ def run_sequence(
                 progress=progress,
             )
             write_json_atomic(ckpt / "behavior.json", behavior)
+            if behavior["scorer_errors"]:
+                errs = behavior["scorer_errors"]
+                log(f"warning: {len(errs)} completions could not be scored (scored 0): {errs[0]}")
         eval_s = time.time() - t1
         use_lora = plan.spec.kind != "full"
         manifest = CheckpointManifest(

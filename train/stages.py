@@ -8,6 +8,7 @@ is recoverable on its own.
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -69,16 +70,20 @@ def lora_config(lora: LoraSettings) -> Any:
 
 
 def _common_args(
-    budget: Budget, lr: float, seed: int, device: str, workdir: Path
+    budget: Budget, lr: float, seed: int, device: str, workdir: Path, n_examples: int
 ) -> dict[str, Any]:
     on_gpu = device.startswith("cuda")
+    steps = math.ceil(n_examples / (budget.batch_size * budget.grad_accum))
+    # Whole warmup steps, rounded down: HF's warmup starts at lr 0, so a ratio rounded up would
+    # spend the only step of a very short stage (a refresh) at learning rate zero.
+    warmup = int(budget.warmup_ratio * steps)
     return {
         "output_dir": str(workdir),
         "per_device_train_batch_size": budget.batch_size,
         "gradient_accumulation_steps": budget.grad_accum,
         "learning_rate": lr,
         "lr_scheduler_type": budget.lr_scheduler,
-        "warmup_steps": budget.warmup_ratio,
+        "warmup_steps": warmup,
         "weight_decay": budget.weight_decay,
         "max_grad_norm": budget.max_grad_norm,
         "num_train_epochs": 1,
@@ -159,7 +164,7 @@ def train_stage(
     callbacks = [_progress_callback(f"{spec.name} ({spec.kind})", progress)]
     if spec.kind == "dpo":
         args = DPOConfig(
-            **_common_args(budget, budget.dpo_learning_rate, seed, device, workdir),
+            **_common_args(budget, budget.dpo_learning_rate, seed, device, workdir, len(examples)),
             beta=budget.dpo_beta,
             precompute_ref_log_probs=False,
         )
@@ -175,7 +180,8 @@ def train_stage(
     else:
         lr = budget.full_learning_rate if spec.kind == "full" else budget.learning_rate
         args = SFTConfig(
-            **_common_args(budget, lr, seed, device, workdir), completion_only_loss=None
+            **_common_args(budget, lr, seed, device, workdir, len(examples)),
+            completion_only_loss=None,
         )
         trainer = RegularizedSFTTrainer(
             model=model,

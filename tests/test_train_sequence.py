@@ -1,0 +1,312 @@
+"""End to end on the tiny model: every stage kind and mitigation, manifests, behaviour,
+token budgets, determinism, resumption and the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny_model import make_tiny_model, write_tiny_data
+
+from store_schema.records import read_manifest
+from train.base import materialize_base
+from train.config_load import config_from_dict
+from train.runner import run_sequence
+
+EVAL = {
+    "n_generate": 2,
+    "max_new_tokens": 6,
+    "gen_batch_size": 4,
+    "n_teacher_forced": 3,
+    "future_steps": 2,
+    "future_eval_at": [0, 1, 2],
+    "future_batch_size": 2,
+    "future_n_train": 8,
+    "future_n_eval": 2,
+    "future_rank": 2,
+}
+BUDGET = {
+    "demo": {
+        "tokens_per_stage": 600,
+        "max_length": 64,
+        "learning_rate": 5e-3,
+        "full_learning_rate": 1e-3,
+        "dpo_learning_rate": 1e-3,
+        "eval": EVAL,
+    }
+}
+BEHAVIOR_KEYS = {
+    "target_score",
+    "retention",
+    "ece",
+    "val_loss",
+    "future_score",
+    "future_auc",
+    "scores",
+    "val_loss_per_domain",
+    "future",
+}
+
+
+def _cfg(stages: list[dict[str, str]], mitigation: dict[str, Any] | None = None, **kw: Any):  # noqa: ANN202
+    raw = {
+        "sequence": "T",
+        "stages": stages,
+        "lora": {"rank": 4, "alpha": 8},
+        "mitigation": mitigation or {},
+        "budget": BUDGET,
+    }
+    return config_from_dict(raw, **kw)
+
+
+FULL_STAGES = [
+    {"name": "general", "kind": "sft", "domain": "general"},
+    {"name": "pref", "kind": "dpo", "domain": "preference"},
+    {"name": "math", "kind": "full", "domain": "math"},
+    {"name": "code", "kind": "sft", "domain": "code"},
+]
+ALL_MITIGATIONS = {
+    "replay_fraction": 0.1,
+    "refresh_after": ["general"],
+    "diversity_weight": 0.1,
+    "diversity_layers": [1, -1],
+    "diversity_variance_floor": 0.05,
+    "decorrelate_weight": 0.1,
+    "decorrelate_k": 2,
+    "rank": 8,
+}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("world")
+    tiny = make_tiny_model(root / "tiny")
+    data = write_tiny_data(root / "data", n_train=40, n_eval=4)
+    base = materialize_base(root / "base", tiny)
+    return {"root": root, "tiny": tiny, "data": data, "base": base}
+
+
+@pytest.fixture(scope="module")
+def full_run(world: dict[str, Path]) -> tuple[Any, list[Path], list[str]]:
+    cfg = _cfg(FULL_STAGES, ALL_MITIGATIONS)
+    logs: list[str] = []
+    dirs = run_sequence(
+        cfg, world["root"] / "run", world["base"], world["data"], progress=False, log=logs.append
+    )
+    return cfg, dirs, logs
+
+
+def _weights(d: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(d / "model.safetensors"))
+
+
+def test_base_checkpoint(world: dict[str, Path]) -> None:
+    m = read_manifest(world["base"])
+    assert (m.stage_kind, m.stage_index, m.sequence, m.parent, m.tokens_seen) == (
+        "base",
+        0,
+        "",
+        "",
+        0,
+    )
+    assert (world["base"] / "model.safetensors").is_file() and (
+        world["base"] / "tokenizer.json"
+    ).is_file()
+    before = (world["base"] / "manifest.json").stat().st_mtime_ns
+    materialize_base(world["base"], world["tiny"])  # cached: untouched
+    assert (world["base"] / "manifest.json").stat().st_mtime_ns == before
+
+
+def test_every_kind_and_mitigation_end_to_end(world: dict[str, Path], full_run) -> None:  # noqa: ANN001
+    cfg, dirs, logs = full_run
+    assert [d.name for d in dirs] == [
+        "01-general",
+        "02-refresh_general",
+        "03-pref",
+        "04-math",
+        "05-code",
+    ]
+    assert len([line for line in logs if line.startswith("0")]) == 5  # one summary line per stage
+    parent, parent_tokens = read_manifest(world["base"]).name, 0
+    for d in dirs:
+        m = read_manifest(d)
+        assert m.mitigation == "replay:general:0.10+refresh+diversity:0.1+decorrelate:0.1+rank:8"
+        assert m.parent == parent and m.sequence == "T" and m.seed == 0
+        stage = m.resolved_config["stage"]
+        assert m.tokens_seen == parent_tokens + stage["tokens"]
+        assert stage["tokens"] == (150 if m.stage_kind == "refresh" else 600)  # matched budgets
+        if m.stage_kind == "full":
+            assert m.adapter_dir == "" and not (d / "adapter").exists() and m.lora_rank == 0
+        else:
+            acfg = json.loads((d / "adapter" / "adapter_config.json").read_text())
+            assert (acfg["r"], m.lora_rank, m.lora_alpha) == (8, 8, 16.0)
+            assert (d / "adapter" / "adapter_model.safetensors").is_file()
+        behavior = json.loads((d / "behavior.json").read_text())
+        assert set(behavior) >= BEHAVIOR_KEYS
+        assert behavior["target_domain"] == m.stage_domain
+        assert behavior["future"]["cipher"]["curve"][-1][0] == 2
+        parent, parent_tokens = m.name, m.tokens_seen
+    sources = {
+        read_manifest(d).stage_domain: read_manifest(d).resolved_config["stage"]["sources"]
+        for d in dirs
+    }
+    assert sources["code"] == {"code": 540, "general": 60}  # 10% general replay at a fixed total
+    assert sources["preference"] == {"preference": 600}
+    regs = {d.name: read_manifest(d).resolved_config["stage"]["regularisers"] for d in dirs}
+    assert regs["05-code"] == {"decorrelate": 0.1, "diversity": 0.1}
+    assert regs["01-general"] == {"diversity": 0.1}  # nothing earlier to decorrelate from
+    assert json.loads((world["base"] / "behavior.json").read_text())["target_score"] is None
+
+
+def test_each_stage_changed_the_weights(world: dict[str, Path], full_run) -> None:  # noqa: ANN001
+    _, dirs, _ = full_run
+    prev = _weights(world["base"])
+    for d in dirs:
+        cur = _weights(d)
+        changed = [k for k in cur if not torch.equal(cur[k], prev[k])]
+        assert changed, f"{d.name} left every weight unchanged"
+        if read_manifest(d).stage_kind != "full":
+            adapter = load_file(str(d / "adapter" / "adapter_model.safetensors"))
+            assert any(float(v.abs().max()) > 0 for k, v in adapter.items() if "lora_B" in k)
+            assert all(k.endswith("proj.weight") for k in changed)  # only adapted projections moved
+        prev = cur
+
+
+def test_resumption_skips_complete_and_redoes_half_written(
+    world: dict[str, Path], full_run
+) -> None:  # noqa: ANN001
+    cfg, dirs, _ = full_run
+    logs: list[str] = []
+    stamps = [(d / "manifest.json").stat().st_mtime_ns for d in dirs]
+    run_sequence(
+        cfg, world["root"] / "run", world["base"], world["data"], progress=False, log=logs.append
+    )
+    assert sum("complete, skipped" in line for line in logs) == 5
+    assert [(d / "manifest.json").stat().st_mtime_ns for d in dirs] == stamps
+    # a half-written last stage: weights there, no manifest -> retrained from scratch
+    last = dirs[-1]
+    losses = json.loads((last / "train_log.json").read_text())["losses"]
+    (last / "manifest.json").unlink()
+    (last / "junk.bin").write_bytes(b"partial")
+    logs.clear()
+    run_sequence(
+        cfg, world["root"] / "run", world["base"], world["data"], progress=False, log=logs.append
+    )
+    assert sum("complete, skipped" in line for line in logs) == 4
+    assert (last / "manifest.json").is_file() and not (last / "junk.bin").exists()
+    redone = json.loads((last / "train_log.json").read_text())["losses"]
+    assert redone == pytest.approx(losses, abs=1e-6)
+
+
+def test_resume_refuses_a_different_config(world: dict[str, Path], full_run) -> None:  # noqa: ANN001
+    other = _cfg(FULL_STAGES, {**ALL_MITIGATIONS, "replay_fraction": 0.2})
+    with pytest.raises(RuntimeError, match="different configuration"):
+        run_sequence(
+            other,
+            world["root"] / "run",
+            world["base"],
+            world["data"],
+            progress=False,
+            log=lambda s: None,
+        )
+
+
+def test_same_config_and_seed_reproduce(world: dict[str, Path]) -> None:
+    stages = [
+        {"name": "general", "kind": "sft", "domain": "general"},
+        {"name": "pref", "kind": "dpo", "domain": "preference"},
+    ]
+    cfg = _cfg(stages, {"diversity_weight": 0.1, "diversity_layers": [-1]}, seed=3)
+    runs = []
+    for name in ("r1", "r2"):
+        dirs = run_sequence(
+            cfg,
+            world["root"] / name,
+            world["base"],
+            world["data"],
+            progress=False,
+            log=lambda s: None,
+        )
+        runs.append(dirs)
+    for d1, d2 in zip(*runs, strict=True):
+        l1 = json.loads((d1 / "train_log.json").read_text())["losses"]
+        l2 = json.loads((d2 / "train_log.json").read_text())["losses"]
+        assert len(l1) > 1 and l1 == pytest.approx(l2, abs=1e-6)
+        b1, b2 = (json.loads((d / "behavior.json").read_text()) for d in (d1, d2))
+        for b in (b1, b2):
+            b.pop("eval_wall_time_s")
+        assert b1 == b2
+        assert read_manifest(d1).seed == 3
+    # a different seed gives a different run
+    dirs3 = run_sequence(
+        _cfg(stages, {"diversity_weight": 0.1, "diversity_layers": [-1]}, seed=4),
+        world["root"] / "r3",
+        world["base"],
+        world["data"],
+        progress=False,
+        log=lambda s: None,
+    )
+    l3 = json.loads((dirs3[0] / "train_log.json").read_text())["losses"]
+    l1 = json.loads((runs[0][0] / "train_log.json").read_text())["losses"]
+    assert l3 != pytest.approx(l1, abs=1e-6)
+
+
+def test_cli_base_and_run(world: dict[str, Path], tmp_path: Path) -> None:
+    from repcollapse_cli.main import main
+
+    base = tmp_path / "base"
+    assert main(["train", "base", "--model", str(world["tiny"]), "--out", str(base)]) == 0
+    assert read_manifest(base).stage_kind == "base"
+    toml = tmp_path / "one.toml"
+    toml.write_text(
+        'sequence = "S"\nstages = [{ name = "safety", kind = "sft", domain = "safety" }]\n'
+        "[budget.demo]\ntokens_per_stage = 300\nmax_length = 64\n"
+    )
+    argv = [
+        "train",
+        "run",
+        str(toml),
+        "--out",
+        str(tmp_path / "run"),
+        "--base",
+        str(base),
+        "--data",
+        str(world["data"]),
+        "--no-eval",
+        "--quiet",
+        "--seed",
+        "2",
+        "--set",
+        "lora.rank=2",
+    ]
+    assert main(argv) == 0
+    m = read_manifest(tmp_path / "run" / "S" / "01-safety")
+    assert (m.seed, m.lora_rank, m.stage_domain, m.tokens_seen) == (2, 2, "safety", 300)
+    assert not (tmp_path / "run" / "S" / "01-safety" / "behavior.json").exists()
+    assert (
+        main(["train", "run", str(toml), "--out", str(tmp_path / "run"), "--set", "lora.rnk=2"])
+        == 2
+    )
+
+
+def test_bad_diversity_layer_is_reported(world: dict[str, Path], tmp_path: Path) -> None:
+    cfg = _cfg(
+        [{"name": "general", "kind": "sft", "domain": "general"}],
+        {"diversity_weight": 0.1, "diversity_layers": [-8]},
+    )
+    with pytest.raises(ValueError, match=r"mitigation.diversity_layers.*\[-8\]"):
+        run_sequence(
+            cfg,
+            tmp_path,
+            world["base"],
+            world["data"],
+            evaluate=False,
+            progress=False,
+            log=lambda s: None,
+        )
+    shutil.rmtree(tmp_path / "T", ignore_errors=True)
