@@ -1,0 +1,108 @@
+"""Result cache: metric rows keyed by (store_id, checkpoint, metric, metric_version, options).
+
+One Parquet file of rows and one JSON list of "done" keys per checkpoint, under
+``DIR/cache/<store_id>/``. A key is done once computed, even when it produced no row (cka_parent
+of the base), so a re-run recomputes nothing; a new metric version or different options make a
+new key. Checkpoints of a store never change once complete, so entries never go stale. Files
+are replaced atomically (write, then rename), so an interrupted run keeps what it finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+ROW_COLUMNS: tuple[str, ...] = (
+    "metric",
+    "metric_version",
+    "options_key",
+    "checkpoint",
+    "layer",
+    "domain",
+    "span",
+    "value",
+    "n_tokens",
+)
+DoneKey = tuple[str, int, str, int]
+"""(metric, metric_version, options_key, layer)."""
+
+
+def rows_frame(rows: Iterable[tuple]) -> pd.DataFrame:
+    """Row tuples (in ROW_COLUMNS order) as a frame."""
+    return pd.DataFrame(list(rows), columns=list(ROW_COLUMNS))
+
+
+def _safe(name: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60]
+    return f"{stem}-{hashlib.sha1(name.encode()).hexdigest()[:10]}"
+
+
+class MetricCache:
+    def __init__(self, out_dir: str | Path, store_id: str) -> None:
+        self.dir = Path(out_dir) / "cache" / _safe(store_id)
+        self._rows: dict[str, pd.DataFrame] = {}
+        self._done: dict[str, set[DoneKey]] = {}
+
+    def _paths(self, checkpoint: str) -> tuple[Path, Path]:
+        stem = self.dir / _safe(checkpoint)
+        return stem.with_suffix(".parquet"), stem.with_suffix(".done.json")
+
+    def _load(self, checkpoint: str) -> None:
+        if checkpoint in self._rows:
+            return
+        rows_p, done_p = self._paths(checkpoint)
+        self._rows[checkpoint] = (
+            pd.read_parquet(rows_p) if rows_p.exists() else pd.DataFrame(columns=list(ROW_COLUMNS))
+        )
+        done = json.loads(done_p.read_text()) if done_p.exists() else []
+        self._done[checkpoint] = {(m, int(v), k, int(layer)) for m, v, k, layer in done}
+
+    def done(self, checkpoint: str) -> set[DoneKey]:
+        self._load(checkpoint)
+        return self._done[checkpoint]
+
+    def rows(self, checkpoint: str) -> pd.DataFrame:
+        self._load(checkpoint)
+        return self._rows[checkpoint]
+
+    def add(self, checkpoint: str, rows: pd.DataFrame, done: Iterable[DoneKey]) -> None:
+        """Record rows and done keys (replacing rows of the same keys) and write to disk."""
+        self._load(checkpoint)
+        done = set(done)
+        old = self._rows[checkpoint]
+        if len(old) and done:
+            key = list(
+                zip(
+                    old["metric"],
+                    old["metric_version"].astype(int),
+                    old["options_key"],
+                    old["layer"].astype(int),
+                    strict=True,
+                )
+            )
+            old = old[[k not in done for k in key]]
+        parts = [p for p in (old, rows) if len(p)]
+        new = (
+            pd.concat(parts, ignore_index=True)
+            if parts
+            else pd.DataFrame(columns=list(ROW_COLUMNS))
+        )
+        self._rows[checkpoint] = new[list(ROW_COLUMNS)]
+        self._done[checkpoint] |= done
+        self._write(checkpoint)
+
+    def _write(self, checkpoint: str) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        rows_p, done_p = self._paths(checkpoint)
+        tmp = rows_p.with_suffix(".parquet.tmp")
+        self._rows[checkpoint].to_parquet(tmp, index=False)
+        os.replace(tmp, rows_p)
+        tmp = done_p.with_suffix(".tmp")
+        tmp.write_text(json.dumps(sorted(self._done[checkpoint])))
+        os.replace(tmp, done_p)

@@ -1,0 +1,371 @@
+"""The one-pass accumulator: per (layer, group of checkpoints), every hidden chunk read once.
+
+Read pattern. A pass covers one layer and a group of checkpoints: the targets (whose metrics
+are computed) plus their references (base and parent, for CKA). Step ``k`` receives chunk ``k``
+of every member at once, so the base's and a parent's chunk is read once and reused by all of
+its children in the group; steps run in token order as one chain of dask tasks, so the state
+is one accumulator, never a copy per chunk.
+
+Per step and member: the chunk's kept rows are gathered in cell order and cast float16 ->
+float32 (float64 with ``precision='float64'``); a fixed per-domain reference (the mean of that
+domain's rows in the first chunk that holds the domain, fixed for the rest of the pass) is
+subtracted, so that the float32 products do not cancel catastrophically when the mean is large
+next to the spread; then per (domain, span) cell the products are done in the working precision
+and added to float64 accumulators: count, sum, Gram, cross-Gram with base and parent, sum of
+unit-normalised raw rows. Centering is algebraic and exact for any reference (cell scatter
+``G - s s^T / n``, combined over cells with the parallel-variance formula), so the reference
+only changes rounding. The seeded row subsample and the per-example token-space Gram
+(per-sequence effective rank; examples that straddle chunks are carried to the next step) come
+from the same step.
+
+Centered anisotropy needs each row normalised after subtracting the mean of the *selection*,
+which no per-chunk sum can provide before the mean is known. It is computed exactly by a second,
+light pass (``step2``: O(N d) per selection, no d x d products) over the targets' chunks once
+the first pass has fixed every mean; it runs only when a centered-anisotropy metric is asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from analyze.tokens import ALL, TokenPlan
+from analyze.xp import by_name, to_numpy
+
+PRECISIONS: tuple[str, ...] = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class PassConfig:
+    """What one pass accumulates."""
+
+    layer: int
+    members: tuple[str, ...]
+    """Checkpoints whose chunks the pass reads, in block order."""
+    targets: tuple[str, ...]
+    """Members whose own metrics are computed (the others are references only)."""
+    base: dict[str, str | None]
+    parent: dict[str, str | None]
+    needs: frozenset[str]
+    precision: str = "float32"
+    xp: str = "numpy"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r} is not one of {list(PRECISIONS)}")
+
+    def cross_pairs(self) -> list[tuple[str, str]]:
+        """(target, reference) pairs whose cross-Gram is accumulated (parent == base: once)."""
+        pairs: list[tuple[str, str]] = []
+        for t in self.targets:
+            refs = []
+            if "cross_base" in self.needs and self.base.get(t) not in (None, t):
+                refs.append(self.base[t])
+            if "cross_parent" in self.needs and self.parent.get(t) is not None:
+                refs.append(self.parent[t])
+            pairs += [(t, r) for r in dict.fromkeys(refs)]
+        return pairs
+
+
+@dataclass
+class MemberState:
+    n: np.ndarray
+    s: Any
+    G: Any
+    ref: Any
+    ref_set: np.ndarray
+    unit: Any = None
+    cross: dict[str, Any] = field(default_factory=dict)
+    rows: np.ndarray | None = None
+    seq_sum: np.ndarray | None = None
+    seq_cnt: np.ndarray | None = None
+    pending: dict[int, list[tuple[Any, np.ndarray]]] = field(default_factory=dict)
+    cunit: Any = None
+
+
+@dataclass
+class Accumulator:
+    config: PassConfig
+    plan: TokenPlan
+    d: int
+    states: dict[str, MemberState]
+    mu_cell: dict[str, Any] = field(default_factory=dict)
+    delta: dict[str, tuple[Any, Any, np.ndarray]] = field(default_factory=dict)
+    chunks_seen: list[int] = field(default_factory=list)
+
+    @property
+    def dtype(self) -> type:
+        return np.float32 if self.config.precision == "float32" else np.float64
+
+
+def init(config: PassConfig, plan: TokenPlan, d: int) -> Accumulator:
+    xp = by_name(config.xp)
+    C, nd, ns = plan.n_cells, len(plan.domains), len(plan.spans)
+    wd = np.float32 if config.precision == "float32" else np.float64
+    pairs = config.cross_pairs()
+    states = {}
+    for m in config.members:
+        is_t = m in config.targets
+        st = MemberState(
+            n=np.zeros(C, np.int64),
+            s=xp.zeros((C, d)),
+            G=xp.zeros((C, d, d)),
+            ref=xp.zeros((nd, d), dtype=wd),
+            ref_set=np.zeros(nd, bool),
+        )
+        if is_t and "unit" in config.needs:
+            st.unit = xp.zeros((C, d))
+        if is_t and "rows" in config.needs:
+            st.rows = np.zeros((len(plan.sample_tokens), d), np.float32)
+        if is_t and "seq" in config.needs:
+            st.seq_sum, st.seq_cnt = np.zeros((nd, ns + 1)), np.zeros((nd, ns + 1), np.int64)
+        for t, r in pairs:
+            if t == m:
+                st.cross[r] = xp.zeros((C, d, d))
+        states[m] = st
+    return Accumulator(config=config, plan=plan, d=d, states=states)
+
+
+def erank_of(eigs: Any, axis: int = -1) -> Any:
+    """exp(entropy) of eigenvalues normalised to sum 1 (0 log 0 = 0); NaN where all zero."""
+    xp = by_name("cupy") if type(eigs).__module__.startswith("cupy") else np
+    lam = xp.clip(eigs, 0.0, None)
+    tot = lam.sum(axis=axis, keepdims=True)
+    p = lam / xp.where(tot > 0, tot, 1.0)
+    ent = -(xp.where(p > 0, p * xp.log(xp.where(p > 0, p, 1.0)), 0.0)).sum(axis=axis)
+    return xp.where(tot[..., 0] > 0, xp.exp(ent), xp.nan)
+
+
+def _gather(xp: Any, block: Any, order: np.ndarray, d: int, wd: type) -> Any:
+    x = xp.asarray(block).reshape(-1, d)
+    return x[xp.asarray(order)].astype(wd)
+
+
+def step1(acc: Accumulator, k: int, *blocks: Any) -> Accumulator:
+    """Fold chunk ``k`` of every member (blocks in ``config.members`` order) into ``acc``."""
+    cfg, plan, d, wd = acc.config, acc.plan, acc.d, acc.dtype
+    xp = by_name(cfg.xp)
+    cp = plan.chunks[k]
+    segs = list(
+        zip(
+            cp.seg_cells.tolist(),
+            cp.seg_bounds[:-1].tolist(),
+            cp.seg_bounds[1:].tolist(),
+            strict=True,
+        )
+    )
+    doms = zip(
+        cp.dom_ids.tolist(), cp.dom_bounds[:-1].tolist(), cp.dom_bounds[1:].tolist(), strict=True
+    )
+    doms = list(doms)
+    bufs = {}
+    for m, block in zip(cfg.members, blocks, strict=True):
+        st = acc.states[m]
+        is_t = m in cfg.targets
+        if st.rows is not None and len(cp.sample_rel):
+            raw = xp.asarray(block).reshape(-1, d)[xp.asarray(cp.sample_rel)]
+            st.rows[cp.sample_slot] = to_numpy(raw).astype(np.float32)
+        buf = _gather(xp, block, cp.order, d, wd)
+        w = None
+        if is_t and st.unit is not None:
+            norms = xp.sqrt(xp.einsum("ij,ij->i", buf, buf))
+            w = xp.where(norms > 0, 1.0 / xp.where(norms > 0, norms, 1.0), 0.0).astype(wd)
+        for di, a, b in doms:
+            if not st.ref_set[di]:
+                st.ref[di] = buf[a:b].mean(axis=0, dtype=np.float64).astype(wd)
+                st.ref_set[di] = True
+            buf[a:b] -= st.ref[di]
+        for ci, a, b in segs:
+            seg = buf[a:b]
+            st.n[ci] += b - a
+            st.s[ci] += seg.sum(axis=0, dtype=np.float64)
+            st.G[ci] += seg.T @ seg
+            if w is not None:
+                ws = w[a:b]
+                di = plan.cells[ci][0]
+                st.unit[ci] += seg.T @ ws + st.ref[di].astype(np.float64) * float(
+                    ws.sum(dtype=np.float64)
+                )
+        if is_t and st.seq_sum is not None:
+            _seq_step(st, cp, buf, xp)
+        bufs[m] = buf
+    for t, r in cfg.cross_pairs():
+        cross, bt, br = acc.states[t].cross[r], bufs[t], bufs[r]
+        for ci, a, b in segs:
+            cross[ci] += bt[a:b].T @ br[a:b]
+    acc.chunks_seen.append(k)
+    return acc
+
+
+def _seq_step(st: MemberState, cp: Any, buf: Any, xp: Any) -> None:
+    """Per-sequence effective rank of complete examples (and their spans) in this chunk."""
+    n_spans = st.seq_sum.shape[1] - 1
+    for batch in cp.seq_batches:
+        x = buf[xp.asarray(batch.index)]
+        x = x - x.mean(axis=1, keepdims=True)
+        gram = x @ x.transpose(0, 2, 1)
+        e = to_numpy(erank_of(xp.linalg.eigvalsh(gram.astype(np.float64))))
+        np.add.at(st.seq_sum, (batch.domain, batch.span), e)
+        np.add.at(st.seq_cnt, (batch.domain, batch.span), 1)
+    for piece in cp.seq_pieces:
+        st.pending.setdefault(piece.example, []).append(
+            (buf[xp.asarray(piece.rows)].copy(), piece.spans)
+        )
+        if not piece.last:
+            continue
+        parts = st.pending.pop(piece.example)
+        rows = xp.concatenate([p[0] for p in parts])
+        spans = np.concatenate([p[1] for p in parts])
+        sets = [(np.arange(len(spans)), n_spans)] + [
+            (np.flatnonzero(spans == s), int(s)) for s in np.unique(spans)
+        ]
+        for idx, s in sets:
+            if len(idx) < 2:
+                continue
+            x = rows[xp.asarray(idx)]
+            x = x - x.mean(axis=0, keepdims=True)
+            e = float(to_numpy(erank_of(xp.linalg.eigvalsh((x @ x.T).astype(np.float64)))))
+            st.seq_sum[piece.domain, s] += e
+            st.seq_cnt[piece.domain, s] += 1
+
+
+def finish1(acc: Accumulator) -> Accumulator:
+    """After the first pass: exact cell means and, per cell, the offsets to its selections' means
+    (what ``step2`` needs)."""
+    cfg, plan = acc.config, acc.plan
+    if sorted(acc.chunks_seen) != list(range(len(plan.chunks))):
+        raise RuntimeError(
+            f"pass over layer {cfg.layer}: chunks {acc.chunks_seen} seen, expected all {len(plan.chunks)}"
+        )
+    if "centered_unit" not in cfg.needs:
+        return acc
+    xp = by_name(cfg.xp)
+    sels = plan.selections()
+    for t in cfg.targets:
+        st = acc.states[t]
+        mu_cell = _cell_means(acc, t)
+        n = st.n.astype(np.float64)
+        mu_sel = np.stack(
+            [(n[c, None] * mu_cell[c]).sum(0) / n[c].sum() for c in map(plan.cells_of, sels)]
+        )
+        sel_of_cell = np.array(
+            [[0, 1 + di, 1 + len(plan.domains) + si] for di, si in plan.cells], np.int64
+        )
+        delta = mu_sel[sel_of_cell] - mu_cell[:, None, :]  # (C, 3, d)
+        acc.mu_cell[t] = xp.asarray(mu_cell.astype(acc.dtype))
+        acc.delta[t] = (xp.asarray(delta), xp.asarray(delta.astype(acc.dtype)), sel_of_cell)
+        st.cunit = xp.zeros((len(sels), acc.d))
+    return acc
+
+
+def _cell_means(acc: Accumulator, m: str) -> np.ndarray:
+    st, plan = acc.states[m], acc.plan
+    ref = to_numpy(st.ref).astype(np.float64)[[di for di, _ in plan.cells]]
+    return ref + to_numpy(st.s) / np.maximum(st.n, 1)[:, None]
+
+
+def step2(acc: Accumulator, k: int, *blocks: Any) -> Accumulator:
+    """Second pass (targets' chunks only): sums of rows centered by each selection's mean and
+    normalised, accumulated per selection (all, the row's domain, the row's span)."""
+    cfg, d, wd = acc.config, acc.d, acc.dtype
+    xp = by_name(cfg.xp)
+    cp = acc.plan.chunks[k]
+    segs = zip(
+        cp.seg_cells.tolist(), cp.seg_bounds[:-1].tolist(), cp.seg_bounds[1:].tolist(), strict=True
+    )
+    segs = list(segs)
+    for t, block in zip(cfg.targets, blocks, strict=True):
+        st = acc.states[t]
+        buf = _gather(xp, block, cp.order, d, wd)
+        delta64, delta_w, sel_of_cell = acc.delta[t]
+        for ci, a, b in segs:
+            seg = buf[a:b]
+            seg -= acc.mu_cell[t][ci]
+            dc = delta_w[ci].T  # (d, 3): mu_S - mu_cell for S in (all, domain, span)
+            sq = xp.einsum("ij,ij->i", seg, seg)
+            nrm2 = sq[:, None] - 2.0 * (seg @ dc) + (dc * dc).sum(axis=0)[None, :]
+            w = xp.where(nrm2 > 0, 1.0 / xp.sqrt(xp.where(nrm2 > 0, nrm2, 1.0)), 0.0).astype(wd)
+            contrib = (seg.T @ w).astype(np.float64) - delta64[ci].T * w.sum(
+                axis=0, dtype=np.float64
+            )[None, :]
+            for j, sel in enumerate(sel_of_cell[ci].tolist()):
+                st.cunit[sel] += contrib[:, j]
+    return acc
+
+
+@dataclass
+class CellMoments:
+    """Host float64 per-cell moments of one member (centered: ``M`` is each cell's scatter)."""
+
+    n: np.ndarray
+    mu: np.ndarray
+    M: np.ndarray
+    unit: np.ndarray | None = None
+
+
+@dataclass
+class LayerMoments:
+    """Everything the metrics of one target at one layer are derived from."""
+
+    checkpoint: str
+    layer: int
+    plan: TokenPlan
+    own: CellMoments
+    refs: dict[str, tuple[CellMoments, np.ndarray]] = field(default_factory=dict)
+    """role ('base' or 'parent') -> (reference cell moments, centered cross scatter per cell)."""
+    cunit: np.ndarray | None = None
+    rows: np.ndarray | None = None
+    seq_sum: np.ndarray | None = None
+    seq_cnt: np.ndarray | None = None
+
+
+def _own(acc: Accumulator, m: str) -> CellMoments:
+    st = acc.states[m]
+    mu = _cell_means(acc, m)
+    s = to_numpy(st.s)
+    nn = np.maximum(st.n, 1).astype(np.float64)
+    M = to_numpy(st.G) - s[:, :, None] * s[:, None, :] / nn[:, None, None]
+    return CellMoments(
+        n=st.n.copy(), mu=mu, M=M, unit=None if st.unit is None else to_numpy(st.unit)
+    )
+
+
+def results(acc: Accumulator) -> dict[str, LayerMoments]:
+    """Host moments per target (the accumulator's device arrays are released by the caller)."""
+    cfg = acc.config
+    own = {m: _own(acc, m) for m in cfg.members}
+    out = {}
+    for t in cfg.targets:
+        st = acc.states[t]
+        lm = LayerMoments(checkpoint=t, layer=cfg.layer, plan=acc.plan, own=own[t])
+        for role, ref in (("base", cfg.base.get(t)), ("parent", cfg.parent.get(t))):
+            if ref is None or f"cross_{role}" not in cfg.needs:
+                continue
+            if ref == t:  # the base against itself: the cross scatter is its own scatter
+                lm.refs[role] = (own[t], own[t].M)
+                continue
+            sx, sy = to_numpy(st.s), to_numpy(acc.states[ref].s)
+            nn = np.maximum(st.n, 1).astype(np.float64)
+            K = to_numpy(st.cross[ref]) - sx[:, :, None] * sy[:, None, :] / nn[:, None, None]
+            lm.refs[role] = (own[ref], K)
+        lm.cunit = None if st.cunit is None else to_numpy(st.cunit)
+        lm.rows, lm.seq_sum, lm.seq_cnt = st.rows, st.seq_sum, st.seq_cnt
+        out[t] = lm
+    return out
+
+
+__all__ = [
+    "ALL",
+    "Accumulator",
+    "CellMoments",
+    "LayerMoments",
+    "PassConfig",
+    "erank_of",
+    "finish1",
+    "init",
+    "results",
+    "step1",
+    "step2",
+]

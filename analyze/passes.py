@@ -1,0 +1,197 @@
+"""Dask graphs of the passes: one chain of tasks per (layer, group), derivation per target.
+
+The hidden states come from ``store_schema.open_store`` as a lazy dask array with one block per
+(checkpoint, layer, token chunk). A pass is the chain ``init -> step1(chunk 0) -> ... ->
+finish1 [-> step2(chunk 0) -> ...] -> results``, each step taking the accumulator and that
+chunk's block of every member, so with any scheduler (threads, a distributed cluster) each
+block is one task computed once per pass, and the accumulator is one object folded in token
+order (the same numbers whatever the scheduler). The second pass (centered anisotropy) reads
+through ``dask.graph_manipulation.clone`` of the array: new keys, so its blocks are read again
+instead of being held in memory between the passes. Objects with arrays travel inside
+``functools.partial`` so that dask does not traverse them.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from dask import delayed
+from dask.graph_manipulation import clone
+
+from analyze import moments
+from analyze.function import FunctionSums, sums_from_hidden
+from analyze.options import Options
+from analyze.registry import Metric
+from analyze.tokens import ALL, TokenPlan
+from analyze.view import LayerView
+
+Row = tuple[str, int, str, str, int, str, str, float, int]
+"""(metric, metric_version, options_key, checkpoint, layer, domain, span, value, n_tokens)."""
+
+
+def selections_for(metric: Metric, plan: TokenPlan) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    if "all" in metric.scopes:
+        out.append((ALL, ALL))
+    if "domain" in metric.scopes:
+        out += [(d, ALL) for d in plan.domains]
+    if "span" in metric.scopes:
+        out += [(ALL, s) for s in plan.spans]
+    return out
+
+
+def derive(
+    res: dict[str, moments.LayerMoments], target: str, metrics: Sequence[Metric], options: Options
+) -> list[Row]:
+    """Every requested moment metric of one target at one layer, from its moments."""
+    lm = res[target]
+    view = LayerView(lm, options)
+    rows: list[Row] = []
+    for metric in metrics:
+        key = options.key(metric.params)
+        for sel in selections_for(metric, lm.plan):
+            value = metric.compute(view, sel)
+            if value is None or not math.isfinite(value):
+                continue
+            n = (
+                len(lm.rows)
+                if "rows" in metric.needs and lm.rows is not None
+                else view.stats(sel).n
+            )
+            rows.append(
+                (
+                    metric.name,
+                    metric.version,
+                    key,
+                    target,
+                    lm.layer,
+                    sel[0],
+                    sel[1],
+                    float(value),
+                    int(n),
+                )
+            )
+    return rows
+
+
+def accumulator_bytes(n_cells: int, d: int, n_matrices: int) -> int:
+    return n_cells * d * d * 8 * n_matrices
+
+
+def make_groups(
+    targets: Sequence[str],
+    base: dict[str, str | None],
+    parent: dict[str, str | None],
+    needs: frozenset[str],
+    n_cells: int,
+    d: int,
+    budget_mb: int,
+) -> list[tuple[list[str], list[str]]]:
+    """Split targets into (targets, members) groups whose accumulators fit the budget. Members are
+    targets plus their references; a reference shared by several targets is read once per group."""
+    budget = budget_mb << 20
+
+    def refs(t: str) -> list[str]:
+        out = []
+        if "cross_base" in needs and base.get(t) not in (None, t):
+            out.append(base[t])
+        if "cross_parent" in needs and parent.get(t) is not None:
+            out.append(parent[t])
+        return list(dict.fromkeys(out))
+
+    def cost(ts: list[str], ms: list[str]) -> int:
+        return accumulator_bytes(n_cells, d, len(ms) + sum(len(refs(t)) for t in ts))
+
+    groups: list[tuple[list[str], list[str]]] = []
+    cur_t: list[str] = []
+    cur_m: list[str] = []
+    for t in targets:
+        cand_m = list(dict.fromkeys([*cur_m, t, *refs(t)]))
+        if cur_t and cost([*cur_t, t], cand_m) > budget:
+            groups.append((cur_t, cur_m))
+            cur_t, cand_m = [], list(dict.fromkeys([t, *refs(t)]))
+        cur_t.append(t)
+        cur_m = cand_m
+    if cur_t:
+        groups.append((cur_t, cur_m))
+    return groups
+
+
+def pass_tasks(
+    hidden: Any,
+    ckpt_index: dict[str, int],
+    layer: int,
+    layer_pos: int,
+    plan: TokenPlan,
+    config: moments.PassConfig,
+    wanted: dict[str, list[Metric]],
+    options: Options,
+    token: str,
+    group: int,
+) -> list[Any]:
+    """Delayed row lists, one per target, for one (layer, group) pass."""
+    d = hidden.shape[-1]
+    name = f"{token}-L{layer}-g{group}"
+    blocks = (hidden if group == 0 else clone(hidden, seed=group)).to_delayed(optimize_graph=False)
+    acc = delayed(functools.partial(moments.init, config, plan, d), pure=False)(
+        dask_key_name=f"init-{name}"
+    )
+    for k in range(len(plan.chunks)):
+        members = [blocks[ckpt_index[m], layer_pos, k, 0] for m in config.members]
+        acc = delayed(moments.step1, pure=False)(
+            acc, k, *members, dask_key_name=f"pass1-{name}-{k}"
+        )
+    acc = delayed(moments.finish1, pure=False)(acc, dask_key_name=f"finish1-{name}")
+    if "centered_unit" in config.needs:
+        blocks2 = clone(hidden, seed=1000 + group).to_delayed(optimize_graph=False)
+        for k in range(len(plan.chunks)):
+            tb = [blocks2[ckpt_index[t], layer_pos, k, 0] for t in config.targets]
+            acc = delayed(moments.step2, pure=False)(acc, k, *tb, dask_key_name=f"pass2-{name}-{k}")
+    res = delayed(moments.results, pure=False)(acc, dask_key_name=f"results-{name}")
+    return [
+        delayed(
+            functools.partial(derive, target=t, metrics=wanted[t], options=options), pure=False
+        )(res, dask_key_name=f"derive-{name}-{i}")
+        for i, t in enumerate(config.targets)
+    ]
+
+
+def _sum_sums(*parts: FunctionSums) -> FunctionSums:
+    total = FunctionSums.zeros(len(parts[0].n))
+    for p in parts:
+        total += p
+    return total
+
+
+def temperature_task(
+    hidden_last: Any,
+    unembedding: Any,
+    ckpt_pos: int,
+    plan: TokenPlan,
+    temperature: float,
+    target_id: np.ndarray,
+    dtype: type,
+    token: str,
+) -> Any:
+    """Delayed FunctionSums at temperature T for one checkpoint (a task per token chunk)."""
+    blocks = hidden_last.to_delayed(optimize_graph=False)
+    parts = []
+    for k, chunk in enumerate(plan.chunks):
+        fn = functools.partial(
+            sums_from_hidden,
+            t0=chunk.t0,
+            plan=plan,
+            temperature=temperature,
+            target_id=target_id,
+            dtype=dtype,
+        )
+        parts.append(
+            delayed(fn, pure=False)(
+                blocks[ckpt_pos, k, 0], unembedding=unembedding, dask_key_name=f"temp-{token}-{k}"
+            )
+        )
+    return delayed(_sum_sums, pure=False)(*parts, dask_key_name=f"tempsum-{token}")

@@ -1,0 +1,340 @@
+"""``run_metrics``: every metric of a store into the tables of docs/INTERFACES.md, cached.
+
+The recipe: open the store lazily; plan the tokens once; ask the cache what is missing per
+(checkpoint, metric, layer); run the one-pass accumulator for the (layer, checkpoint-group)
+pairs that miss a moment metric, a few passes at a time (as many as the scheduler has workers,
+which bounds memory and lets the cache record each batch as it finishes); compute the function
+and LoRA metrics the cache lacks; derive the collapse index; write the tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask
+import numpy as np
+import pandas as pd
+
+from analyze import layerfree, moments, passes, registry
+from analyze.cache import ROW_COLUMNS, MetricCache, rows_frame
+from analyze.collapse import collapse_rows
+from analyze.options import Options
+from analyze.registry import Metric
+from analyze.tables import checkpoints_frame, metrics_frame, write_tables
+from analyze.tokens import ALL, TokenPlan, build_plan
+from analyze.xp import backend
+from store_schema import open_store
+from store_schema.store import read_attrs
+
+TOKEN_VARS = ("example", "domain", "span", "split", "is_sink", "target_id")
+
+
+@dataclass
+class RunSummary:
+    out_dir: Path
+    tables: dict[str, Path] = field(default_factory=dict)
+    passes: int = 0
+    blocks_read: int = 0
+    computed: list[tuple[str, str, int]] = field(default_factory=list)
+    """(checkpoint, metric, layer) keys computed in this run (not served by the cache)."""
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def scheduler(address: str | None) -> Iterator[int]:
+    """Dask scheduler for the run; yields how many passes run at once. None/'threads': local
+    threads; 'sync': one thread; 'local': a dask.distributed LocalCluster; else an address."""
+    if address in (None, "threads", "sync"):
+        n = 1 if address == "sync" else max(1, os.cpu_count() or 1)
+        from threadpoolctl import threadpool_limits
+
+        # BLAS threads inside parallel tasks oversubscribe the cores (sklearn's lbfgs slows 30x).
+        limit = threadpool_limits(1) if n > 1 else contextlib.nullcontext()
+        with dask.config.set(scheduler="sync" if n == 1 else "threads", num_workers=n), limit:
+            yield n
+        return
+    from distributed import Client, LocalCluster
+
+    cluster = (
+        LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, dashboard_address=None)
+        if address == "local"
+        else None
+    )
+    client = Client(cluster if cluster is not None else address)
+    try:
+        yield max(1, sum(client.nthreads().values()))
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def lineage(
+    info: pd.DataFrame,
+) -> tuple[dict[str, str | None], dict[str, str | None], dict[str, list[str]]]:
+    """parent, base (root of the parent chain, if it is a stage-0 checkpoint) and ancestors."""
+    names = set(info["checkpoint"])
+    parent_of = dict(zip(info["checkpoint"], info["parent"], strict=True))
+    stage = dict(zip(info["checkpoint"], info["stage_index"], strict=True))
+    parent = {c: (p if p in names and p != c else None) for c, p in parent_of.items()}
+    base, anc = {}, {}
+    for c in info["checkpoint"]:
+        chain, cur = [], c
+        while parent[cur] is not None and parent[cur] not in chain and parent[cur] != c:
+            cur = parent[cur]
+            chain.append(cur)
+        anc[c] = chain
+        base[c] = cur if stage[cur] == 0 else None
+    return parent, base, anc
+
+
+def run_metrics(
+    store: str | Path,
+    out_dir: str | Path,
+    *,
+    metrics: Sequence[str] | None = None,
+    layers: Sequence[int] | None = None,
+    checkpoints: Sequence[str] | None = None,
+    options: Options | None = None,
+    scheduler_address: str | None = None,
+    group: str | None = None,
+    recompute: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> RunSummary:
+    """Compute the requested metrics (default: all) of a store and write the tables to out_dir.
+
+    metrics.parquet holds every cached value valid for the current registry versions and
+    options for the selected checkpoints and layers, so re-running one metric keeps the table
+    complete; ``recompute`` ignores the cache for the requested metrics.
+    """
+    say = log or (lambda msg: print(msg, file=sys.stderr))
+    options = options or Options()
+    t_start = time.perf_counter()
+    summary = RunSummary(out_dir=Path(out_dir))
+    for k in options.topk:
+        registry.ensure_loaded()
+        from analyze.spectrum import topk_metric
+
+        topk_metric(k)
+    wanted = registry.resolve(metrics)
+    attrs = read_attrs(store, group)
+    ds = open_store(store, group=group)
+    info = checkpoints_frame(ds, attrs)
+    all_names = list(info["checkpoint"])
+    ckpts = all_names if checkpoints is None else list(checkpoints)
+    bad = [c for c in ckpts if c not in all_names]
+    if bad:
+        raise KeyError(
+            f"checkpoints {bad} are not complete checkpoints of {store}; available: {all_names}"
+        )
+    n_layers = ds.sizes["layer"]
+    layer_list = list(range(n_layers)) if layers is None else [_layer(x, n_layers) for x in layers]
+    parent, base, ancestors = lineage(info)
+    coords = {k: np.asarray(ds[k].values) for k in TOKEN_VARS}
+    token_chunk = int(ds["hidden"].data.chunks[2][0])
+    plan = build_plan(
+        coords,
+        token_chunk,
+        include_sinks=options.include_sinks,
+        sample_per_domain=options.sample_per_domain,
+        seed=options.seed,
+    )
+    cache = MetricCache(out_dir, str(attrs["store_id"]))
+    xp_name = backend(options.backend).__name__.split(".")[0]
+    say(
+        f"analyze {store}: {len(ckpts)} checkpoint(s), layers {layer_list}, {plan.n_tokens} tokens "
+        f"({int(plan.cell_count.sum())} kept, sinks {'included' if options.include_sinks else 'excluded'}), "
+        f"{len(wanted)} metric(s), backend {xp_name}"
+    )
+
+    def missing(c: str, m: Metric, layer: int) -> bool:
+        return recompute or (m.name, m.version, options.key(m.params), layer) not in cache.done(c)
+
+    with scheduler(scheduler_address) as n_parallel, _array_backend(xp_name):
+        t0 = time.perf_counter()
+        _moment_metrics(
+            ds,
+            plan,
+            ckpts,
+            layer_list,
+            wanted,
+            options,
+            parent,
+            base,
+            cache,
+            missing,
+            n_parallel,
+            xp_name,
+            summary,
+            say,
+        )
+        summary.seconds["moments"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        layerfree.function_metrics(
+            ds, plan, ckpts, wanted, options, cache, missing, summary.computed
+        )
+        summary.seconds["function"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    overlap, spectrum = layerfree.lora_metrics(
+        ds, attrs, ckpts, wanted, options, ancestors, cache, missing, summary.computed
+    )
+    summary.seconds["lora"] = time.perf_counter() - t0
+
+    rows = _table_rows(cache, ckpts, set(layer_list), options)
+    derived = collapse_rows(rows) if len(rows) else pd.DataFrame()
+    if len(derived):
+        versions = {m.name: m.version for m in registry.REGISTRY if m.kind == "derived"}
+        derived = derived.assign(
+            metric_version=[versions[m] for m in derived["metric"]],
+            options_key=options.key(),
+            domain=ALL,
+            span=ALL,
+        )
+        rows = pd.concat([rows, derived[list(ROW_COLUMNS)]], ignore_index=True)
+    table = metrics_frame(
+        rows.drop(columns=["options_key"]),
+        str(attrs["store_id"]),
+        str(attrs.get("model_family", "")),
+        not options.include_sinks,
+    )
+    provenance = {
+        **{k: v for k, v in attrs.items()},
+        "analysis": {
+            "options": options.as_dict(),
+            "metric_versions": {m.name: m.version for m in registry.REGISTRY},
+            "checkpoints": ckpts,
+            "layers": layer_list,
+            "group": group,
+            "backend": xp_name,
+            "scheduler": scheduler_address or "threads",
+            "reference_shift": "per (checkpoint, layer, domain): mean of the domain's kept rows in "
+            "the first chunk holding the domain; subtracted before the float32 products",
+            "centered_anisotropy": "exact: second pass with the selection means of the first",
+            "sinks_excluded": not options.include_sinks,
+        },
+    }
+    summary.tables = write_tables(out_dir, table, info, overlap, spectrum, provenance)
+    summary.seconds["total"] = time.perf_counter() - t_start
+    say(
+        f"wrote {len(table)} metric rows to {out_dir} in {summary.seconds['total']:.1f}s "
+        f"({summary.passes} passes, {len(summary.computed)} values computed, the rest cached)"
+    )
+    return summary
+
+
+def _layer(x: int, n_layers: int) -> int:
+    if not -n_layers <= int(x) < n_layers:
+        raise ValueError(f"layer {x} out of range: the store has layers 0..{n_layers - 1}")
+    return int(x) % n_layers
+
+
+@contextlib.contextmanager
+def _array_backend(xp_name: str) -> Iterator[None]:
+    with dask.config.set({"array.backend": xp_name}):
+        yield
+
+
+def _moment_metrics(
+    ds: Any,
+    plan: TokenPlan,
+    ckpts: list[str],
+    layers: list[int],
+    wanted: list[Metric],
+    options: Options,
+    parent: dict,
+    base: dict,
+    cache: MetricCache,
+    missing: Callable,
+    n_parallel: int,
+    xp_name: str,
+    summary: RunSummary,
+    say: Callable,
+) -> None:
+    moment = [m for m in wanted if m.kind == "moment"]
+    hidden = ds["hidden"].data
+    d = hidden.shape[-1]
+    ckpt_index = {str(n): i for i, n in enumerate(ds["name"].values)}
+    jobs = []
+    for layer in layers:
+        todo = {c: [m for m in moment if missing(c, m, layer)] for c in ckpts}
+        todo = {c: ms for c, ms in todo.items() if ms}
+        if not todo:
+            continue
+        needs = frozenset(n for ms in todo.values() for m in ms for n in m.needs)
+        groups = passes.make_groups(
+            list(todo), base, parent, needs, plan.n_cells, d, options.memory_budget_mb
+        )
+        for g, (targets, members) in enumerate(groups):
+            cfg = moments.PassConfig(
+                layer=layer,
+                members=tuple(members),
+                targets=tuple(targets),
+                base=dict(base),
+                parent=dict(parent),
+                needs=needs,
+                precision=options.precision,
+                xp=xp_name,
+            )
+            jobs.append((cfg, g, {t: todo[t] for t in targets}))
+    token = uuid.uuid4().hex[:8]
+    for start in range(0, len(jobs), n_parallel):
+        batch = jobs[start : start + n_parallel]
+        tasks, keys = [], []
+        for cfg, g, todo in batch:
+            tasks += passes.pass_tasks(
+                hidden, ckpt_index, cfg.layer, cfg.layer, plan, cfg, todo, options, token, g
+            )
+            keys += [(t, todo[t], cfg.layer) for t in cfg.targets]
+            summary.passes += 1
+            summary.blocks_read += len(plan.chunks) * (
+                len(cfg.members) + ("centered_unit" in cfg.needs) * len(cfg.targets)
+            )
+        t0 = time.perf_counter()
+        results = dask.compute(*tasks)
+        for (t, ms, layer), rows in zip(keys, results, strict=True):
+            done = [(m.name, m.version, options.key(m.params), layer) for m in ms]
+            cache.add(t, rows_frame(rows), done)
+            summary.computed += [(t, m.name, layer) for m in ms]
+        say(
+            f"  layers {[cfg.layer for cfg, _, _ in batch]}: {sum(len(c.targets) for c, _, _ in batch)} "
+            f"target pass(es) in {time.perf_counter() - t0:.1f}s"
+        )
+
+
+def _table_rows(
+    cache: MetricCache, ckpts: list[str], layers: set[int], options: Options
+) -> pd.DataFrame:
+    """Cached rows valid now: current registry version and options key, selected layers."""
+    valid = {}
+    for m in registry.REGISTRY:
+        if m.kind != "derived":
+            valid[m.name] = (m.version, options.key(m.params))
+    frames = []
+    for c in ckpts:
+        rows = cache.rows(c)
+        if rows.empty:
+            continue
+        base_name = rows["metric"].str.split("@").str[0]
+        ok = [
+            base in valid
+            and (int(v), k) == valid[base]
+            and (int(layer) in layers or int(layer) == -1 or base.startswith("lora"))
+            for base, v, k, layer in zip(
+                base_name, rows["metric_version"], rows["options_key"], rows["layer"], strict=True
+            )
+        ]
+        frames.append(rows[ok])
+    if not frames:
+        return pd.DataFrame(columns=list(ROW_COLUMNS))
+    out = pd.concat(frames, ignore_index=True)
+    return out.astype(
+        {"layer": np.int64, "metric_version": np.int64, "n_tokens": np.int64, "value": np.float64}
+    )

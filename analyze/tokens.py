@@ -1,0 +1,282 @@
+"""Token selections and per-chunk plans, computed once from the token coordinates.
+
+Each token has one domain and one span label, so (domain, span) cells partition the kept tokens
+(attention sinks are dropped unless ``include_sinks``). The accumulator sums per cell; every
+coarser selection (a domain, a span, the whole probe) is a union of cells. A chunk plan lists,
+for one store chunk of tokens, the kept tokens sorted by cell (so that each cell is one
+contiguous row range of the converted buffer), the subsample rows it contributes, and the
+example pieces for the per-sequence effective rank.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+ALL = "all"
+
+Selection = tuple[str, str]
+"""(domain, span); 'all' for either means no restriction."""
+
+
+@dataclass(frozen=True)
+class SeqBatch:
+    """Example (or example x span) row sets fully inside one chunk, all with ``L`` rows."""
+
+    index: np.ndarray
+    """(m, L) row positions in the chunk buffer (cell order)."""
+    domain: np.ndarray
+    """(m,) domain index."""
+    span: np.ndarray
+    """(m,) span index, or n_spans for the whole example."""
+
+
+@dataclass(frozen=True)
+class SeqPiece:
+    """Rows of an example that is not fully inside this chunk."""
+
+    example: int
+    domain: int
+    rows: np.ndarray
+    """Row positions in the chunk buffer, in token order."""
+    spans: np.ndarray
+    """Span index of each row."""
+    last: bool
+    """The example ends in this chunk."""
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    t0: int
+    t1: int
+    order: np.ndarray
+    """Chunk-relative indices of kept tokens, sorted by cell (stable: token order within)."""
+    seg_cells: np.ndarray
+    """Cell id of each contiguous segment of ``order``."""
+    seg_bounds: np.ndarray
+    """Segment boundaries into ``order`` (len(seg_cells) + 1)."""
+    dom_ids: np.ndarray
+    """Domain index of each domain run of ``order`` (cells sort by domain first)."""
+    dom_bounds: np.ndarray
+    sample_rel: np.ndarray
+    """Chunk-relative indices of subsampled tokens, and their slots in the subsample."""
+    sample_slot: np.ndarray
+    seq_batches: tuple[SeqBatch, ...]
+    seq_pieces: tuple[SeqPiece, ...]
+
+
+@dataclass(frozen=True)
+class TokenPlan:
+    n_tokens: int
+    token_chunk: int
+    include_sinks: bool
+    domains: tuple[str, ...]
+    spans: tuple[str, ...]
+    cells: tuple[tuple[int, int], ...]
+    """(domain index, span index) of each cell id."""
+    cell_count: np.ndarray
+    chunks: tuple[ChunkPlan, ...]
+    sample_tokens: np.ndarray
+    sample_domain: np.ndarray
+    sample_fit: np.ndarray
+    """True where the subsampled token's example is in split 'fit' (else 'heldout')."""
+    target_ok: np.ndarray
+    """Kept tokens that have a next-token target (function metrics)."""
+    cell_of_token: np.ndarray
+    """Cell id per token, -1 where excluded."""
+
+    @property
+    def n_cells(self) -> int:
+        return len(self.cells)
+
+    def selections(self) -> list[Selection]:
+        """Every reported selection: the whole probe, each domain, each span."""
+        return [(ALL, ALL), *[(d, ALL) for d in self.domains], *[(ALL, s) for s in self.spans]]
+
+    def cells_of(self, sel: Selection) -> np.ndarray:
+        dom, span = sel
+        ids = [
+            i
+            for i, (di, si) in enumerate(self.cells)
+            if (dom == ALL or self.domains[di] == dom) and (span == ALL or self.spans[si] == span)
+        ]
+        if not ids and (dom not in (ALL, *self.domains) or span not in (ALL, *self.spans)):
+            raise KeyError(
+                f"selection {sel!r}: domain must be one of {['all', *self.domains]} and span "
+                f"one of {['all', *self.spans]}"
+            )
+        return np.asarray(ids, dtype=np.int64)
+
+    def selection_index(self, sel: Selection) -> int:
+        return self.selections().index(sel)
+
+
+def _codes(values: np.ndarray) -> tuple[tuple[str, ...], np.ndarray]:
+    """Labels in order of first appearance (store order), and the code of each value."""
+    labels = tuple(dict.fromkeys(values.tolist()))
+    lookup = {v: i for i, v in enumerate(labels)}
+    return labels, np.fromiter((lookup[v] for v in values.tolist()), np.int64, len(values))
+
+
+def sample_tokens(
+    keep: np.ndarray, dom_code: np.ndarray, n_domains: int, per_domain: int, seed: int
+) -> np.ndarray:
+    """Seeded per-domain subsample of kept tokens (at most ``per_domain`` each), sorted."""
+    picked = []
+    for di in range(n_domains):
+        pool = np.flatnonzero(keep & (dom_code == di))
+        if len(pool) > per_domain:
+            pool = np.random.default_rng([seed, di]).choice(pool, per_domain, replace=False)
+        picked.append(pool)
+    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, np.int64)
+
+
+def build_plan(
+    coords: dict[str, np.ndarray],
+    token_chunk: int,
+    *,
+    include_sinks: bool = False,
+    sample_per_domain: int = 300,
+    seed: int = 0,
+) -> TokenPlan:
+    """The plan for a store's token coordinates (``coords``: example, domain, span, split,
+    is_sink, target_id as arrays)."""
+    n = len(coords["domain"])
+    domains, dom_code = _codes(np.asarray(coords["domain"]).astype(str))
+    spans, span_code = _codes(np.asarray(coords["span"]).astype(str))
+    keep = np.ones(n, bool) if include_sinks else ~np.asarray(coords["is_sink"]).astype(bool)
+    key = dom_code * len(spans) + span_code
+    present = np.unique(key[keep])
+    cells = tuple((int(k // len(spans)), int(k % len(spans))) for k in present)
+    cell_of_key = {int(k): i for i, k in enumerate(present)}
+    cell_of_token = np.full(n, -1, np.int64)
+    cell_of_token[keep] = [cell_of_key[int(k)] for k in key[keep]]
+    cell_count = np.bincount(cell_of_token[keep], minlength=len(cells)).astype(np.int64)
+
+    samples = sample_tokens(keep, dom_code, len(domains), sample_per_domain, seed)
+    split = np.asarray(coords["split"]).astype(str)
+    ex_labels, ex_code = _codes(np.asarray(coords["example"]).astype(str))
+    runs = 1 + int(np.count_nonzero(ex_code[1:] != ex_code[:-1])) if n else 0
+    if runs != len(ex_labels):
+        raise ValueError(
+            f"token coord 'example': each example must be one contiguous token range "
+            f"(store order is (domain, example, position)); found {runs} runs for "
+            f"{len(ex_labels)} examples"
+        )
+    ex_last = np.zeros(len(ex_labels), np.int64)
+    ex_last[ex_code] = np.arange(n)  # last token index of each example (including sinks)
+
+    chunks = []
+    for t0 in range(0, n, token_chunk):
+        t1 = min(n, t0 + token_chunk)
+        chunks.append(
+            _chunk_plan(
+                t0,
+                t1,
+                keep,
+                cell_of_token,
+                cells,
+                dom_code,
+                span_code,
+                ex_code,
+                ex_last,
+                samples,
+                len(spans),
+            )
+        )
+    target_ok = keep & (np.asarray(coords["target_id"]) >= 0)
+    return TokenPlan(
+        n_tokens=n,
+        token_chunk=token_chunk,
+        include_sinks=include_sinks,
+        domains=domains,
+        spans=spans,
+        cells=cells,
+        cell_count=cell_count,
+        chunks=tuple(chunks),
+        sample_tokens=samples,
+        sample_domain=dom_code[samples],
+        sample_fit=split[samples] == "fit",
+        target_ok=target_ok,
+        cell_of_token=cell_of_token,
+    )
+
+
+def _chunk_plan(
+    t0: int,
+    t1: int,
+    keep: np.ndarray,
+    cell_of_token: np.ndarray,
+    cells: tuple[tuple[int, int], ...],
+    dom_code: np.ndarray,
+    span_code: np.ndarray,
+    ex_code: np.ndarray,
+    ex_last: np.ndarray,
+    samples: np.ndarray,
+    n_spans: int,
+) -> ChunkPlan:
+    rel = np.flatnonzero(keep[t0:t1])
+    cell = cell_of_token[t0:t1][rel]
+    order = rel[np.argsort(cell, kind="stable")]
+    sorted_cells = cell_of_token[t0:t1][order]
+    starts = (
+        np.flatnonzero(np.r_[True, sorted_cells[1:] != sorted_cells[:-1]]) if len(order) else []
+    )
+    seg_bounds = np.r_[starts, len(order)].astype(np.int64)
+    seg_cells = sorted_cells[np.asarray(starts, np.int64)]
+    doms = np.array([cells[c][0] for c in sorted_cells], np.int64)
+    dstarts = np.flatnonzero(np.r_[True, doms[1:] != doms[:-1]]) if len(order) else []
+    dom_bounds = np.r_[dstarts, len(order)].astype(np.int64)
+    dom_ids = doms[np.asarray(dstarts, np.int64)]
+
+    lo, hi = np.searchsorted(samples, [t0, t1])
+    sample_slot = np.arange(lo, hi, dtype=np.int64)
+    sample_rel = samples[lo:hi] - t0
+
+    # Per-sequence rows: buffer position of each kept token, grouped by example.
+    pos = np.empty(t1 - t0, np.int64)
+    pos[order] = np.arange(len(order))
+    by_example: dict[int, list[int]] = defaultdict(list)
+    for r in rel:
+        by_example[int(ex_code[t0 + r])].append(int(r))
+    groups: dict[int, list[tuple[np.ndarray, int, int]]] = defaultdict(list)
+    pieces = []
+    for ex, rows in by_example.items():
+        rows_a = np.asarray(rows, np.int64)
+        first_tok = int(np.searchsorted(ex_code, ex, side="left"))
+        inside = first_tok >= t0 and ex_last[ex] < t1
+        dom = int(dom_code[t0 + rows_a[0]])
+        if not inside:
+            pieces.append(
+                SeqPiece(ex, dom, pos[rows_a], span_code[t0 + rows_a], bool(ex_last[ex] < t1))
+            )
+            continue
+        sets = [(pos[rows_a], n_spans)]
+        spans_here = span_code[t0 + rows_a]
+        sets += [(pos[rows_a[spans_here == s]], int(s)) for s in np.unique(spans_here)]
+        for idx, s in sets:
+            if len(idx) >= 2:
+                groups[len(idx)].append((idx, dom, s))
+    batches = tuple(
+        SeqBatch(
+            index=np.stack([g[0] for g in items]),
+            domain=np.array([g[1] for g in items], np.int64),
+            span=np.array([g[2] for g in items], np.int64),
+        )
+        for _, items in sorted(groups.items())
+    )
+    return ChunkPlan(
+        t0=t0,
+        t1=t1,
+        order=order,
+        seg_cells=seg_cells,
+        seg_bounds=seg_bounds,
+        dom_ids=dom_ids,
+        dom_bounds=dom_bounds,
+        sample_rel=sample_rel,
+        sample_slot=sample_slot,
+        seq_batches=batches,
+        seq_pieces=tuple(pieces),
+    )
