@@ -1,0 +1,127 @@
+"""Kill-and-resume (SIGKILL at store writes, then re-run) and concurrent writers on one store.
+
+Store writes of the chain below, in order (REPCOLLAPSE_EXTRACT_KILL_AT counts them): base:
+add_head, reserve, behaviour, (hidden, token vars) per chunk, complete; then the LoRA stage:
+add_head, reserve, 7 LoRA modules, behaviour, (hidden, token vars) per chunk, complete.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from test_extract_fixtures import make_lora_stage, make_tiny_checkpoint, write_probe
+
+from extract.run import KILL_ENV, ExtractConfig, extract
+from store_schema import open_store
+from store_schema.validate import validate_store
+
+REPO = Path(__file__).resolve().parents[1]
+CHUNK = 128
+BATCH = 4
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("resume")
+    base = make_tiny_checkpoint(root / "base")
+    sft, _ = make_lora_stage(base, root / "sft")
+    probe = write_probe(root / "probe.jsonl")
+    reference = root / "reference.zarr"
+    extract(reference, probe, [base, sft], _config())
+    n_chunks = math.ceil(zarr.open_group(str(reference), mode="r")["hidden"].shape[2] / CHUNK)
+    return {
+        "root": root,
+        "base": base,
+        "sft": sft,
+        "probe": probe,
+        "reference": reference,
+        "n_chunks": n_chunks,
+    }
+
+
+def _config() -> ExtractConfig:
+    return ExtractConfig(batch_size=BATCH, token_chunk=CHUNK, progress=False)
+
+
+def _cli(store: Path, chain: dict, ckpts: list[Path], kill_at: int | None) -> subprocess.Popen:
+    env = {**os.environ, KILL_ENV: str(kill_at or "")}
+    code = "import sys; from repcollapse_cli.main import main; sys.exit(main(sys.argv[1:]))"
+    argv = [
+        sys.executable,
+        "-c",
+        code,
+        "extract",
+        "--store",
+        str(store),
+        "--probe",
+        str(chain["probe"]),
+        "--batch-size",
+        str(BATCH),
+        "--token-chunk",
+        str(CHUNK),
+        "--no-progress",
+        *map(str, ckpts),
+    ]
+    return subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def assert_same_store(a: Path, b: Path) -> None:
+    ga, gb = zarr.open_group(str(a), mode="r"), zarr.open_group(str(b), mode="r")
+    names = sorted(k for k, _ in ga.arrays())
+    assert names == sorted(k for k, _ in gb.arrays())
+    for name in names:
+        np.testing.assert_array_equal(ga[name][...], gb[name][...], err_msg=name)
+    assert ga.attrs["head_hashes"] == gb.attrs["head_hashes"]
+
+
+def _kill_points(n_chunks: int) -> list[int]:
+    base_total = 3 + 2 * n_chunks + 1
+    return [
+        2,  # slot reserved, nothing else
+        3 + n_chunks,  # in the middle of the hidden chunks
+        base_total - 2,  # during the last chunk: its hidden written, its token vars not
+        base_total - 1,  # between the last chunk and the completion mark
+        base_total + 2 + 4,  # base complete, LoRA stage halfway through its modules
+    ]
+
+
+@pytest.mark.parametrize("point", range(5))
+def test_kill_and_resume_is_identical(chain: dict, tmp_path: Path, point: int) -> None:
+    kill_at = _kill_points(chain["n_chunks"])[point]
+    store = tmp_path / "s.zarr"
+    proc = _cli(store, chain, [chain["base"], chain["sft"]], kill_at)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    problems, _ = validate_store(store)
+    assert [p.kind for p in problems] == ["incomplete_checkpoint"]
+    assert len(open_store(store)["checkpoint"]) == (1 if point == 4 else 0)
+    results = extract(store, chain["probe"], [chain["base"], chain["sft"]], _config())
+    assert [r.status for r in results] == (
+        ["skipped", "extracted"] if point == 4 else ["extracted", "extracted"]
+    )
+    assert validate_store(store)[0] == []
+    assert_same_store(store, chain["reference"])
+
+
+def test_concurrent_writers(chain: dict, tmp_path: Path) -> None:
+    store = tmp_path / "shared.zarr"
+    procs = [_cli(store, chain, [ckpt], None) for ckpt in (chain["base"], chain["sft"])]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode()[-2000:]
+    assert validate_store(store)[0] == []
+    ours, ref = open_store(store), open_store(chain["reference"])
+    assert sorted(ours["checkpoint"].values) == sorted(ref["checkpoint"].values)
+    for name in ref["checkpoint"].values:
+        for var in ("hidden", "logit_entropy", "topk_ids", "lora_A__q_proj", "lora_B__down_proj"):
+            np.testing.assert_array_equal(
+                ours[var].sel(checkpoint=name).values, ref[var].sel(checkpoint=name).values
+            )
