@@ -131,17 +131,13 @@ def regression(ck: pd.DataFrame, cfg: StatsConfig, notes: Notes) -> pd.DataFrame
             continue
         scale[t] = sd
         d[t] = (d[t] - d[t].mean()) / sd
-    terms = _drop_collinear(d, terms, notes)
-    # At least two residual degrees of freedom, or the intervals mean nothing.
-    reduced = False
-    while terms and len(d) < len(terms) + 3:
-        reduced = True
-        terms.remove(min(terms, key=lambda t: DROP_ORDER.index(t) if t in DROP_ORDER else -1))
+    n_candidates = len(terms)
+    terms, reduced = _select_terms(d, terms, notes)
     if reduced:
         add_note(
             notes,
             sec,
-            f"Only {len(d)} usable checkpoint(s) for {len(scale)} predictor(s): "
+            f"Only {len(d)} usable checkpoint(s) for {n_candidates} predictor(s): "
             f"reduced model on {', '.join(terms) or 'nothing'}.",
         )
     if not terms:
@@ -163,17 +159,24 @@ def regression(ck: pd.DataFrame, cfg: StatsConfig, notes: Notes) -> pd.DataFrame
     return _with_scale(_fit_ols(d, terms, cfg, notes, reduced), scale)
 
 
-def _drop_collinear(d: pd.DataFrame, terms: list[str], notes: Notes) -> list[str]:
+def _select_terms(d: pd.DataFrame, terms: list[str], notes: Notes) -> tuple[list[str], bool]:
+    """Terms in keep-priority order while rows allow (two residual degrees of freedom at least,
+    or the intervals mean nothing), skipping any that is a linear combination of those kept."""
+    priority = {t: i for i, t in enumerate(reversed(DROP_ORDER))}
     kept: list[str] = []
-    for t in terms:
+    reduced = False
+    for t in sorted(terms, key=lambda t: priority.get(t, len(priority))):
+        if len(d) < len(kept) + 4:
+            reduced = True
+            continue
         x = np.column_stack([np.ones(len(d)), *(d[k].to_numpy() for k in [*kept, t])])
-        if np.linalg.matrix_rank(x) == x.shape[1]:
-            kept.append(t)
-        else:
+        if np.linalg.matrix_rank(x) < x.shape[1]:
             add_note(
                 notes, "regression", f"{t} is a linear combination of the other terms: left out."
             )
-    return kept
+            continue
+        kept.append(t)
+    return [t for t in terms if t in kept], reduced
 
 
 def _fit_mixed(

@@ -35,6 +35,11 @@ def thin(tmp_path_factory: pytest.TempPathFactory) -> SyntheticTruth:
     return make_synthetic_tables(tmp_path_factory.mktemp("thin"), spec)
 
 
+@pytest.fixture(scope="module")
+def stats4(syn4: SyntheticTruth) -> dict[str, pd.DataFrame]:
+    return run_stats(syn4.tables_dir, write=False)
+
+
 def _regress(truth: SyntheticTruth, cfg: StatsConfig) -> tuple[pd.DataFrame, dict]:
     notes: dict[str, list[str]] = {}
     ck = checkpoint_frame(read_tables(truth.tables_dir), cfg)
@@ -130,9 +135,10 @@ def test_pareto_table_frontier_within_groups(syn4: SyntheticTruth) -> None:
     assert not final_a.loc[final_a["mitigation"] == "none", "on_frontier"].any()
 
 
-def test_stage_effects_are_deltas_minus_matched_control(syn4: SyntheticTruth) -> None:
-    out = run_stats(syn4.tables_dir, write=False)
-    se = out["stage_effects"]
+def test_stage_effects_are_deltas_minus_matched_control(
+    syn4: SyntheticTruth, stats4: dict[str, pd.DataFrame]
+) -> None:
+    se = stats4["stage_effects"]
     ck = with_parent(checkpoint_frame(read_tables(syn4.tables_dir), StatsConfig()), ["erank_norm"])
     row = se[
         (se["model_family"] == "gemma3")
@@ -155,8 +161,10 @@ def test_stage_effects_are_deltas_minus_matched_control(syn4: SyntheticTruth) ->
     assert safety["ci_high"].iloc[0] < 0
 
 
-def test_order_effects_compare_math_code_with_code_math(syn4: SyntheticTruth) -> None:
-    oe = run_stats(syn4.tables_dir, write=False)["order_effects"]
+def test_order_effects_compare_math_code_with_code_math(
+    syn4: SyntheticTruth, stats4: dict[str, pd.DataFrame]
+) -> None:
+    oe = stats4["order_effects"]
     assert set(oe["sequences_math_code"]) == {"A"} and set(oe["sequences_code_math"]) == {"D"}
     ck = checkpoint_frame(read_tables(syn4.tables_dir), StatsConfig())
     r = oe[(oe["model_family"] == "qwen25") & (oe["metric"] == "future_score")].iloc[0]
@@ -169,8 +177,8 @@ def test_order_effects_compare_math_code_with_code_math(syn4: SyntheticTruth) ->
     assert r["n_math_code"] == r["n_code_math"] == 3 and np.isfinite(r["ci_low"])
 
 
-def test_falsification_passes_on_clean_data(syn4: SyntheticTruth) -> None:
-    fz = run_stats(syn4.tables_dir, write=False)["falsification"]
+def test_falsification_passes_on_clean_data(stats4: dict[str, pd.DataFrame]) -> None:
+    fz = stats4["falsification"]
     assert set(fz["result"]) == {"pass"}, fz[["check", "metric", "result", "detail"]]
     assert fz["check"].nunique() == 4
 
