@@ -288,8 +288,9 @@ def fig_pareto(ctx: Ctx) -> tuple[alt.TopLevelMixin, pd.DataFrame, str]:
     p = pareto_table(ctx.ck)
     p = p[p["final_step"]].dropna(subset=["collapse_index", "future_score"])
     many = p.groupby(["model_family", "sequence"])["mitigation"].transform("nunique") > 1
-    if many.any():
-        p = p[many]
+    if not many.any():
+        raise SkipFigure("one mitigation per sequence: no mitigation to compare")
+    p = p[many]
     if p.empty:
         raise SkipFigure("no mitigation comparison (collapse index and future score needed)")
     d = p.assign(

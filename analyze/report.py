@@ -206,6 +206,7 @@ def build_report(
     st = stage_table(tables_dir, convention=cfg.convention)
     effects = stats["stage_effects"]
     pooled = effects[effects["model_family"] == "all"] if not effects.empty else effects
+    pooled = pooled.drop(columns=["model_family", "sequence", "stage_index"], errors="ignore")
     notes = stats["notes"]
     notes_html = "".join(
         f"<li><b>{html.escape(s)}</b>: {html.escape(n)}</li>"

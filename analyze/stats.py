@@ -118,6 +118,9 @@ def regression(ck: pd.DataFrame, cfg: StatsConfig, notes: Notes) -> pd.DataFrame
         add_note(notes, sec, f"Not in the tables, left out of the regression: {', '.join(absent)}.")
         terms = [t for t in terms if t not in absent]
     d = d.dropna(subset=[cfg.response])
+    if d.empty:
+        add_note(notes, sec, f"No {cfg.response} in checkpoints.parquet: no regression.")
+        return pd.DataFrame(columns=REG_COLUMNS)
     n_before = len(d)
     d = d.dropna(subset=terms)
     if len(d) < n_before:
@@ -145,6 +148,8 @@ def regression(ck: pd.DataFrame, cfg: StatsConfig, notes: Notes) -> pd.DataFrame
         return pd.DataFrame(columns=REG_COLUMNS)
     d["sequence_label"] = d["sequence"].replace("", "base")
     n_fam = d["model_family"].nunique()
+    if n_fam >= cfg.min_families and reduced:
+        add_note(notes, sec, "Too few rows for the mixed model: OLS instead.")
     if n_fam >= cfg.min_families and not reduced:
         out = _fit_mixed(d, terms, cfg, notes)
         if out is not None:

@@ -80,6 +80,19 @@ def test_two_families_is_too_few_for_a_random_effect(tmp_path: Path) -> None:
     assert any("2 model families" in n for n in notes["regression"])
 
 
+def test_degenerate_random_effects_are_stated(tmp_path: Path) -> None:
+    # No family or sequence effect at all: MixedLM ends on the boundary or does not converge;
+    # either way the table says which model it is and a note says why.
+    spec = SyntheticTablesSpec(families=("a", "b", "c"), seeds=(0,), family_sd=0.0, sequence_sd=0.0)
+    reg, notes = _regress(make_synthetic_tables(tmp_path, spec), StatsConfig())
+    model = reg["model"].iloc[0]
+    text = " ".join(notes["regression"])
+    if model == "mixedlm":
+        assert "estimated at zero" in text
+    else:
+        assert model.startswith("ols") and "MixedLM" in text and "OLS instead" in text
+
+
 def test_too_few_rows_gives_reduced_model_or_none(syn1: SyntheticTruth) -> None:
     cfg = StatsConfig()
     ck = checkpoint_frame(read_tables(syn1.tables_dir), cfg)
