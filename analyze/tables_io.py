@@ -74,7 +74,8 @@ class LayerConvention:
 
     layer: str | int = "mean"
     """'mean' (mean over transformer layers), 'middle' (layer n_layers // 2) or a layer number.
-    Layer-free metrics (layer -1: function metrics, LoRA overlap, collapse index) are used as is."""
+    Metrics with only layer -1 rows (function metrics, LoRA overlap) are used as is; one with
+    both (the collapse index) uses its layer-averaged row under 'mean', its per-layer rows else."""
     domain: str = "all"
     span: str = "all"
     include_embeddings: bool = False
@@ -97,7 +98,7 @@ class LayerConvention:
             where = f"layer {self.layer}"
         return (
             f"Hidden-state metrics: {where}; domain={self.domain!r}, span={self.span!r}. "
-            "Layer-free metrics (logit entropy, LoRA overlap, collapse index) as reported."
+            "Layer-free metrics (logit entropy, LoRA overlap) as reported."
         )
 
 
@@ -187,8 +188,10 @@ def select_metrics(
 
 
 def _pick_layer(sel: pd.DataFrame, conv: LayerConvention) -> pd.DataFrame:
-    free = sel[sel["layer"] == -1]
-    if not free.empty:
+    free, sel = sel[sel["layer"] == -1], sel[sel["layer"] >= 0]
+    # A metric with a layer-averaged row (-1) uses it for 'mean' (collapse_index has both);
+    # a fixed-layer convention uses the per-layer rows wherever the metric has them.
+    if sel.empty or (conv.layer == "mean" and not free.empty):
         return free.groupby(KEY, as_index=False)["value"].mean()
     if conv.layer == "mean":
         lo = 0 if conv.include_embeddings else 1
