@@ -5,9 +5,14 @@ The hidden states come from ``store_schema.open_store`` as a lazy dask array wit
 finish1 [-> step2(chunk 0) -> ...] -> results``, each step taking the accumulator and that
 chunk's block of every member, so with any scheduler (threads, a distributed cluster) each
 block is one task computed once per pass, and the accumulator is one object folded in token
-order (the same numbers whatever the scheduler). The second pass (centered anisotropy) reads
-through ``dask.graph_manipulation.clone`` of the array: new keys, so its blocks are read again
-instead of being held in memory between the passes. Objects with arrays travel inside
+order (the same numbers whatever the scheduler).
+
+Reads that must not share keys with the first pass - the second pass (centered anisotropy),
+and the extra groups of a layer whose checkpoints exceed the memory budget - go through a
+``BlockReader`` inside the step task itself (zarr, same store): a shared dask key would make
+dask hold every block of the layer in memory until its last consumer ran. (dask's
+``graph_manipulation.clone`` would be the idiomatic tool, but with xarray's indexed graphs it
+renames the block keys and not their dependencies.) Objects with arrays travel inside
 ``functools.partial`` so that dask does not traverse them.
 """
 
@@ -16,11 +21,12 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import zarr
 from dask import delayed
-from dask.graph_manipulation import clone
 
 from analyze import moments
 from analyze.function import FunctionSums, sums_from_hidden
@@ -121,11 +127,36 @@ def make_groups(
     return groups
 
 
+@dataclass(frozen=True)
+class BlockReader:
+    """Reads hidden blocks straight from the store (picklable: url and group only)."""
+
+    url: str
+    group: str | None = None
+
+    def read(self, ckpt: int, layer: int, t0: int, t1: int) -> np.ndarray:
+        return _hidden_array(self.url, self.group)[ckpt, layer, t0:t1, :]
+
+
+@functools.cache
+def _hidden_array(url: str, group: str | None) -> Any:
+    root = zarr.open_group(url, mode="r")
+    return (root[group] if group else root)["hidden"]
+
+
+def _read_step(
+    step: Any, acc: moments.Accumulator, k: int, reader: BlockReader, raw: tuple[int, ...]
+) -> Any:
+    chunk = acc.plan.chunks[k]
+    blocks = [reader.read(i, acc.config.layer, chunk.t0, chunk.t1) for i in raw]
+    return step(acc, k, *blocks)
+
+
 def pass_tasks(
     hidden: Any,
+    reader: BlockReader,
     ckpt_index: dict[str, int],
-    layer: int,
-    layer_pos: int,
+    raw_index: dict[str, int],
     plan: TokenPlan,
     config: moments.PassConfig,
     wanted: dict[str, list[Metric]],
@@ -133,24 +164,30 @@ def pass_tasks(
     token: str,
     group: int,
 ) -> list[Any]:
-    """Delayed row lists, one per target, for one (layer, group) pass."""
-    d = hidden.shape[-1]
+    """Delayed row lists, one per target, for one (layer, group) pass. ``ckpt_index``: position
+    in ``hidden`` (complete checkpoints); ``raw_index``: position in the store (for ``reader``)."""
+    d, layer = hidden.shape[-1], config.layer
     name = f"{token}-L{layer}-g{group}"
-    blocks = (hidden if group == 0 else clone(hidden, seed=group)).to_delayed(optimize_graph=False)
     acc = delayed(functools.partial(moments.init, config, plan, d), pure=False)(
         dask_key_name=f"init-{name}"
     )
+    blocks = hidden.to_delayed(optimize_graph=False) if group == 0 else None
     for k in range(len(plan.chunks)):
-        members = [blocks[ckpt_index[m], layer_pos, k, 0] for m in config.members]
-        acc = delayed(moments.step1, pure=False)(
-            acc, k, *members, dask_key_name=f"pass1-{name}-{k}"
-        )
+        if blocks is not None:
+            members = [blocks[ckpt_index[m], layer, k, 0] for m in config.members]
+            acc = delayed(moments.step1, pure=False)(
+                acc, k, *members, dask_key_name=f"pass1-{name}-{k}"
+            )
+        else:
+            raw = tuple(raw_index[m] for m in config.members)
+            fn = functools.partial(_read_step, moments.step1, reader=reader, raw=raw)
+            acc = delayed(fn, pure=False)(acc, k, dask_key_name=f"pass1-{name}-{k}")
     acc = delayed(moments.finish1, pure=False)(acc, dask_key_name=f"finish1-{name}")
     if "centered_unit" in config.needs:
-        blocks2 = clone(hidden, seed=1000 + group).to_delayed(optimize_graph=False)
+        raw = tuple(raw_index[t] for t in config.targets)
+        fn = functools.partial(_read_step, moments.step2, reader=reader, raw=raw)
         for k in range(len(plan.chunks)):
-            tb = [blocks2[ckpt_index[t], layer_pos, k, 0] for t in config.targets]
-            acc = delayed(moments.step2, pure=False)(acc, k, *tb, dask_key_name=f"pass2-{name}-{k}")
+            acc = delayed(fn, pure=False)(acc, k, dask_key_name=f"pass2-{name}-{k}")
     res = delayed(moments.results, pure=False)(acc, dask_key_name=f"results-{name}")
     return [
         delayed(

@@ -22,12 +22,14 @@ from typing import Any
 import dask
 import numpy as np
 import pandas as pd
+import zarr
 
 from analyze import layerfree, moments, passes, registry
 from analyze.cache import ROW_COLUMNS, MetricCache, rows_frame
 from analyze.collapse import collapse_rows
 from analyze.options import Options
 from analyze.registry import Metric
+from analyze.spectrum import topk_metric as spectrum_topk
 from analyze.tables import checkpoints_frame, metrics_frame, write_tables
 from analyze.tokens import ALL, TokenPlan, build_plan
 from analyze.xp import backend
@@ -96,6 +98,27 @@ def lineage(
     return parent, base, anc
 
 
+@dataclass
+class _Run:
+    """What one run's steps share."""
+
+    ds: Any
+    plan: TokenPlan
+    ckpts: list[str]
+    layers: list[int]
+    options: Options
+    cache: MetricCache
+    recompute: bool
+    xp_name: str
+    reader: passes.BlockReader
+    summary: RunSummary
+    say: Callable[[str], None]
+
+    def missing(self, c: str, m: Any, layer: int) -> bool:
+        key = (m.name, m.version, self.options.key(m.params), layer)
+        return self.recompute or key not in self.cache.done(c)
+
+
 def run_metrics(
     store: str | Path,
     out_dir: str | Path,
@@ -119,11 +142,9 @@ def run_metrics(
     options = options or Options()
     t_start = time.perf_counter()
     summary = RunSummary(out_dir=Path(out_dir))
+    registry.ensure_loaded()
     for k in options.topk:
-        registry.ensure_loaded()
-        from analyze.spectrum import topk_metric
-
-        topk_metric(k)
+        spectrum_topk(k)
     wanted = registry.resolve(metrics)
     attrs = read_attrs(store, group)
     ds = open_store(store, group=group)
@@ -139,56 +160,48 @@ def run_metrics(
     layer_list = list(range(n_layers)) if layers is None else [_layer(x, n_layers) for x in layers]
     parent, base, ancestors = lineage(info)
     coords = {k: np.asarray(ds[k].values) for k in TOKEN_VARS}
-    token_chunk = int(ds["hidden"].data.chunks[2][0])
     plan = build_plan(
         coords,
-        token_chunk,
+        int(ds["hidden"].data.chunks[2][0]),
         include_sinks=options.include_sinks,
         sample_per_domain=options.sample_per_domain,
         seed=options.seed,
     )
-    cache = MetricCache(out_dir, str(attrs["store_id"]))
-    xp_name = backend(options.backend).__name__.split(".")[0]
+    run = _Run(
+        ds=ds,
+        plan=plan,
+        ckpts=ckpts,
+        layers=layer_list,
+        options=options,
+        cache=MetricCache(out_dir, str(attrs["store_id"])),
+        recompute=recompute,
+        xp_name=backend(options.backend).__name__.split(".")[0],
+        reader=passes.BlockReader(str(store), group),
+        summary=summary,
+        say=say,
+    )
+    sinks = "included" if options.include_sinks else "excluded"
     say(
         f"analyze {store}: {len(ckpts)} checkpoint(s), layers {layer_list}, {plan.n_tokens} tokens "
-        f"({int(plan.cell_count.sum())} kept, sinks {'included' if options.include_sinks else 'excluded'}), "
-        f"{len(wanted)} metric(s), backend {xp_name}"
+        f"({int(plan.cell_count.sum())} kept, sinks {sinks}), {len(wanted)} metric(s), "
+        f"backend {run.xp_name}"
     )
-
-    def missing(c: str, m: Metric, layer: int) -> bool:
-        return recompute or (m.name, m.version, options.key(m.params), layer) not in cache.done(c)
-
-    with scheduler(scheduler_address) as n_parallel, _array_backend(xp_name):
+    with scheduler(scheduler_address) as n_parallel, _array_backend(run.xp_name):
         t0 = time.perf_counter()
-        _moment_metrics(
-            ds,
-            plan,
-            ckpts,
-            layer_list,
-            wanted,
-            options,
-            parent,
-            base,
-            cache,
-            missing,
-            n_parallel,
-            xp_name,
-            summary,
-            say,
-        )
+        _moment_metrics(run, wanted, parent, base, n_parallel)
         summary.seconds["moments"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         layerfree.function_metrics(
-            ds, plan, ckpts, wanted, options, cache, missing, summary.computed
+            ds, plan, ckpts, wanted, options, run.cache, run.missing, summary.computed
         )
         summary.seconds["function"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     overlap, spectrum = layerfree.lora_metrics(
-        ds, attrs, ckpts, wanted, options, ancestors, cache, missing, summary.computed
+        ds, attrs, ckpts, wanted, options, ancestors, run.cache, run.missing, summary.computed
     )
     summary.seconds["lora"] = time.perf_counter() - t0
 
-    rows = _table_rows(cache, ckpts, set(layer_list), options)
+    rows = _table_rows(run.cache, ckpts, set(layer_list), options)
     derived = collapse_rows(rows) if len(rows) else pd.DataFrame()
     if len(derived):
         versions = {m.name: m.version for m in registry.REGISTRY if m.kind == "derived"}
@@ -206,14 +219,14 @@ def run_metrics(
         not options.include_sinks,
     )
     provenance = {
-        **{k: v for k, v in attrs.items()},
+        **dict(attrs),
         "analysis": {
             "options": options.as_dict(),
             "metric_versions": {m.name: m.version for m in registry.REGISTRY},
             "checkpoints": ckpts,
             "layers": layer_list,
             "group": group,
-            "backend": xp_name,
+            "backend": run.xp_name,
             "scheduler": scheduler_address or "threads",
             "reference_shift": "per (checkpoint, layer, domain): mean of the domain's kept rows in "
             "the first chunk holding the domain; subtracted before the float32 products",
@@ -243,34 +256,26 @@ def _array_backend(xp_name: str) -> Iterator[None]:
 
 
 def _moment_metrics(
-    ds: Any,
-    plan: TokenPlan,
-    ckpts: list[str],
-    layers: list[int],
-    wanted: list[Metric],
-    options: Options,
-    parent: dict,
-    base: dict,
-    cache: MetricCache,
-    missing: Callable,
-    n_parallel: int,
-    xp_name: str,
-    summary: RunSummary,
-    say: Callable,
+    run: _Run, wanted: list[Metric], parent: dict, base: dict, n_parallel: int
 ) -> None:
+    """The one-pass accumulator for every (layer, checkpoint group) that misses a moment metric,
+    ``n_parallel`` passes per dask compute; the cache records each batch as it finishes."""
     moment = [m for m in wanted if m.kind == "moment"]
-    hidden = ds["hidden"].data
+    hidden = run.ds["hidden"].data
     d = hidden.shape[-1]
-    ckpt_index = {str(n): i for i, n in enumerate(ds["name"].values)}
+    ckpt_index = {str(n): i for i, n in enumerate(run.ds["name"].values)}
+    root = zarr.open_group(run.reader.url, mode="r")
+    names = (root[run.reader.group] if run.reader.group else root)["name"][:]
+    raw_index = {str(n): i for i, n in enumerate(np.asarray(names).tolist())}
     jobs = []
-    for layer in layers:
-        todo = {c: [m for m in moment if missing(c, m, layer)] for c in ckpts}
+    for layer in run.layers:
+        todo = {c: [m for m in moment if run.missing(c, m, layer)] for c in run.ckpts}
         todo = {c: ms for c, ms in todo.items() if ms}
         if not todo:
             continue
         needs = frozenset(n for ms in todo.values() for m in ms for n in m.needs)
         groups = passes.make_groups(
-            list(todo), base, parent, needs, plan.n_cells, d, options.memory_budget_mb
+            list(todo), base, parent, needs, run.plan.n_cells, d, run.options.memory_budget_mb
         )
         for g, (targets, members) in enumerate(groups):
             cfg = moments.PassConfig(
@@ -280,32 +285,42 @@ def _moment_metrics(
                 base=dict(base),
                 parent=dict(parent),
                 needs=needs,
-                precision=options.precision,
-                xp=xp_name,
+                precision=run.options.precision,
+                xp=run.xp_name,
             )
             jobs.append((cfg, g, {t: todo[t] for t in targets}))
     token = uuid.uuid4().hex[:8]
+    n_chunks = len(run.plan.chunks)
     for start in range(0, len(jobs), n_parallel):
         batch = jobs[start : start + n_parallel]
         tasks, keys = [], []
         for cfg, g, todo in batch:
             tasks += passes.pass_tasks(
-                hidden, ckpt_index, cfg.layer, cfg.layer, plan, cfg, todo, options, token, g
+                hidden,
+                run.reader,
+                ckpt_index,
+                raw_index,
+                run.plan,
+                cfg,
+                todo,
+                run.options,
+                token,
+                g,
             )
             keys += [(t, todo[t], cfg.layer) for t in cfg.targets]
-            summary.passes += 1
-            summary.blocks_read += len(plan.chunks) * (
-                len(cfg.members) + ("centered_unit" in cfg.needs) * len(cfg.targets)
-            )
+            run.summary.passes += 1
+            second = len(cfg.targets) if "centered_unit" in cfg.needs else 0
+            run.summary.blocks_read += n_chunks * (len(cfg.members) + second)
         t0 = time.perf_counter()
         results = dask.compute(*tasks)
         for (t, ms, layer), rows in zip(keys, results, strict=True):
-            done = [(m.name, m.version, options.key(m.params), layer) for m in ms]
-            cache.add(t, rows_frame(rows), done)
-            summary.computed += [(t, m.name, layer) for m in ms]
-        say(
-            f"  layers {[cfg.layer for cfg, _, _ in batch]}: {sum(len(c.targets) for c, _, _ in batch)} "
-            f"target pass(es) in {time.perf_counter() - t0:.1f}s"
+            done = [(m.name, m.version, run.options.key(m.params), layer) for m in ms]
+            run.cache.add(t, rows_frame(rows), done)
+            run.summary.computed += [(t, m.name, layer) for m in ms]
+        run.say(
+            f"  layers {[cfg.layer for cfg, _, _ in batch]}: "
+            f"{sum(len(c.targets) for c, _, _ in batch)} target pass(es) in "
+            f"{time.perf_counter() - t0:.1f}s"
         )
 
 

@@ -8,8 +8,10 @@ C = Hc^T Hc / (N - 1), eigenvalues l_1 >= ... >= l_d >= 0, p_i = l_i / sum_j l_j
 - ``topk_var_<k>`` = sum_{i<=k} l_i / sum l (k = 1 and 10 by default; ``Options.topk``).
 - ``alpha_req``: alpha of l_i ~ i^-alpha, i.e. minus the slope of the least-squares line of
   log l_i on log i. Fit range: i = 1 .. min(N - 1, d) (the eigenvalues N rows can make non-zero),
-  keeping only l_i > 1e-10 * l_1 (the rest is round-off); the top eigenvalue is included.
-  Fewer than 3 such eigenvalues: not reported.
+  keeping only l_i > 1e-6 * l_1: below that, eigenvalues sit at the noise floor of float16
+  storage (11 significant bits: quantisation variance ~1e-7 of the signal's) and of the float32
+  products, and would steer the log-log fit. The top eigenvalue is included. Fewer than 3 such
+  eigenvalues: not reported.
 - ``rankme``: the same entropy over the singular values of the UNCENTERED H (square roots of
   the eigenvalues of H^T H = scatter + N mu mu^T), p_i = s_i / sum s (Garrido et al. 2023,
   without their epsilon).
@@ -24,7 +26,7 @@ from analyze.registry import Metric, register
 from analyze.tokens import Selection
 from analyze.view import LayerView
 
-ALPHA_REL_FLOOR = 1e-10
+ALPHA_REL_FLOOR = 1e-6
 DEFAULT_TOPK: tuple[int, ...] = (1, 10)
 
 
@@ -128,7 +130,7 @@ register(
     Metric(
         "alpha_req",
         1,
-        "alpha-ReQ: minus the slope of log l_i on log i over i <= min(N-1, d) with l_i > 1e-10 l_1",
+        "alpha-ReQ: minus the slope of log l_i on log i over i <= min(N-1, d) with l_i > 1e-6 l_1",
         "moment",
         _G,
         alpha_req,
