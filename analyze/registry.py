@@ -5,7 +5,7 @@ An entry says what the metric is (``description``), when its definition last cha
 inputs it needs (``needs``: the one-pass accumulator builds only what the requested metrics
 need), which analysis options its value depends on (``params``: the rest of the cache key),
 and at which selections it is reported (``scopes``). Registering a name twice is refused; an
-unknown name fails with the closest names and the full list, never a silent None.
+unknown name fails with the closest name and the full list, never a silent None.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class Metric:
 
 
 class UnknownMetricError(LookupError):
-    """An unknown metric name; the message lists the closest names and all names."""
+    """An unknown metric name; the message names the closest name and all names."""
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -101,8 +101,8 @@ class MetricRegistry:
             return self._metrics[name]
         except KeyError:
             pass
-        close = difflib.get_close_matches(name, list(self._metrics), n=3)
-        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+        close = difflib.get_close_matches(name, list(self._metrics), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
         raise UnknownMetricError(
             f"unknown metric {name!r}; {hint}available: {', '.join(sorted(self._metrics))}"
         )
