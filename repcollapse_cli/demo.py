@@ -24,7 +24,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "train" / "configs"
 
 
 @dataclass(frozen=True)
@@ -34,7 +33,7 @@ class DemoSettings:
     budget: str = "demo"
     probe_per_domain: int = 20
     token_cap_per_span: int = 250
-    sequences: tuple[str, ...] = ("sequence_A", "control", "sequence_A_replay")
+    sequences: tuple[str, ...] = ("A", "control", "A_replay10")
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -83,7 +82,7 @@ def run_demo(settings: DemoSettings) -> Path:
         timings["base"] = _run("base", args, log)
     for seq in settings.sequences:
         # train run skips stages whose checkpoint is complete, so this is cheap on a re-run
-        timings[f"train {seq}"] = _run(f"train {seq}", ["train", "run", str(CONFIG_DIR / f"{seq}.toml"), "--out", str(runs), "--base", str(base), "--data", str(data), "--budget", settings.budget, "--seed", str(settings.seed)], log)
+        timings[f"train {seq}"] = _run(f"train {seq}", ["train", "run", seq, "--out", str(runs), "--base", str(base), "--data", str(data), "--budget", settings.budget, "--seed", str(settings.seed)], log)
     ckpts = [base, *checkpoint_dirs(runs)]
     # extract skips checkpoints already complete in the store
     timings["extract"] = _run("extract", ["extract", "--store", str(store), "--probe", str(data / "probe.jsonl"), "--token-cap-per-span", str(settings.token_cap_per_span), *map(str, ckpts)], log)
