@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from extract.logits import hidden_logit_stats
+from extract.logits import LogitStatistics
 from extract.tokens import TokenizedExample
 from store_schema import schema as S
 from store_schema.store import StoreWriter
@@ -74,9 +74,7 @@ def forward_batch(
     *,
     pad_id: int,
     device: torch.device,
-    topk: int,
-    logit_slice: int,
-    softcap: float | None,
+    stats: LogitStatistics,
 ) -> BatchOutput:
     ids, mask, positions = pad_batch(batch, pad_id, device)
     rows = torch.cat(
@@ -96,15 +94,21 @@ def forward_batch(
             use_cache=False,
         )
         states = [*out.hidden_states[:-1], out.last_hidden_state]
-        kept = torch.stack([h[rows, cols] for h in states])  # (layer, n_kept, d)
-        del out, states
-        max_abs = kept.float().abs().amax(dim=(1, 2)).cpu().numpy()
-        weight = model.get_output_embeddings().weight
-        stats = hidden_logit_stats(
-            kept[-1], weight, targets, topk, slice_size=logit_slice, softcap=softcap
+        del out
+        # Gather the kept tokens layer by layer straight into float16: no float32 copy of all
+        # layers, and the range check needs no |h| temporary (aminmax is one pass).
+        hidden = torch.empty(
+            (len(states), len(rows), states[0].shape[-1]), dtype=torch.float16, device=device
         )
-        hidden = kept.to(torch.float16).cpu().numpy()
-    return BatchOutput(hidden, stats, max_abs)
+        max_abs = torch.empty(len(states), dtype=torch.float32, device=device)
+        for layer, h in enumerate(states):
+            kept = h[rows, cols]
+            lo, hi = torch.aminmax(kept)
+            max_abs[layer] = torch.maximum(lo.abs(), hi.abs()).float()
+            hidden[layer] = kept
+        del states
+        token_stats = stats(kept, targets)
+    return BatchOutput(hidden.cpu().numpy(), token_stats, max_abs.cpu().numpy())
 
 
 class ChunkBuffer:
@@ -174,19 +178,9 @@ def iterate_outputs(
     batch_size: int,
     pad_id: int,
     device: torch.device,
-    topk: int,
-    logit_slice: int,
-    softcap: float | None,
+    stats: LogitStatistics,
 ) -> Iterator[tuple[int, BatchOutput]]:
     """(tokens in the batch, output) per batch, in store order."""
     for batch in make_batches(examples, batch_size):
-        out = forward_batch(
-            model,
-            batch,
-            pad_id=pad_id,
-            device=device,
-            topk=topk,
-            logit_slice=logit_slice,
-            softcap=softcap,
-        )
+        out = forward_batch(model, batch, pad_id=pad_id, device=device, stats=stats)
         yield out.hidden.shape[1], out

@@ -104,6 +104,13 @@ class CheckpointResult:
     """'extracted' or 'skipped' (already complete)."""
     tokens: int = 0
     seconds: float = 0.0
+    """Wall time for the checkpoint, model loading included."""
+    load_seconds: float = 0.0
+    """Loading the model and its LoRA factors / full-FT delta SVD."""
+    probe_seconds: float = 0.0
+    """The teacher-forced probe: forward, statistics and store writes."""
+    probe_cpu_seconds: float = 0.0
+    """CPU time of the process (all threads) during the probe: robust to a busy machine."""
     generated: str = ""
 
 
@@ -319,9 +326,12 @@ def _run_checkpoint(job: Job, src: CheckpointSource) -> CheckpointResult:
     t0 = time.perf_counter()
     model = load_model(src.path, job.device)
     lora = update_factors(model, src, job.by_name)
+    t_load, cpu_load = time.perf_counter(), time.process_time()
     tokens = 0
     if not probe_done:
         tokens = write_checkpoint(job, job.writer, model, src, job.plan, lora)
+    t_probe, cpu_probe = time.perf_counter(), time.process_time()
+    if not probe_done:
         update_attr_list(
             job.store,
             None,
@@ -335,7 +345,16 @@ def _run_checkpoint(job: Job, src: CheckpointSource) -> CheckpointResult:
             },
         )
     generated = run_generated(job, src, model, lora) if config.generate and not gen_done else ""
-    return CheckpointResult(name, "extracted", tokens, time.perf_counter() - t0, generated)
+    return CheckpointResult(
+        name,
+        "extracted",
+        tokens,
+        seconds=time.perf_counter() - t0,
+        load_seconds=t_load - t0,
+        probe_seconds=t_probe - t_load,
+        probe_cpu_seconds=cpu_probe - cpu_load,
+        generated=generated,
+    )
 
 
 def load_model(path: Path, device: Any) -> Any:
@@ -406,6 +425,7 @@ def write_checkpoint(
     from tqdm.auto import tqdm
 
     from extract.forward import FLOAT16_MAX, ChunkBuffer, iterate_outputs
+    from extract.logits import LogitStatistics
 
     config, counter, tokenizer = job.config, job.counter, job.tokenizer
     weight = model.get_output_embeddings().weight.detach().float().cpu().numpy()
@@ -431,6 +451,12 @@ def write_checkpoint(
         after_write=counter,
     )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    stats = LogitStatistics(
+        model.get_output_embeddings().weight,
+        TOPK,
+        slice_size=config.logit_slice,
+        softcap=getattr(model.config, "final_logit_softcapping", None),
+    )
     max_abs = np.zeros(n_layers)
     bar = tqdm(
         total=n_tokens,
@@ -446,9 +472,7 @@ def write_checkpoint(
         batch_size=config.batch_size,
         pad_id=pad_id,
         device=job.device,
-        topk=TOPK,
-        logit_slice=config.logit_slice,
-        softcap=getattr(model.config, "final_logit_softcapping", None),
+        stats=stats,
     ):
         buffer.add(out.hidden, out.stats)
         max_abs = np.maximum(max_abs, out.max_abs)

@@ -85,3 +85,24 @@ def test_softcap_applies_before_statistics() -> None:
         softcap=4.0,
     )
     _compare(ours, ref)
+
+
+def test_support_stages_and_peaked_rows() -> None:
+    """Supports reached at each stage (top-256, top-4096, full sort) and near-zero entropies."""
+    rng = np.random.default_rng(3)
+    vocab = 6000
+    scale = np.repeat([0.01, 0.6, 1.2, 2.5, 80.0], 6)
+    logits = (rng.normal(size=(len(scale), vocab)) * scale[:, None]).astype(np.float32)
+    target = rng.integers(0, vocab, size=len(scale))
+    ref = _logit_stats(logits.astype(np.float64), target, 20)
+    support = ref["logit_support_90"]
+    assert (support <= 256).any() and ((support > 256) & (support <= 4096)).any()
+    assert (support > 4096).any()
+    out = logit_stats(torch.from_numpy(logits), torch.from_numpy(target), 20)
+    ours = {k: v.numpy().astype(ref[k].dtype) for k, v in out.items()}
+    _compare(ours, ref)
+    peaked = ref["logit_entropy"] < 1e-3
+    assert peaked.sum() >= 2
+    np.testing.assert_allclose(
+        ours["logit_entropy"][peaked], ref["logit_entropy"][peaked], rtol=1e-3, atol=1e-8
+    )
