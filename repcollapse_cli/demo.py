@@ -1,6 +1,6 @@
 """The whole instrument end to end, as a recipe of CLI steps (read it top to bottom).
 
-    repcollapse demo [--out demo_out] [--model DIR] [--budget demo|tiny]
+    repcollapse demo [--out demo_out] [--model DIR] [--budget demo|paper] [--set KEY=VALUE ...]
 
 1. data build         probe corpus, pools, future tasks
 2. train base         checkpoint 0 (embedded SmolLM2-135M-Instruct unless --model)
@@ -35,10 +35,12 @@ class DemoSettings:
     token_cap_per_span: int = 250
     sequences: tuple[str, ...] = ("A", "control", "A_replay10")
     seed: int = 0
+    train_overrides: tuple[str, ...] = ()
+    """``--set KEY=VALUE`` strings passed to every ``train run`` (e.g. a smaller budget)."""
 
     def __post_init__(self) -> None:
-        if self.budget not in ("demo", "tiny", "paper"):
-            raise ValueError(f"DemoSettings.budget: expected one of demo, tiny, paper; found {self.budget!r}")
+        if self.budget not in ("demo", "paper"):
+            raise ValueError(f"DemoSettings.budget: expected demo or paper, found {self.budget!r}")
         if self.probe_per_domain < 4:
             raise ValueError(f"DemoSettings.probe_per_domain: expected >= 4, found {self.probe_per_domain}")
 
@@ -76,13 +78,13 @@ def run_demo(settings: DemoSettings) -> Path:
     if not (data / "MANIFEST.json").exists():
         timings["data"] = _run("data", ["data", "build", "--out", str(data), "--seed", str(settings.seed), "--probe-per-domain", str(settings.probe_per_domain)], log)
     if not (base / "manifest.json").exists():
-        args = ["train", "base", "--out", str(base), "--eval-data", str(data)]
+        args = ["train", "base", "--out", str(base), "--eval-data", str(data), "--budget", settings.budget, "--seed", str(settings.seed)]
         if settings.model:
             args += ["--model", settings.model]
         timings["base"] = _run("base", args, log)
     for seq in settings.sequences:
         # train run skips stages whose checkpoint is complete, so this is cheap on a re-run
-        timings[f"train {seq}"] = _run(f"train {seq}", ["train", "run", seq, "--out", str(runs), "--base", str(base), "--data", str(data), "--budget", settings.budget, "--seed", str(settings.seed)], log)
+        timings[f"train {seq}"] = _run(f"train {seq}", ["train", "run", seq, "--out", str(runs), "--base", str(base), "--data", str(data), "--budget", settings.budget, "--seed", str(settings.seed), *[a for o in settings.train_overrides for a in ("--set", o)]], log)
     ckpts = [base, *checkpoint_dirs(runs)]
     # extract skips checkpoints already complete in the store
     timings["extract"] = _run("extract", ["extract", "--store", str(store), "--probe", str(data / "probe.jsonl"), "--token-cap-per-span", str(settings.token_cap_per_span), *map(str, ckpts)], log)

@@ -9,10 +9,11 @@ from pathlib import Path
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
     parser.add_argument("--model", help="local HF causal-LM directory (default: embedded SmolLM2)")
-    parser.add_argument("--budget", default="demo", choices=["tiny", "demo", "paper"])
+    parser.add_argument("--budget", default="demo", choices=["demo", "paper"])
     parser.add_argument("--probe-per-domain", type=int, default=20)
     parser.add_argument("--token-cap-per-span", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override passed to every `train run` (repeatable)")
     parser.set_defaults(handler=_demo)
 
 
@@ -22,7 +23,7 @@ def _demo(args: argparse.Namespace) -> int:
     settings = DemoSettings(
         out=Path(args.out), model=args.model, budget=args.budget,
         probe_per_domain=args.probe_per_domain, token_cap_per_span=args.token_cap_per_span,
-        seed=args.seed,
+        seed=args.seed, train_overrides=tuple(args.set),
     )
     run_demo(settings)
     return 0
