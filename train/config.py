@@ -188,7 +188,7 @@ class Mitigation:
 class EvalSettings:
     n_generate: int = 8
     """Eval records per domain scored from greedy generations (the first n of each eval pool)."""
-    max_new_tokens: int = 48
+    max_new_tokens: int = 96
     gen_batch_size: int = 8
     n_teacher_forced: int = 16
     """Eval records per domain for validation loss and calibration (teacher forced)."""
@@ -202,6 +202,8 @@ class EvalSettings:
     future_n_train: int = 64
     future_n_eval: int = 8
     future_rank: int = 8
+    future_max_new_tokens: int = 24
+    """Future tasks answer with a word or a number: short generations suffice."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -213,6 +215,7 @@ class EvalSettings:
             "future_n_train",
             "future_n_eval",
             "future_rank",
+            "future_max_new_tokens",
         ):
             v = getattr(self, name)
             _check(_is_int(v) and v >= 1, f"eval.{name}", v, "an integer >= 1")
@@ -251,7 +254,7 @@ class Budget:
     name: str = "demo"
     tokens_per_stage: int = 12_000
     """Non-padding tokens every stage trains on (prompt + response; DPO: prompt twice + both)."""
-    max_length: int = 160
+    max_length: int = 256
     batch_size: int = 4
     grad_accum: int = 1
     learning_rate: float = 2e-4

@@ -45,6 +45,7 @@ BUDGET_DEFAULTS: dict[str, dict[str, Any]] = {
             "future_n_train": 3200,
             "future_n_eval": 200,
             "future_rank": 16,
+            "future_max_new_tokens": 32,
         },
     },
 }

@@ -90,6 +90,23 @@ def _pad_right(
     }
 
 
+def _selected_logits(
+    model: Any, input_ids: torch.Tensor, mask: torch.Tensor, keep: torch.Tensor
+) -> torch.Tensor:
+    """Logits (n_kept, vocab) at the positions ``keep`` (bool, batch x seq) only.
+
+    The vocabulary projection dominates teacher-forced evaluation (49k-262k classes); models
+    whose forward takes a boolean ``logits_to_keep`` project just the kept positions.
+    """
+    try:
+        logits = model(input_ids=input_ids, attention_mask=mask, logits_to_keep=keep).logits
+        if logits.dim() == 2 and logits.shape[0] == int(keep.sum()):
+            return logits.float()
+    except (TypeError, IndexError, RuntimeError):
+        pass
+    return model(input_ids=input_ids, attention_mask=mask).logits[keep].float()
+
+
 @torch.no_grad()
 def token_stats(
     model: Any,
@@ -97,20 +114,20 @@ def token_stats(
     encoded: Sequence[dict[str, list[int]]],
     *,
     device: str,
-    batch_size: int = 8,
+    batch_size: int = 4,
 ) -> dict[str, torch.Tensor]:
     """Per response token: NLL, max prob, argmax == target (teacher forced), as flat tensors."""
     model.eval()
     nll, conf, correct = [], [], []
     for i in range(0, len(encoded), batch_size):
         b = _pad_right(encoded[i : i + batch_size], tok.pad_token_id, device)
-        with _autocast(device):
-            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
         target = b["labels"][:, 1:]
-        keep = target != IGNORE
-        lp = logp[keep]
-        tgt = target[keep]
+        keep = torch.zeros_like(b["labels"], dtype=torch.bool)
+        keep[:, :-1] = target != IGNORE  # position t predicts token t + 1
+        with _autocast(device):
+            logits = _selected_logits(model, b["input_ids"], b["attention_mask"], keep)
+        lp = torch.log_softmax(logits, dim=-1)
+        tgt = target[target != IGNORE]
         nll.append(-lp.gather(1, tgt[:, None])[:, 0])
         mx, arg = lp.max(dim=-1)
         conf.append(mx.exp())
@@ -140,14 +157,15 @@ def expected_calibration_error(
 def response_logprob(
     model: Any, enc: dict[str, list[int]], completion: list[int], device: str
 ) -> float:
+    """Summed log-probability of ``completion`` after the prompt (teacher forced)."""
     ids = enc["prompt_ids"] + completion
     x = torch.tensor([ids], device=device)
+    keep = torch.zeros_like(x, dtype=torch.bool)
+    keep[0, len(enc["prompt_ids"]) - 1 : -1] = True
     with _autocast(device):
-        logits = model(input_ids=x).logits[0, :-1].float()
-    logp = torch.log_softmax(logits, dim=-1)
-    start = len(enc["prompt_ids"]) - 1
-    tgt = x[0, 1:][start:]
-    return float(logp[start:].gather(1, tgt[:, None]).sum())
+        logits = _selected_logits(model, x, torch.ones_like(x), keep)
+    tgt = torch.tensor(completion, device=logits.device)
+    return float(torch.log_softmax(logits, dim=-1).gather(1, tgt[:, None]).sum())
 
 
 def _score_generations(
@@ -157,6 +175,7 @@ def _score_generations(
     s: EvalSettings,
     device: str,
     scorer: Scorer,
+    max_new_tokens: int | None = None,
 ) -> float | None:
     if not records:
         return None
@@ -164,7 +183,7 @@ def _score_generations(
         model,
         tok,
         [r["prompt"] for r in records],
-        max_new_tokens=s.max_new_tokens,
+        max_new_tokens=max_new_tokens or s.max_new_tokens,
         batch_size=s.gen_batch_size,
         device=device,
     )
@@ -228,9 +247,10 @@ def future_adaptation(
     curve: list[list[float]] = []
     for step in range(s.future_steps + 1):
         if step in s.future_eval_at:
-            curve.append(
-                [step, _score_generations(model, tok, eval_records, s, device, scorer) or 0.0]
+            score = _score_generations(
+                model, tok, eval_records, s, device, scorer, s.future_max_new_tokens
             )
+            curve.append([step, score or 0.0])
         if step == s.future_steps:
             break
         model.train()

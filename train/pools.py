@@ -11,7 +11,6 @@ slices of the general pool.
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,10 +22,8 @@ IGNORE = -100
 
 def read_records(path: str | Path, kind: str = "sft") -> list[dict[str, Any]]:
     """Validated records of one pool file, via ``train.data.load_records`` (the data package)."""
-    try:
-        from train.data import load_records
-    except ImportError:  # TEMPORARY until train/data lands: plain JSONL, no validation
-        return load_jsonl(path)
+    from train.data import load_records
+
     records = load_records(Path(path), kind=kind)
     return [_as_dict(r) for r in records]
 
@@ -306,8 +303,3 @@ class DataDir:
         if key not in self._raw:
             self._raw[key] = read_records(self.root / "future" / f"{task}.{split}.jsonl", "sft")
         return self._raw[key]
-
-
-def load_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    with Path(path).open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
