@@ -202,13 +202,30 @@ def step1(acc: Accumulator, k: int, *blocks: Any) -> Accumulator:
 def _seq_step(st: MemberState, cp: Any, buf: Any, xp: Any) -> None:
     """Per-sequence effective rank of complete examples (and their spans) in this chunk."""
     n_spans = st.seq_sum.shape[1] - 1
+    # Example-centered token Grams, one batched product per example length; a span subset's
+    # centered Gram is the double-centered sub-block (J K J removes any common shift exactly).
+    grams = xp.zeros((cp.seq_slots, cp.seq_len, cp.seq_len))
     for batch in cp.seq_batches:
         x = buf[xp.asarray(batch.index)]
         x = x - x.mean(axis=1, keepdims=True)
-        gram = x @ x.transpose(0, 2, 1)
-        e = to_numpy(erank_of(xp.linalg.eigvalsh(gram.astype(np.float64))))
-        np.add.at(st.seq_sum, (batch.domain, batch.span), e)
-        np.add.at(st.seq_cnt, (batch.domain, batch.span), 1)
+        k = (x @ x.transpose(0, 2, 1)).astype(np.float64)
+        L = k.shape[1]
+        grams[xp.asarray(batch.slot), :L, :L] = k
+        e = to_numpy(erank_of(xp.linalg.eigvalsh(k)))
+        np.add.at(st.seq_sum, (batch.domain, n_spans), e)
+        np.add.at(st.seq_cnt, (batch.domain, n_spans), 1)
+    for sb in cp.span_batches:
+        loc = xp.asarray(sb.local)
+        k = grams[xp.asarray(sb.slot)[:, None, None], loc[:, :, None], loc[:, None, :]]
+        k = (
+            k
+            - k.mean(axis=1, keepdims=True)
+            - k.mean(axis=2, keepdims=True)
+            + k.mean(axis=(1, 2), keepdims=True)
+        )
+        e = to_numpy(erank_of(xp.linalg.eigvalsh(k)))
+        np.add.at(st.seq_sum, (sb.domain, sb.span), e)
+        np.add.at(st.seq_cnt, (sb.domain, sb.span), 1)
     for piece in cp.seq_pieces:
         st.pending.setdefault(piece.example, []).append(
             (buf[xp.asarray(piece.rows)].copy(), piece.spans)
@@ -303,6 +320,9 @@ class CellMoments:
     mu: np.ndarray
     M: np.ndarray
     unit: np.ndarray | None = None
+    combined: dict[tuple[int, ...], Any] = field(default_factory=dict, repr=False)
+    """Selections' (n, mean, scatter) by cell tuple, shared by every target that reads this
+    member (its own metrics, and its children's CKA)."""
 
 
 @dataclass
@@ -326,16 +346,27 @@ def _own(acc: Accumulator, m: str) -> CellMoments:
     mu = _cell_means(acc, m)
     s = to_numpy(st.s)
     nn = np.maximum(st.n, 1).astype(np.float64)
-    M = to_numpy(st.G) - s[:, :, None] * s[:, None, :] / nn[:, None, None]
+    M = to_numpy(st.G)  # in place for NumPy: the accumulator is consumed, memory not doubled
+    for c in range(len(nn)):
+        M[c] -= np.outer(s[c], s[c]) / nn[c]
     return CellMoments(
         n=st.n.copy(), mu=mu, M=M, unit=None if st.unit is None else to_numpy(st.unit)
     )
 
 
 def results(acc: Accumulator) -> dict[str, LayerMoments]:
-    """Host moments per target (the accumulator's device arrays are released by the caller)."""
+    """Host moments per target. Consumes the accumulator: with NumPy the Gram arrays are centered
+    in place (no second copy of the largest arrays)."""
     cfg = acc.config
     own = {m: _own(acc, m) for m in cfg.members}
+    centered: dict[tuple[str, str], np.ndarray] = {}  # (target, ref): parent == base shares one
+    for t, ref in cfg.cross_pairs():
+        sx, sy = to_numpy(acc.states[t].s), to_numpy(acc.states[ref].s)
+        nn = np.maximum(acc.states[t].n, 1).astype(np.float64)
+        K = to_numpy(acc.states[t].cross[ref])
+        for c in range(len(nn)):
+            K[c] -= np.outer(sx[c], sy[c]) / nn[c]
+        centered[(t, ref)] = K
     out = {}
     for t in cfg.targets:
         st = acc.states[t]
@@ -343,13 +374,8 @@ def results(acc: Accumulator) -> dict[str, LayerMoments]:
         for role, ref in (("base", cfg.base.get(t)), ("parent", cfg.parent.get(t))):
             if ref is None or f"cross_{role}" not in cfg.needs:
                 continue
-            if ref == t:  # the base against itself: the cross scatter is its own scatter
-                lm.refs[role] = (own[t], own[t].M)
-                continue
-            sx, sy = to_numpy(st.s), to_numpy(acc.states[ref].s)
-            nn = np.maximum(st.n, 1).astype(np.float64)
-            K = to_numpy(st.cross[ref]) - sx[:, :, None] * sy[:, None, :] / nn[:, None, None]
-            lm.refs[role] = (own[ref], K)
+            # the base against itself: the cross scatter is its own scatter
+            lm.refs[role] = (own[t], own[t].M) if ref == t else (own[ref], centered[(t, ref)])
         lm.cunit = None if st.cunit is None else to_numpy(st.cunit)
         lm.rows, lm.seq_sum, lm.seq_cnt = st.rows, st.seq_sum, st.seq_cnt
         out[t] = lm

@@ -4,7 +4,7 @@
   pooled within-domain scatter, from per-domain counts, means and scatter traces (moments only).
   Reported for the whole probe and within each span (domains compared inside the span).
 - ``probe_acc``: a frozen linear probe. scikit-learn LogisticRegression (C = 1, lbfgs,
-  max_iter 200, random_state = seed) on the seeded per-domain row subsample taken during the
+  max_iter 100, random_state = seed; in float32, the rows' precision) on the seeded per-domain row subsample taken during the
   pass (``Options.sample_per_domain`` rows per domain, split by the store's per-example
   ``split``): standardised with the fit rows' statistics, fit on split == 'fit', accuracy on
   split == 'heldout'. Whole probe only.
@@ -25,7 +25,7 @@ from analyze.tokens import ALL, Selection
 from analyze.view import LayerView
 
 PROBE_C = 1.0
-PROBE_MAX_ITER = 200
+PROBE_MAX_ITER = 100
 
 
 def sep_ratio(view: LayerView, sel: Selection) -> float | None:
@@ -66,7 +66,7 @@ def _sample(view: LayerView) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None
     if rows is None or len(rows) == 0:
         return None
     plan = view.plan
-    return rows.astype(np.float64), plan.sample_domain, plan.sample_fit
+    return rows, plan.sample_domain, plan.sample_fit  # float32: float16 values, exact
 
 
 def probe_acc(view: LayerView, sel: Selection) -> float | None:

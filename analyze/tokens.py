@@ -23,14 +23,27 @@ Selection = tuple[str, str]
 
 @dataclass(frozen=True)
 class SeqBatch:
-    """Example (or example x span) row sets fully inside one chunk, all with ``L`` rows."""
+    """Examples fully inside one chunk with ``L`` kept rows each: their centered token Gram is
+    one batched product; span subsets are then sub-blocks of it (``SpanBatch``)."""
 
     index: np.ndarray
     """(m, L) row positions in the chunk buffer (cell order)."""
+    slot: np.ndarray
+    """(m,) example slot in the chunk (row of the padded Gram stack)."""
     domain: np.ndarray
     """(m,) domain index."""
+
+
+@dataclass(frozen=True)
+class SpanBatch:
+    """Span subsets (all of size Ls) of examples inside the chunk, as positions in the example."""
+
+    slot: np.ndarray
+    """(m,) example slot."""
+    local: np.ndarray
+    """(m, Ls) positions within the example's rows."""
+    domain: np.ndarray
     span: np.ndarray
-    """(m,) span index, or n_spans for the whole example."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,10 @@ class ChunkPlan:
     """Chunk-relative indices of subsampled tokens, and their slots in the subsample."""
     sample_slot: np.ndarray
     seq_batches: tuple[SeqBatch, ...]
+    span_batches: tuple[SpanBatch, ...]
+    seq_slots: int
+    """Examples fully inside the chunk; ``seq_len``: the most kept rows of one of them."""
+    seq_len: int
     seq_pieces: tuple[SeqPiece, ...]
 
 
@@ -242,7 +259,9 @@ def _chunk_plan(
     for r in rel:
         by_example[int(ex_code[t0 + r])].append(int(r))
     groups: dict[int, list[tuple[np.ndarray, int, int]]] = defaultdict(list)
+    span_groups: dict[int, list[tuple[int, np.ndarray, int, int]]] = defaultdict(list)
     pieces = []
+    slot, seq_len = 0, 0
     for ex, rows in by_example.items():
         rows_a = np.asarray(rows, np.int64)
         first_tok = int(np.searchsorted(ex_code, ex, side="left"))
@@ -253,19 +272,32 @@ def _chunk_plan(
                 SeqPiece(ex, dom, pos[rows_a], span_code[t0 + rows_a], bool(ex_last[ex] < t1))
             )
             continue
-        sets = [(pos[rows_a], n_spans)]
+        if len(rows_a) < 2:
+            continue
+        groups[len(rows_a)].append((pos[rows_a], slot, dom))
         spans_here = span_code[t0 + rows_a]
-        sets += [(pos[rows_a[spans_here == s]], int(s)) for s in np.unique(spans_here)]
-        for idx, s in sets:
-            if len(idx) >= 2:
-                groups[len(idx)].append((idx, dom, s))
+        for s_ in np.unique(spans_here):
+            local = np.flatnonzero(spans_here == s_)
+            if len(local) >= 2:
+                span_groups[len(local)].append((slot, local, dom, int(s_)))
+        seq_len = max(seq_len, len(rows_a))
+        slot += 1
     batches = tuple(
         SeqBatch(
             index=np.stack([g[0] for g in items]),
-            domain=np.array([g[1] for g in items], np.int64),
-            span=np.array([g[2] for g in items], np.int64),
+            slot=np.array([g[1] for g in items], np.int64),
+            domain=np.array([g[2] for g in items], np.int64),
         )
         for _, items in sorted(groups.items())
+    )
+    span_batches = tuple(
+        SpanBatch(
+            slot=np.array([g[0] for g in items], np.int64),
+            local=np.stack([g[1] for g in items]),
+            domain=np.array([g[2] for g in items], np.int64),
+            span=np.array([g[3] for g in items], np.int64),
+        )
+        for _, items in sorted(span_groups.items())
     )
     return ChunkPlan(
         t0=t0,
@@ -278,5 +310,8 @@ def _chunk_plan(
         sample_rel=sample_rel,
         sample_slot=sample_slot,
         seq_batches=batches,
+        span_batches=span_batches,
+        seq_slots=slot,
+        seq_len=seq_len,
         seq_pieces=tuple(pieces),
     )

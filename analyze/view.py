@@ -19,12 +19,28 @@ from analyze.moments import CellMoments, LayerMoments
 from analyze.tokens import Selection
 
 
+def _cell_sum(arr: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """sum over ``cells`` of arr[c], without the (cells, d, d) copy fancy indexing would make."""
+    out = arr[cells[0]].copy()
+    for c in cells[1:]:
+        out += arr[c]
+    return out
+
+
 def _combine(cm: CellMoments, cells: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """(n, mean, scatter) of the union of ``cells``, cached on ``cm`` (read-only afterwards)."""
+    key = tuple(int(c) for c in cells)
+    if key not in cm.combined:
+        cm.combined[key] = _combine_cells(cm, cells)
+    return cm.combined[key]
+
+
+def _combine_cells(cm: CellMoments, cells: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
     n_c = cm.n[cells].astype(np.float64)
     n = float(n_c.sum())
     mu = (n_c[:, None] * cm.mu[cells]).sum(axis=0) / n
     dev = np.sqrt(n_c)[:, None] * (cm.mu[cells] - mu)
-    return int(n), mu, cm.M[cells].sum(axis=0) + dev.T @ dev
+    return int(n), mu, _cell_sum(cm.M, cells) + dev.T @ dev
 
 
 @dataclass
@@ -44,6 +60,7 @@ class SelectionStats:
         self.cells = lm.plan.cells_of(sel)
         self.n, self.mu, self.M = _combine(lm.own, self.cells)
         self.d = self.M.shape[0]
+        self._cross: dict[str, CrossStats] = {}
 
     @property
     def max_rank(self) -> int:
@@ -80,21 +97,27 @@ class SelectionStats:
         """Against the 'base' or 'parent' checkpoint; None when the target has none."""
         if role not in self.lm.refs:
             return None
-        ref, k_cells = self.lm.refs[role]
-        cells = self.cells
-        n_c = self.lm.own.n[cells].astype(np.float64)
-        _, mu_y, M_ref = _combine(ref, cells)
-        dx = np.sqrt(n_c)[:, None] * (self.lm.own.mu[cells] - self.mu)
-        dy = np.sqrt(n_c)[:, None] * (ref.mu[cells] - mu_y)
-        return CrossStats(K=k_cells[cells].sum(axis=0) + dx.T @ dy, M_ref=M_ref)
+        if role not in self._cross:
+            ref, k_cells = self.lm.refs[role]
+            cells = self.cells
+            n_c = self.lm.own.n[cells].astype(np.float64)
+            _, mu_y, M_ref = _combine(ref, cells)
+            dx = np.sqrt(n_c)[:, None] * (self.lm.own.mu[cells] - self.mu)
+            dy = np.sqrt(n_c)[:, None] * (ref.mu[cells] - mu_y)
+            self._cross[role] = CrossStats(K=_cell_sum(k_cells, cells) + dx.T @ dy, M_ref=M_ref)
+        return self._cross[role]
 
     def domain_groups(self) -> list[tuple[int, np.ndarray, float]]:
-        """Per domain inside the selection: (count, mean, trace of its scatter)."""
-        plan, out = self.lm.plan, []
+        """Per domain inside the selection: (count, mean, trace of its scatter), from the cells'
+        scatter traces (tr M_d = sum_c tr M_c + sum_c n_c ||mu_c - mu_d||^2)."""
+        plan, own, out = self.lm.plan, self.lm.own, []
+        traces = np.einsum("cii->c", own.M)
         for di in sorted({plan.cells[c][0] for c in self.cells}):
             cells = np.array([c for c in self.cells if plan.cells[c][0] == di], np.int64)
-            n, mu, M = _combine(self.lm.own, cells)
-            out.append((n, mu, float(np.trace(M))))
+            n_c = own.n[cells].astype(np.float64)
+            mu = (n_c[:, None] * own.mu[cells]).sum(axis=0) / n_c.sum()
+            tr = float(traces[cells].sum() + (n_c * ((own.mu[cells] - mu) ** 2).sum(axis=1)).sum())
+            out.append((int(n_c.sum()), mu, tr))
         return out
 
 

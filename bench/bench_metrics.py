@@ -1,0 +1,251 @@
+"""Benchmark: our one-pass metric sweep against a plain NumPy loop and a naive per-metric pipeline.
+
+    .venv/bin/python bench/bench_metrics.py [WORKDIR]      (default bench/work; stores cached)
+
+Store: 4 checkpoints x 8 layers x 20,000 tokens x 576 features (store_schema's synthetic
+generator; written once into WORKDIR, ~0.7 GB, a minute or two), token chunks of 4096.
+
+(a) ours: ``run_metrics`` with every metric (13 selections per checkpoint and layer: the whole
+    probe, 6 domains, 6 spans), threaded dask; and ours restricted to cka_base + cka_parent,
+    whose inputs are exactly the products of (b) (Gram per checkpoint, cross-Gram with base and
+    parent) - the like-for-like comparison of the accumulator against (b).
+(b) plain NumPy loop: reads every needed chunk once (each checkpoint's chunk of a layer once),
+    casts to float32, does only the needed products (X^T X per checkpoint; X^T B and X^T P for
+    the base B and parent P), accumulates in float64. No cells, no reference shift, no metrics.
+(c) naive per-metric pipeline, whole probe only (1 of our 13 selections): for every metric a
+    fresh read of the (checkpoint, layer) matrix; the spectrum metrics each from a full SVD of
+    the centered matrix (RankMe: of the raw one); anisotropy from the N x N cosine matrix and
+    CKA from N x N Gram matrices (HSIC form) on a 5,000-row subsample (N x N at N = 20,000 is
+    3.2 GB in float64, so it would not fit comfortably: the subsample is what a naive user does).
+    Timed on one layer of every checkpoint and scaled to 8 layers (reported as such).
+Memory: peak RSS of ours (full sweep, fresh process) at 10,000 and 20,000 tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from store_schema.testing import SyntheticSpec, make_synthetic_store  # noqa: E402
+
+N_CKPT, N_LAYERS, N_FEAT, CHUNK = 4, 8, 576, 4096
+NAIVE_SUBSAMPLE = 5000
+
+
+def spec(n_tokens: int) -> SyntheticSpec:
+    return SyntheticSpec(
+        n_checkpoints=N_CKPT,
+        n_layers=N_LAYERS,
+        n_tokens=n_tokens,
+        n_features=N_FEAT,
+        token_chunk=CHUNK,
+        vocab_size=64,
+        lora_rank=8,
+    )
+
+
+def ensure_store(workdir: Path, n_tokens: int) -> tuple[Path, float]:
+    """The cached synthetic store for ``n_tokens`` (written once; returns its path, write time)."""
+    path = workdir / f"store_{n_tokens}.zarr"
+    done = workdir / f"store_{n_tokens}.done"
+    if done.exists():
+        return path, json.loads(done.read_text())["seconds"]
+    shutil.rmtree(path, ignore_errors=True)
+    t0 = time.perf_counter()
+    make_synthetic_store(path, spec(n_tokens))
+    seconds = time.perf_counter() - t0
+    done.write_text(json.dumps({"seconds": seconds}))
+    return path, seconds
+
+
+def plain_numpy_loop(store: Path, blas_threads: int | None = None) -> float:
+    """(b): every needed chunk read once, only the needed float32 products, float64 sums."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(blas_threads):
+        return _plain(store)
+
+
+def _plain(store: Path) -> float:
+    g = zarr.open_group(str(store), mode="r")
+    hidden = g["hidden"]
+    names = [str(x) for x in g["name"][:]]
+    parents = [str(x) for x in g["parent"][:]]
+    parent = {i: names.index(p) if p in names else None for i, p in enumerate(parents)}
+    base = 0
+    n_tokens, d = hidden.shape[2], hidden.shape[3]
+    t0 = time.perf_counter()
+    for layer in range(hidden.shape[1]):
+        gram = np.zeros((len(names), d, d))
+        cross = {}
+        for a in range(0, n_tokens, CHUNK):
+            x = [
+                np.asarray(hidden[c, layer, a : a + CHUNK]).astype(np.float32)
+                for c in range(len(names))
+            ]
+            for c in range(len(names)):
+                gram[c] += x[c].T @ x[c]
+                for ref in {base, parent[c]} - {None, c}:
+                    cross[(c, ref)] = cross.get((c, ref), 0.0) + x[c].T @ x[ref]
+    return time.perf_counter() - t0
+
+
+def naive_pipeline(store: Path, layers: list[int]) -> float:
+    """(c) on ``layers`` of every checkpoint, whole probe only (see the module docstring)."""
+    from store_schema import open_store
+
+    ds = open_store(store)
+    keep = ~np.asarray(ds["is_sink"].values).astype(bool)
+    dom = np.asarray(ds["domain"].values)
+    names = [str(x) for x in ds["name"].values]
+    parents = [str(x) for x in ds["parent"].values]
+    rng = np.random.default_rng(0)
+    sub = np.sort(rng.choice(np.flatnonzero(keep), NAIVE_SUBSAMPLE, replace=False))
+
+    def read(c: str, layer: int) -> np.ndarray:
+        return np.asarray(ds["hidden"].sel(checkpoint=c).isel(layer=layer).values, np.float64)
+
+    def spectrum_metric(H: np.ndarray, which: str) -> float:
+        Hc = H - H.mean(0)
+        s = np.linalg.svd(Hc, compute_uv=False)
+        lam = s**2 / (len(H) - 1)
+        p = lam / lam.sum()
+        return {
+            "erank": float(np.exp(-(p[p > 0] * np.log(p[p > 0])).sum())),
+            "pr": float(lam.sum() ** 2 / (lam**2).sum()),
+            "topk": float(lam[:10].sum() / lam.sum()),
+            "alpha": float(
+                np.polyfit(np.log(np.arange(1, len(lam) + 1)), np.log(lam + 1e-30), 1)[0]
+            ),
+        }[which]
+
+    def cos_mean(H: np.ndarray) -> float:
+        U = H / np.linalg.norm(H, axis=1, keepdims=True)
+        S = U @ U.T
+        return float((S.sum() - len(H)) / (len(H) * (len(H) - 1)))
+
+    def hsic_cka(X: np.ndarray, Y: np.ndarray) -> float:
+        Xc, Yc = X - X.mean(0), Y - Y.mean(0)
+        K, L = Xc @ Xc.T, Yc @ Yc.T
+        return float((K * L).sum() / np.sqrt((K * K).sum() * (L * L).sum()))
+
+    t0 = time.perf_counter()
+    for layer in layers:
+        for c, p in zip(names, parents, strict=True):
+            for which in ("erank", "erank_norm", "pr", "pr_norm", "topk", "alpha"):
+                spectrum_metric(
+                    read(c, layer)[keep],
+                    "erank" if which == "erank_norm" else which.replace("_norm", ""),
+                )
+            np.linalg.svd(read(c, layer)[keep], compute_uv=False)  # rankme
+            cos_mean(read(c, layer)[sub])
+            H = read(c, layer)[sub]
+            cos_mean(H - H.mean(0))
+            for ref in ("base", p):
+                if ref in names and ref != c:
+                    hsic_cka(read(c, layer)[sub], read(ref, layer)[sub])
+            H = read(c, layer)[keep]
+            mu = H.mean(0)
+            sum(((H[dom[keep] == k].mean(0) - mu) ** 2).sum() for k in np.unique(dom))
+    return time.perf_counter() - t0
+
+
+def ours(
+    store: Path, out: Path, metrics: list[str] | None = None, scheduler: str | None = None
+) -> dict:
+    from analyze.runner import run_metrics
+
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    summary = run_metrics(
+        store, out, metrics=metrics, scheduler_address=scheduler, log=lambda _: None
+    )
+    wall = time.perf_counter() - t0
+    return {
+        "seconds": wall,
+        "breakdown": {k: round(v, 2) for k, v in summary.seconds.items()},
+        "passes": summary.passes,
+        "blocks_read": summary.blocks_read,
+    }
+
+
+def peak_rss_mb(store: Path, out: Path) -> float:
+    """Peak RSS of a fresh process running our full sweep."""
+    shutil.rmtree(out, ignore_errors=True)
+    code = (
+        f"import resource, sys; sys.path.insert(0, {str(REPO)!r})\n"
+        "from analyze.runner import run_metrics\n"
+        f"run_metrics({str(store)!r}, {str(out)!r}, log=lambda _: None)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(res.stdout.strip().splitlines()[-1]) / 1024
+
+
+def run(workdir: str | Path) -> dict:
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    store, write_s = ensure_store(workdir, 20_000)
+    small, _ = ensure_store(workdir, 10_000)
+    results: dict = {
+        "store": {
+            "checkpoints": N_CKPT,
+            "layers": N_LAYERS,
+            "tokens": 20_000,
+            "features": N_FEAT,
+            "token_chunk": CHUNK,
+            "write_seconds": round(write_s, 1),
+        }
+    }
+    plain_numpy_loop(store, 1)  # warm the page cache: every method then reads from memory
+    # BLAS threads matter on a shared machine: OpenBLAS with 2 threads on 2 busy cores collapses.
+    results["b_plain_numpy_loop_s"] = {
+        "blas_1_thread": round(plain_numpy_loop(store, 1), 2),
+        "blas_default_threads": round(plain_numpy_loop(store, None), 2),
+    }
+    results["a_ours_products_only"] = {
+        "threads": ours(store, workdir / "out_cka", ["cka_base", "cka_parent"]),
+        "sync": ours(store, workdir / "out_cka1", ["cka_base", "cka_parent"], "sync"),
+    }
+    results["a_ours_full_sweep"] = ours(store, workdir / "out_full")
+    naive_layers = [N_LAYERS // 2]
+    t = naive_pipeline(store, naive_layers)
+    results["c_naive"] = {
+        "measured_layers": naive_layers,
+        "measured_s": round(t, 1),
+        "scaled_to_all_layers_s": round(t * N_LAYERS / len(naive_layers), 1),
+    }
+    b = min(results["b_plain_numpy_loop_s"].values())
+    prod = results["a_ours_products_only"]
+    results["ratio_ours_products_only_vs_best_b"] = {
+        k: round(v["seconds"] / b, 2) for k, v in prod.items()
+    }
+    results["ratio_ours_full_vs_best_b"] = round(results["a_ours_full_sweep"]["seconds"] / b, 2)
+    results["ratio_naive_vs_ours_full"] = round(
+        results["c_naive"]["scaled_to_all_layers_s"] / results["a_ours_full_sweep"]["seconds"], 1
+    )
+    results["peak_rss_mb"] = {
+        "tokens_10000": round(peak_rss_mb(small, workdir / "out_mem10k"), 1),
+        "tokens_20000": round(peak_rss_mb(store, workdir / "out_mem20k"), 1),
+    }
+    results["load_average_1min_at_end"] = round(__import__("os").getloadavg()[0], 2)
+    results["peak_rss_this_process_mb"] = round(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
+    )
+    return results
+
+
+if __name__ == "__main__":
+    target = sys.argv[1] if len(sys.argv) > 1 else str(REPO / "bench" / "work")
+    print(json.dumps(run(target), indent=1))
