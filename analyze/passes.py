@@ -57,17 +57,18 @@ def derive(
     lm = res[target]
     view = LayerView(lm, options)
     rows: list[Row] = []
+    per_sel: dict[tuple[str, str], list[Metric]] = {}
     for metric in metrics:
-        key = options.key(metric.params)
         for sel in selections_for(metric, lm.plan):
+            per_sel.setdefault(sel, []).append(metric)
+    for sel, sel_metrics in per_sel.items():  # selection by selection: one d x d set alive
+        for metric in sel_metrics:
             value = metric.compute(view, sel)
             if value is None or not math.isfinite(value):
                 continue
-            n = (
-                len(lm.rows)
-                if "rows" in metric.needs and lm.rows is not None
-                else view.stats(sel).n
-            )
+            rows_used = "rows" in metric.needs and lm.rows is not None
+            n = len(lm.rows) if rows_used else view.stats(sel).n
+            key = options.key(metric.params)
             rows.append(
                 (
                     metric.name,
@@ -81,6 +82,7 @@ def derive(
                     int(n),
                 )
             )
+        view.release(sel)
     return rows
 
 

@@ -132,6 +132,10 @@ class LayerView:
     def plan(self) -> Any:
         return self.lm.plan
 
+    def release(self, sel: Selection) -> None:
+        """Drop a selection's derived matrices (its combined moments stay cached)."""
+        self._stats.pop(sel, None)
+
     def stats(self, sel: Selection) -> SelectionStats:
         if sel not in self._stats:
             self._stats[sel] = SelectionStats(self.lm, sel)
