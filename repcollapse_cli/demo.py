@@ -64,7 +64,7 @@ def _run(step: str, args: list[str], log: Path) -> float:
 
 def checkpoint_dirs(runs: Path) -> list[Path]:
     """Complete checkpoint directories (those with a manifest), in training order."""
-    return sorted(p.parent for p in runs.glob("*/*/manifest.json"))
+    return sorted(p.parent for p in runs.glob("*/*/*/manifest.json"))
 
 
 def run_demo(settings: DemoSettings) -> Path:
@@ -83,8 +83,9 @@ def run_demo(settings: DemoSettings) -> Path:
             args += ["--model", settings.model]
         timings["base"] = _run("base", args, log)
     for seq in settings.sequences:
-        # train run skips stages whose checkpoint is complete, so this is cheap on a re-run
-        timings[f"train {seq}"] = _run(f"train {seq}", ["train", "run", seq, "--out", str(runs), "--base", str(base), "--data", str(data), "--budget", settings.budget, "--seed", str(settings.seed), *[a for o in settings.train_overrides for a in ("--set", o)]], log)
+        # One run directory per config (mitigated variants share the sequence name). train run
+        # skips stages whose checkpoint is complete, so this is cheap on a re-run.
+        timings[f"train {seq}"] = _run(f"train {seq}", ["train", "run", seq, "--out", str(runs / seq), "--base", str(base), "--data", str(data), "--budget", settings.budget, "--seed", str(settings.seed), *[a for o in settings.train_overrides for a in ("--set", o)]], log)
     ckpts = [base, *checkpoint_dirs(runs)]
     # extract skips checkpoints already complete in the store
     timings["extract"] = _run("extract", ["extract", "--store", str(store), "--probe", str(data / "probe.jsonl"), "--token-cap-per-span", str(settings.token_cap_per_span), *map(str, ckpts)], log)
