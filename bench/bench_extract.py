@@ -132,8 +132,15 @@ def run(
     records: int = 48,
     batch_size: int = 8,
     max_length: int = 512,
+    threads: int | None = None,
 ) -> dict[str, Any]:
+    """``threads``: torch intra-op threads (None: torch's default). On a machine shared with
+    other jobs one thread gives steadier figures: busy cores make multi-threaded runs wait."""
+    import torch
     import zarr
+
+    if threads:
+        torch.set_num_threads(threads)
 
     from extract.run import ExtractConfig, extract
 
@@ -175,6 +182,7 @@ def run(
     ]
     return {
         "model": str(model_dir),
+        "threads": torch.get_num_threads(),
         "records": records,
         "tokens": n_tokens,
         "layers": n_layers,
@@ -202,9 +210,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="HF model dir, or 'embedded' (SmolLM2)")
     parser.add_argument("--records", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--workdir", default="bench/work/extract")
     args = parser.parse_args(argv)
-    out = run(args.workdir, args.model, records=args.records, batch_size=args.batch_size)
+    out = run(
+        args.workdir,
+        args.model,
+        records=args.records,
+        batch_size=args.batch_size,
+        threads=args.threads,
+    )
     for label, value, unit, ratio, target in out["lines"]:
         text = f"{label:<52} {value:>10.4g} {unit}"
         text += f"  ratio {ratio:.2f}x" if ratio is not None else ""

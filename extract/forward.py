@@ -7,14 +7,16 @@ states of every layer come from one forward of the decoder with ``output_hidden_
 last stored layer is the decoder's ``last_hidden_state`` (after the final norm, the input of the
 unembedding) whatever the model's ``hidden_states[-1]`` convention is.
 
-``ChunkBuffer`` holds at most one token chunk per layer (and the token variables of that chunk)
-and writes chunk-aligned blocks: memory stays flat in the number of batches.
+``ChunkBuffer`` holds one token chunk per layer (and the token variables of that chunk) and
+writes chunk-aligned blocks, optionally from a background thread while the next chunk fills
+(then two chunks at most): memory stays flat in the number of batches.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,8 +113,26 @@ def forward_batch(
     return BatchOutput(hidden.cpu().numpy(), token_stats, max_abs.cpu().numpy())
 
 
+class _Chunk:
+    """Buffers of one token chunk: hidden (layer, chunk, feature) and the token variables."""
+
+    def __init__(self, n_layers: int, chunk: int, n_features: int, topk: int) -> None:
+        self.hidden = np.empty((n_layers, chunk, n_features), np.float16)
+        self.vars: dict[str, np.ndarray] = {
+            name: np.empty(chunk, spec.dtype) for name, spec in S.LOGIT_STATS.items()
+        }
+        self.vars[S.TOPK_IDS.name] = np.empty((chunk, topk), np.int32)
+        self.vars[S.TOPK_LOGPROBS.name] = np.empty((chunk, topk), np.float16)
+
+
 class ChunkBuffer:
-    """One token chunk of every layer plus its token variables; flushes chunk-aligned."""
+    """Collects tokens into one chunk of every layer and writes chunk-aligned blocks.
+
+    With ``write_behind`` the full chunk is written by a background thread while the next one
+    fills (file writes release the GIL, so they overlap the forward passes): two chunk buffers
+    then exist, one filling and one being written, and never more. ``close`` waits for the
+    last write, so the caller's completion mark still comes after every chunk.
+    """
 
     def __init__(
         self,
@@ -124,16 +144,16 @@ class ChunkBuffer:
         n_tokens: int,
         topk: int,
         after_write: Callable[[], None] = lambda: None,
+        write_behind: bool = False,
     ) -> None:
         self.writer, self.index, self.after_write = writer, index, after_write
         self.chunk = min(writer.token_chunk, n_tokens)
         self.n_tokens = n_tokens
-        self.hidden = np.empty((n_layers, self.chunk, n_features), np.float16)
-        self.vars: dict[str, np.ndarray] = {
-            name: np.empty(self.chunk, spec.dtype) for name, spec in S.LOGIT_STATS.items()
-        }
-        self.vars[S.TOPK_IDS.name] = np.empty((self.chunk, topk), np.int32)
-        self.vars[S.TOPK_LOGPROBS.name] = np.empty((self.chunk, topk), np.float16)
+        self._shape = (n_layers, self.chunk, n_features, topk)
+        self._filling = _Chunk(*self._shape)
+        self._spare: _Chunk | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1) if write_behind else None
+        self._pending: Future | None = None
         self.t0 = 0
         self.fill = 0
 
@@ -141,13 +161,26 @@ class ChunkBuffer:
         n, pos = hidden.shape[1], 0
         while pos < n:
             take = min(self.chunk - self.fill, n - pos)
-            self.hidden[:, self.fill : self.fill + take] = hidden[:, pos : pos + take]
-            for name, buf in self.vars.items():
-                buf[self.fill : self.fill + take] = stats[name][pos : pos + take]
+            buf = self._filling
+            buf.hidden[:, self.fill : self.fill + take] = hidden[:, pos : pos + take]
+            for name, arr in buf.vars.items():
+                arr[self.fill : self.fill + take] = stats[name][pos : pos + take]
             self.fill += take
             pos += take
             if self.fill == self.chunk:
                 self.flush()
+
+    def _write(self, buf: _Chunk, t0: int, n: int) -> _Chunk:
+        self.writer.write_hidden(self.index, t0, buf.hidden[:, :n])
+        self.after_write()
+        self.writer.write_token_vars(self.index, t0, {k: v[:n] for k, v in buf.vars.items()})
+        self.after_write()
+        return buf
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            self._spare = self._pending.result()  # re-raises a failed write
+            self._pending = None
 
     def flush(self) -> None:
         if not self.fill:
@@ -156,17 +189,23 @@ class ChunkBuffer:
             raise ValueError(
                 f"more tokens than the store holds: {self.t0 + self.fill} > {self.n_tokens}"
             )
-        self.writer.write_hidden(self.index, self.t0, self.hidden[:, : self.fill])
-        self.after_write()
-        self.writer.write_token_vars(
-            self.index, self.t0, {k: v[: self.fill] for k, v in self.vars.items()}
-        )
-        self.after_write()
+        if self._pool is None:
+            self._write(self._filling, self.t0, self.fill)
+        else:
+            self._wait()
+            self._pending = self._pool.submit(self._write, self._filling, self.t0, self.fill)
+            self._filling = self._spare or _Chunk(*self._shape)
+            self._spare = None
         self.t0 += self.fill
         self.fill = 0
 
     def close(self) -> None:
-        self.flush()
+        try:
+            self.flush()
+            self._wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
         if self.t0 != self.n_tokens:
             raise ValueError(f"wrote {self.t0} tokens, the store holds {self.n_tokens}")
 

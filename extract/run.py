@@ -64,6 +64,9 @@ class ExtractConfig:
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
     token_chunk: int = field(default=4096, metadata={"help": "tokens per store chunk"})
     logit_slice: int = field(default=256, metadata={"help": "tokens per float32 logit slice"})
+    write_behind: bool = field(
+        default=True, metadata={"help": "write each full chunk from a thread while the next fills"}
+    )
     gen_temperature: float = 0.7
     gen_max_new_tokens: int = 48
     progress: bool = field(default=True, metadata={"help": "tqdm progress bar"})
@@ -449,6 +452,7 @@ def write_checkpoint(
         n_tokens=n_tokens,
         topk=TOPK,
         after_write=counter,
+        write_behind=config.write_behind,
     )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     stats = LogitStatistics(

@@ -24,7 +24,14 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         stores[batch] = root / f"b{batch}.zarr"
         cfg = ExtractConfig(batch_size=batch, token_chunk=128, progress=False)
         extract(stores[batch], probe, [ckpt], cfg)
-    return {"ckpt": ckpt, "probe": probe, "b1": stores[1], "b8": stores[8]}
+    sync = root / "sync.zarr"
+    extract(
+        sync,
+        probe,
+        [ckpt],
+        ExtractConfig(batch_size=8, token_chunk=128, progress=False, write_behind=False),
+    )
+    return {"ckpt": ckpt, "probe": probe, "b1": stores[1], "b8": stores[8], "sync": sync}
 
 
 def _plain_forward(ckpt: Path, ids: np.ndarray):  # noqa: ANN202
@@ -87,3 +94,13 @@ def test_batch_size_does_not_change_results(setup: dict[str, Path]) -> None:
     assert (a["logit_argmax_id"].values == b["logit_argmax_id"].values).mean() > 0.99
     for name in ("example", "span", "position", "token_id", "target_id", "split", "is_sink"):
         np.testing.assert_array_equal(a[name].values, b[name].values)
+
+
+def test_write_behind_thread_writes_the_same_store(setup: dict[str, Path]) -> None:
+    import zarr
+
+    a = zarr.open_group(str(setup["b8"]), mode="r")
+    b = zarr.open_group(str(setup["sync"]), mode="r")
+    assert a.attrs["token_chunk"] == 126  # 880 tokens in 7 balanced chunks of <= 128
+    for name, arr in a.arrays():
+        np.testing.assert_array_equal(arr[...], b[name][...], err_msg=name)
