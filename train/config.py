@@ -189,8 +189,9 @@ class EvalSettings:
     n_generate: int = 8
     """Eval records per domain scored from greedy generations (the first n of each eval pool)."""
     max_new_tokens: int = 96
+    """A cap: each domain generates at most 1.5x its longest reference response (+8 tokens)."""
     gen_batch_size: int = 8
-    n_teacher_forced: int = 16
+    n_teacher_forced: int = 8
     """Eval records per domain for validation loss and calibration (teacher forced)."""
     ece_bins: int = 15
     future_tasks: tuple[str, ...] = ()
@@ -252,12 +253,12 @@ class EvalSettings:
 @dataclass(frozen=True)
 class Budget:
     name: str = "demo"
-    tokens_per_stage: int = 12_000
+    tokens_per_stage: int = 8_000
     """Non-padding tokens every stage trains on (prompt + response; DPO: prompt twice + both)."""
     max_length: int = 256
     batch_size: int = 4
     grad_accum: int = 1
-    learning_rate: float = 2e-4
+    learning_rate: float = 5e-4
     full_learning_rate: float = 2e-5
     dpo_learning_rate: float = 5e-5
     dpo_beta: float = 0.1

@@ -179,11 +179,18 @@ def _score_generations(
 ) -> float | None:
     if not records:
         return None
+    cap = max_new_tokens or s.max_new_tokens
+    refs = [r["response"] for r in records if isinstance(r.get("response"), str)]
+    if refs:
+        # Generation is the slowest part of CPU evaluation: stop at 1.5x the longest reference
+        # (+8), so short-answer domains do not pay for the longest domain's budget.
+        longest = max(len(tok(x, add_special_tokens=False)["input_ids"]) for x in refs)
+        cap = min(cap, int(1.5 * longest) + 8)
     comps = generate(
         model,
         tok,
         [r["prompt"] for r in records],
-        max_new_tokens=max_new_tokens or s.max_new_tokens,
+        max_new_tokens=cap,
         batch_size=s.gen_batch_size,
         device=device,
     )
@@ -315,17 +322,23 @@ def evaluate_checkpoint(
     scores: dict[str, float | None] = {}
     vloss: dict[str, float | None] = {}
     conf, correct = [], []
+    timing = {"generate": 0.0, "teacher_forced": 0.0, "preference": 0.0, "future": 0.0}
     for d in domains:
         recs = data.records(d, "eval")
+        t = time.time()
         scores[d] = _score_generations(
             model, tok, recs[: settings.n_generate], settings, device, scorer
         )
+        timing["generate"] += time.time() - t
+        t = time.time()
         enc = [e for e in data.encoded(d, "eval")[: settings.n_teacher_forced] if e]
         st = token_stats(model, tok, enc, device=device)
+        timing["teacher_forced"] += time.time() - t
         vloss[d] = float(st["nll"].mean()) if st["nll"].numel() else None
         conf.append(st["conf"])
         correct.append(st["correct"])
         bar.update(1)
+    t = time.time()
     if data.has_pool("preference", "eval"):
         wins = []
         for r in data.records("preference", "eval")[: settings.n_generate]:
@@ -336,9 +349,11 @@ def evaluate_checkpoint(
             lr = response_logprob(model, enc, enc["rejected_ids"], device)
             wins.append(float(preference_scorer(lc, lr)))
         scores["preference"] = sum(wins) / len(wins) if wins else None
+    timing["preference"] = time.time() - t
     bar.update(1)
     del model
     future: dict[str, Any] = {}
+    t = time.time()
     for task in tasks:
         tr = data.future_records(task, "train")[: settings.future_n_train]
         ev = data.future_records(task, "eval")[: settings.future_n_eval]
@@ -353,6 +368,7 @@ def evaluate_checkpoint(
             scorer=scorer,
         )
         bar.update(1)
+    timing["future"] = time.time() - t
     bar.close()
     all_conf = torch.cat(conf) if conf else torch.zeros(0)
     all_correct = torch.cat(correct) if correct else torch.zeros(0)
@@ -374,6 +390,7 @@ def evaluate_checkpoint(
         "scorer_errors": list(SCORER_ERRORS),
         "eval_settings": _settings_dict(settings, max_length, seed),
         "eval_wall_time_s": round(time.time() - t0, 3),
+        "eval_timing_s": {k: round(v, 3) for k, v in timing.items()},
     }
 
 
