@@ -15,20 +15,27 @@ precision. No log-softmax of the whole vocabulary is materialised.
 
 ``logit_support_90`` (smallest k whose top-k probability mass is >= 0.9) needs the sorted
 distribution; a full sort of the vocabulary per token would dominate, so it is read from the
-first top-k, then from a top-256 and a top-4096 of the rows still below 0.9, and only the
-remaining (very flat) rows are fully sorted. Cumulative sums are in float64 so the 0.9 cut
-agrees with the numpy reference (store_schema.testing._logit_stats).
+top-32 when that reaches 0.9, and otherwise from a sort of only the entries above a probability
+floor whose entries already hold >= 0.9 of the mass (floors 1e-3, 1e-4, 1e-5, then 0.05 / vocab,
+below which all entries together hold < 0.05): the top entries that reach 0.9 are all among
+those sorted, so this is exact, not an approximation. Cumulative sums are in
+float64 so the 0.9 cut agrees with the numpy reference (store_schema.testing._logit_stats).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
 
 SUPPORT_MASS = 0.9
-SUPPORT_STAGES = (32, 256, 4096)
-"""Top-k sizes tried, in order, before a full sort, for ``logit_support_90``."""
-SUPPORT_PROBE = SUPPORT_STAGES[0]
+SUPPORT_PROBE = 32
+"""Size of the one top-k over the vocabulary (>= the stored k = 20)."""
+SUPPORT_FLOORS = (1e-3, 1e-4, 1e-5)
+"""Probability floors tried, high to low, for rows not at 0.9 within the top-k."""
+SUPPORT_FLOOR = 0.05
+"""The last floor is SUPPORT_FLOOR / vocab: the entries below it hold < SUPPORT_FLOOR."""
 WORKSPACE_ELEMENTS = 1 << 24
 """At most this many floats per workspace (64 MiB): caps the slice for large vocabularies."""
 
@@ -51,18 +58,26 @@ def _support(z: torch.Tensor, lse: torch.Tensor, top_z: torch.Tensor) -> torch.T
     """Smallest k with top-k mass >= 0.9 per row; ``top_z`` a sorted top-k of ``z``."""
     vocab = z.shape[1]
     out, reached = _first_reach(top_z - lse[:, None])
-    for size in (*[s for s in SUPPORT_STAGES if s > top_z.shape[1]], vocab):
-        todo = torch.nonzero(~reached).flatten()
-        if not len(todo):
-            break
-        rows = z[todo]
-        if size >= vocab:
-            top = torch.sort(rows, dim=1, descending=True).values
-        else:
-            top = torch.topk(rows, size, dim=1, sorted=True).values
-        k, ok = _first_reach(top - lse[todo, None])
-        out[todo] = k
-        reached[todo] = ok | (size >= vocab)
+    todo = torch.nonzero(~reached).flatten()
+    if not len(todo):
+        return out.to(torch.int32)
+    # The top entries that reach 0.9 all lie above any floor f whose entries above it already
+    # hold >= 0.9 of the mass, so only those are sorted (exact). Floors are tried from high to
+    # low (fewest candidates first); at f = 0.05 / V the entries below hold < 0.05 in total,
+    # so that last floor always qualifies up to float rounding, and a full sort covers that.
+    floors = [f for f in SUPPORT_FLOORS if f > SUPPORT_FLOOR / vocab] + [SUPPORT_FLOOR / vocab]
+    for index in todo.tolist():
+        row, lse_row = z[index], lse[index]  # a view: no copy of the row
+        k = None
+        for floor in floors:
+            cand = row[row >= lse_row + math.log(floor)] - lse_row
+            if len(cand) and float(cand.exp().double().sum()) >= SUPPORT_MASS:
+                k, ok = _first_reach(torch.sort(cand, descending=True).values[None])
+                k = k if bool(ok[0]) else None
+                break
+        if k is None:
+            k, _ = _first_reach((torch.sort(row, descending=True).values - lse_row)[None])
+        out[index] = k[0]
     return out.to(torch.int32)
 
 

@@ -9,7 +9,13 @@ incomplete checkpoint and is refused before anything runs):
 2. a checkpoint already complete in the store is skipped;
 3. the unembedding is added (deduplicated by content), the slot is reserved (an incomplete
    checkpoint of the same name keeps its slot), the LoRA factors and behaviour are written, the
-   probe is run batch by batch through a one-chunk buffer, and ``complete`` is set LAST.
+   probe is run batch by batch through a chunk buffer (one chunk per layer filling, one being
+   written by a background thread), and ``complete`` is set LAST, after every chunk is on disk;
+4. with ``--generate N``, the checkpoint's sampled completions go to their own sub-store
+   (extract.generate).
+
+Devices: ``auto`` picks CUDA when present (bf16 autocast for the forward; logit statistics in
+float32 regardless), else CPU in float32.
 
 Resuming: a killed run leaves the checkpoint incomplete; re-running the same command rewrites
 every chunk of that slot with the same values (fixed batch composition, deterministic
@@ -22,7 +28,6 @@ chunk, the completion mark), to prove resumability.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -35,14 +40,21 @@ from typing import Any
 
 import numpy as np
 
+from extract.checkpoints import (
+    CheckpointSource,
+    check_same_model,
+    checkpoint_coords,
+    load_model,
+    model_geometry,
+    read_checkpoint,
+    update_factors,
+)
 from extract.store_io import TOPK, Geometry, code_version, create_or_check, update_attr_list
 from extract.tokens import TokenPlan, build_plan, tokenizer_fingerprint
 from store_schema.problems import Problem, SchemaError
 from store_schema.records import (
-    CheckpointManifest,
     ProbeRecord,
     probe_corpus_hash,
-    read_manifest,
     read_probe_jsonl,
 )
 from store_schema.store import StoreWriter
@@ -92,14 +104,6 @@ class ExtractConfig:
         return {k: v for k, v in asdict(self).items() if k != "progress"}
 
 
-@dataclass(frozen=True)
-class CheckpointSource:
-    path: Path
-    manifest: CheckpointManifest
-    manifest_json: str
-    behavior: dict[str, Any]
-
-
 @dataclass
 class CheckpointResult:
     name: str
@@ -132,71 +136,12 @@ class WriteCounter:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def read_checkpoint(path: str | Path) -> CheckpointSource:
-    path = Path(path)
-    manifest = read_manifest(path)  # refuses a directory without manifest.json
-    behavior_path = path / "behavior.json"
-    behavior = (
-        json.loads(behavior_path.read_text(encoding="utf-8")) if behavior_path.is_file() else {}
-    )
-    if manifest.weights != "merged":
-        raise SchemaError(
-            [
-                Problem(
-                    str(path / "manifest.json"),
-                    f"expected weights 'merged' (full weights in the directory), found {manifest.weights!r}; "
-                    "merge the adapter into the weights first",
-                    "unsupported_checkpoint",
-                )
-            ]
-        )
-    return CheckpointSource(
-        path, manifest, json.dumps(manifest.to_dict(), sort_keys=True), behavior
-    )
-
-
 def resolve_device(name: str) -> Any:
     import torch
 
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
-
-
-def _geometry(config: Any) -> Geometry:
-    """Store shape of a model, from its config (LoRA modules via a weightless meta model)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from extract.lora import lora_module_shapes
-
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    return Geometry(
-        n_layers=int(config.num_hidden_layers) + 1,
-        n_features=int(config.hidden_size),
-        vocab_size=int(model.get_output_embeddings().weight.shape[0]),
-        n_blocks=int(config.num_hidden_layers),
-        lora_modules=lora_module_shapes(model),
-    )
-
-
-def _check_same_model(sources: Sequence[CheckpointSource], configs: Sequence[Any]) -> None:
-    first = configs[0]
-    problems = []
-    for src, cfg in zip(sources[1:], configs[1:], strict=True):
-        for key in ("num_hidden_layers", "hidden_size", "vocab_size", "model_type"):
-            a, b = getattr(first, key, None), getattr(cfg, key, None)
-            if a != b:
-                problems.append(
-                    Problem(
-                        f"{src.path}/config.json {key}",
-                        f"expected {a!r} (as {sources[0].path}), found {b!r}",
-                        "model_mismatch",
-                    )
-                )
-    if problems:
-        raise SchemaError(problems, "one store holds checkpoints of one model family")
 
 
 def _tokenizer_of(path: Path) -> Any:
@@ -251,7 +196,7 @@ def extract(
     if len(set(names)) != len(names):
         raise ValueError(f"extract: checkpoint names must be unique, found {names}")
     configs = [AutoConfig.from_pretrained(str(s.path)) for s in sources]
-    _check_same_model(sources, configs)
+    check_same_model(sources, configs)
     tokenizer = _tokenizer_of(sources[0].path)
     fingerprint = tokenizer_fingerprint(tokenizer)
     for src in sources[1:]:
@@ -274,7 +219,7 @@ def extract(
         token_cap_per_span=config.token_cap_per_span,
         seed=config.seed,
     )
-    geometry = _geometry(configs[0])
+    geometry = model_geometry(configs[0])
     first = sources[0].manifest
     attrs = {
         "probe_hash": probe_corpus_hash(records),
@@ -358,67 +303,6 @@ def _run_checkpoint(job: Job, src: CheckpointSource) -> CheckpointResult:
         probe_cpu_seconds=cpu_probe - cpu_load,
         generated=generated,
     )
-
-
-def load_model(path: Path, device: Any) -> Any:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
-    model.to(device)
-    model.eval()
-    return model
-
-
-def update_factors(model: Any, src: CheckpointSource, by_name: dict[str, CheckpointSource]) -> Any:
-    """LoRA factors of the stage (adapter, or SVD of the delta for a full stage), or None."""
-    from extract.lora import full_delta_factors, read_adapter
-    from extract.store_io import LORA_RANK_CAPACITY
-
-    m = src.manifest
-    adapter = src.path / (m.adapter_dir or "adapter")
-    if m.stage_kind == "full":
-        parent = m.resolved_config.get("parent_dir")
-        parent_dir = Path(parent) if parent else None
-        if (
-            parent_dir is not None
-            and not parent_dir.is_absolute()
-            and (src.path / parent_dir).is_dir()
-        ):
-            parent_dir = src.path / parent_dir
-        if parent_dir is None and m.parent in by_name:
-            parent_dir = by_name[m.parent].path
-        if parent_dir is None or not parent_dir.is_dir():
-            raise FileNotFoundError(
-                f"{src.path}: a full fine-tuning stage needs its parent's weights; expected "
-                f"resolved_config['parent_dir'] or the parent checkpoint {m.parent!r} among the "
-                f"checkpoints of this command, found {parent!r}"
-            )
-        rank = min(m.lora_rank or LORA_RANK_CAPACITY, LORA_RANK_CAPACITY)
-        return full_delta_factors(model, parent_dir, rank)
-    if (adapter / "adapter_config.json").is_file():
-        return read_adapter(adapter, model)
-    return None
-
-
-def checkpoint_coords(src: CheckpointSource, lora: Any, head: int) -> dict[str, Any]:
-    m = src.manifest
-    return {
-        "name": m.name,
-        "sequence": m.sequence,
-        "stage_index": m.stage_index,
-        "stage_kind": m.stage_kind,
-        "stage_domain": m.stage_domain,
-        "parent": m.parent,
-        "seed": m.seed,
-        "tokens_seen": m.tokens_seen,
-        "mitigation": m.mitigation,
-        "lora_rank": lora.rank if lora else 0,
-        "lora_scaling": lora.scaling if lora else 0.0,
-        "head": head,
-        "manifest_json": src.manifest_json,
-        "behavior_json": json.dumps(src.behavior, sort_keys=True, default=str),
-    }
 
 
 def write_checkpoint(

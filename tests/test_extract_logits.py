@@ -87,8 +87,8 @@ def test_softcap_applies_before_statistics() -> None:
     _compare(ours, ref)
 
 
-def test_support_stages_and_peaked_rows() -> None:
-    """Supports reached at each stage (top-256, top-4096, full sort) and near-zero entropies."""
+def test_support_paths_and_peaked_rows() -> None:
+    """Supports within the top-32 and far beyond it (candidate sort), near-zero entropies."""
     rng = np.random.default_rng(3)
     vocab = 6000
     scale = np.repeat([0.01, 0.6, 1.2, 2.5, 80.0], 6)
@@ -106,3 +106,13 @@ def test_support_stages_and_peaked_rows() -> None:
     np.testing.assert_allclose(
         ours["logit_entropy"][peaked], ref["logit_entropy"][peaked], rtol=1e-3, atol=1e-8
     )
+
+
+def test_support_falls_back_to_a_full_sort(monkeypatch: pytest.MonkeyPatch) -> None:
+    import extract.logits as L
+
+    monkeypatch.setattr(L, "SUPPORT_FLOOR", 200.0)  # candidates miss mass: every row falls back
+    logits, target = _logits(n=30, vocab=1000, seed=4)
+    ref = _logit_stats(logits.astype(np.float64), target, 20)
+    out = logit_stats(torch.from_numpy(logits), torch.from_numpy(target), 20)
+    np.testing.assert_array_equal(out["logit_support_90"].numpy(), ref["logit_support_90"])

@@ -37,9 +37,16 @@ def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model.save_pretrained(out)
     tok.save_pretrained(out)
     manifest = {
-        "name": "base", "sequence": "", "stage_index": 0, "stage_kind": "base",
-        "stage_domain": "", "parent": "", "seed": 0, "tokens_seen": 0,
-        "model_family": "smollm2", "base_model": "SmolLM2-135M-Instruct",
+        "name": "base",
+        "sequence": "",
+        "stage_index": 0,
+        "stage_kind": "base",
+        "stage_domain": "",
+        "parent": "",
+        "seed": 0,
+        "tokens_seen": 0,
+        "model_family": "smollm2",
+        "base_model": "SmolLM2-135M-Instruct",
     }
     (out / "manifest.json").write_text(json.dumps(manifest))
     return out
