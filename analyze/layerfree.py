@@ -30,6 +30,8 @@ def function_metrics(
     cache: MetricCache,
     missing: Callable,
     computed: list,
+    reader: passes.BlockReader,
+    raw_index: dict[str, int],
 ) -> None:
     func = [m for m in wanted if m.kind == "function"]
     if not func:
@@ -42,7 +44,7 @@ def function_metrics(
             stats = {v: np.asarray(ds[v].sel(checkpoint=c).values) for v in S.LOGIT_STATS}
             jobs.append((c, todo, "", sums_from_stats(plan, stats, target_id)))
     if options.temperatures:
-        hidden_last = ds["hidden"].data[:, -1]
+        last = ds.sizes["layer"] - 1
         heads = np.asarray(ds["head"].values)
         W = {h: dask.delayed(np.asarray)(ds["unembedding"].data[h]) for h in set(heads.tolist())}
         dtype = np.float32 if options.precision == "float32" else np.float64
@@ -53,9 +55,10 @@ def function_metrics(
                 todo = [m for m in func if c in ckpts and missing(c, _renamed(m, suffix), -1)]
                 if todo:
                     task = passes.temperature_task(
-                        hidden_last,
+                        reader,
+                        raw_index[c],
+                        last,
                         W[int(heads[i])],
-                        i,
                         plan,
                         T,
                         target_id,

@@ -1,19 +1,22 @@
 """Dask graphs of the passes: one chain of tasks per (layer, group), derivation per target.
 
-The hidden states come from ``store_schema.open_store`` as a lazy dask array with one block per
-(checkpoint, layer, token chunk). A pass is the chain ``init -> step1(chunk 0) -> ... ->
-finish1 [-> step2(chunk 0) -> ...] -> results``, each step taking the accumulator and that
-chunk's block of every member, so with any scheduler (threads, a distributed cluster) each
-block is one task computed once per pass, and the accumulator is one object folded in token
-order (the same numbers whatever the scheduler).
+A pass is the chain ``init -> step1(chunk 0) -> ... -> finish1 [-> step2(chunk 0) -> ...] ->
+results -> derive (one task per target)``. Step ``k`` reads chunk ``k`` of every member of the
+group itself (``BlockReader``: the store's ``hidden`` array, one (checkpoint, layer, chunk)
+block per member) and folds it into the accumulator, so with any scheduler (threads, a
+dask.distributed cluster) each block is read exactly once per pass, by the task that consumes
+it, and the accumulator is one object folded in token order: the same numbers whatever the
+scheduler.
 
-Reads that must not share keys with the first pass - the second pass (centered anisotropy),
-and the extra groups of a layer whose checkpoints exceed the memory budget - go through a
-``BlockReader`` inside the step task itself (zarr, same store): a shared dask key would make
-dask hold every block of the layer in memory until its last consumer ran. (dask's
-``graph_manipulation.clone`` would be the idiomatic tool, but with xarray's indexed graphs it
-renames the block keys and not their dependencies.) Objects with arrays travel inside
-``functools.partial`` so that dask does not traverse them.
+Why the read is inside the step rather than a task of its own (e.g. the blocks of the lazy
+dask array that ``store_schema.open_store`` returns, which the rest of the runner uses for
+coordinates, logit statistics and LoRA factors): block tasks have no dependencies, so dask
+schedules them as soon as a worker is idle - ahead of the chain that will consume them - and
+memory then grows with the number of token chunks (measured: +58 MB from 10,000 to 20,000
+tokens). A second pass would also share their keys with the first (dask holding every block
+of the layer between the passes; ``graph_manipulation.clone`` does not re-key xarray's indexed
+graphs correctly). Objects with arrays travel inside ``functools.partial`` so that dask does
+not traverse them.
 """
 
 from __future__ import annotations
@@ -155,10 +158,9 @@ def _read_step(
 
 
 def pass_tasks(
-    hidden: Any,
     reader: BlockReader,
-    ckpt_index: dict[str, int],
     raw_index: dict[str, int],
+    d: int,
     plan: TokenPlan,
     config: moments.PassConfig,
     wanted: dict[str, list[Metric]],
@@ -166,24 +168,16 @@ def pass_tasks(
     token: str,
     group: int,
 ) -> list[Any]:
-    """Delayed row lists, one per target, for one (layer, group) pass. ``ckpt_index``: position
-    in ``hidden`` (complete checkpoints); ``raw_index``: position in the store (for ``reader``)."""
-    d, layer = hidden.shape[-1], config.layer
-    name = f"{token}-L{layer}-g{group}"
+    """Delayed row lists, one per target, for one (layer, group) pass. ``raw_index``: each
+    checkpoint's position in the store's checkpoint dimension (complete or not)."""
+    name = f"{token}-L{config.layer}-g{group}"
     acc = delayed(functools.partial(moments.init, config, plan, d), pure=False)(
         dask_key_name=f"init-{name}"
     )
-    blocks = hidden.to_delayed(optimize_graph=False) if group == 0 else None
+    raw = tuple(raw_index[m] for m in config.members)
+    fn = functools.partial(_read_step, moments.step1, reader=reader, raw=raw)
     for k in range(len(plan.chunks)):
-        if blocks is not None:
-            members = [blocks[ckpt_index[m], layer, k, 0] for m in config.members]
-            acc = delayed(moments.step1, pure=False)(
-                acc, k, *members, dask_key_name=f"pass1-{name}-{k}"
-            )
-        else:
-            raw = tuple(raw_index[m] for m in config.members)
-            fn = functools.partial(_read_step, moments.step1, reader=reader, raw=raw)
-            acc = delayed(fn, pure=False)(acc, k, dask_key_name=f"pass1-{name}-{k}")
+        acc = delayed(fn, pure=False)(acc, k, dask_key_name=f"pass1-{name}-{k}")
     acc = delayed(moments.finish1, pure=False)(acc, dask_key_name=f"finish1-{name}")
     if "centered_unit" in config.needs:
         raw = tuple(raw_index[t] for t in config.targets)
@@ -206,31 +200,45 @@ def _sum_sums(*parts: FunctionSums) -> FunctionSums:
     return total
 
 
+def _temperature_part(
+    unembedding: np.ndarray,
+    *,
+    reader: BlockReader,
+    ckpt: int,
+    layer: int,
+    t0: int,
+    t1: int,
+    **kw: Any,
+) -> FunctionSums:
+    return sums_from_hidden(reader.read(ckpt, layer, t0, t1), t0, unembedding=unembedding, **kw)
+
+
 def temperature_task(
-    hidden_last: Any,
+    reader: BlockReader,
+    raw_ckpt: int,
+    last_layer: int,
     unembedding: Any,
-    ckpt_pos: int,
     plan: TokenPlan,
     temperature: float,
     target_id: np.ndarray,
     dtype: type,
     token: str,
 ) -> Any:
-    """Delayed FunctionSums at temperature T for one checkpoint (a task per token chunk)."""
-    blocks = hidden_last.to_delayed(optimize_graph=False)
+    """Delayed FunctionSums at temperature T for one checkpoint (a task per token chunk, each
+    reading its block of the last hidden layer)."""
     parts = []
     for k, chunk in enumerate(plan.chunks):
         fn = functools.partial(
-            sums_from_hidden,
+            _temperature_part,
+            reader=reader,
+            ckpt=raw_ckpt,
+            layer=last_layer,
             t0=chunk.t0,
+            t1=chunk.t1,
             plan=plan,
             temperature=temperature,
             target_id=target_id,
             dtype=dtype,
         )
-        parts.append(
-            delayed(fn, pure=False)(
-                blocks[ckpt_pos, k, 0], unembedding=unembedding, dask_key_name=f"temp-{token}-{k}"
-            )
-        )
+        parts.append(delayed(fn, pure=False)(unembedding, dask_key_name=f"temp-{token}-{k}"))
     return delayed(_sum_sums, pure=False)(*parts, dask_key_name=f"tempsum-{token}")

@@ -115,6 +115,8 @@ class _Run:
     recompute: bool
     xp_name: str
     reader: passes.BlockReader
+    raw_index: dict[str, int]
+    """Checkpoint name -> position in the store's checkpoint dim (complete or not)."""
     summary: RunSummary
     say: Callable[[str], None]
 
@@ -181,6 +183,7 @@ def run_metrics(
         recompute=recompute,
         xp_name=backend(options.backend).__name__.split(".")[0],
         reader=passes.BlockReader(str(store), group),
+        raw_index=_raw_index(store, group),
         summary=summary,
         say=say,
     )
@@ -196,7 +199,16 @@ def run_metrics(
         summary.seconds["moments"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         layerfree.function_metrics(
-            ds, plan, ckpts, wanted, options, run.cache, run.missing, summary.computed
+            ds,
+            plan,
+            ckpts,
+            wanted,
+            options,
+            run.cache,
+            run.missing,
+            summary.computed,
+            run.reader,
+            run.raw_index,
         )
         summary.seconds["function"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -247,6 +259,12 @@ def run_metrics(
     return summary
 
 
+def _raw_index(store: str | Path, group: str | None) -> dict[str, int]:
+    root = zarr.open_group(str(store), mode="r")
+    names = (root[group] if group else root)["name"][:]
+    return {str(n): i for i, n in enumerate(np.asarray(names).tolist())}
+
+
 def _layer(x: int, n_layers: int) -> int:
     if not -n_layers <= int(x) < n_layers:
         raise ValueError(f"layer {x} out of range: the store has layers 0..{n_layers - 1}")
@@ -265,12 +283,7 @@ def _moment_metrics(
     """The one-pass accumulator for every (layer, checkpoint group) that misses a moment metric,
     ``n_parallel`` passes per dask compute; the cache records each batch as it finishes."""
     moment = [m for m in wanted if m.kind == "moment"]
-    hidden = run.ds["hidden"].data
-    d = hidden.shape[-1]
-    ckpt_index = {str(n): i for i, n in enumerate(run.ds["name"].values)}
-    root = zarr.open_group(run.reader.url, mode="r")
-    names = (root[run.reader.group] if run.reader.group else root)["name"][:]
-    raw_index = {str(n): i for i, n in enumerate(np.asarray(names).tolist())}
+    d = run.ds.sizes["feature"]
     jobs = []
     for layer in run.layers:
         todo = {c: [m for m in moment if run.missing(c, m, layer)] for c in run.ckpts}
@@ -295,21 +308,13 @@ def _moment_metrics(
             jobs.append((cfg, g, {t: todo[t] for t in targets}))
     token = uuid.uuid4().hex[:8]
     n_chunks = len(run.plan.chunks)
-    for start in range(0, len(jobs), n_parallel):
-        batch = jobs[start : start + n_parallel]
+    for batch in _batches(
+        jobs, n_parallel, run.options.memory_budget_mb << 20, run.plan.n_cells, d
+    ):
         tasks, keys = [], []
         for cfg, g, todo in batch:
             tasks += passes.pass_tasks(
-                hidden,
-                run.reader,
-                ckpt_index,
-                raw_index,
-                run.plan,
-                cfg,
-                todo,
-                run.options,
-                token,
-                g,
+                run.reader, run.raw_index, d, run.plan, cfg, todo, run.options, token, g
             )
             keys += [(t, todo[t], cfg.layer) for t in cfg.targets]
             run.summary.passes += 1
@@ -326,6 +331,23 @@ def _moment_metrics(
             f"{sum(len(c.targets) for c, _, _ in batch)} target pass(es) in "
             f"{time.perf_counter() - t0:.1f}s"
         )
+
+
+def _batches(jobs: list, n_parallel: int, budget: int, n_cells: int, d: int) -> list[list]:
+    """Passes run together: at most ``n_parallel``, and as many as fit the memory budget
+    together (at least one)."""
+    out: list[list] = []
+    used = 0
+    for job in jobs:
+        cfg = job[0]
+        size = passes.accumulator_bytes(n_cells, d, len(cfg.members) + len(cfg.cross_pairs()))
+        if out and len(out[-1]) < n_parallel and used + size <= budget:
+            out[-1].append(job)
+            used += size
+        else:
+            out.append([job])
+            used = size
+    return out
 
 
 def _table_rows(
