@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +54,9 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def _extract(args: argparse.Namespace) -> int:
+    # Passive OpenMP waiting (before torch is imported): on a shared CPU, spinning intra-op
+    # threads make a forward pass several times slower.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from extract.run import ExtractConfig, extract
     from store_schema.problems import SchemaError
 
