@@ -47,7 +47,7 @@ def format_line(name: str, label: str, value: float, unit: str, ratio: float | N
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append")
-    parser.add_argument("--model", help="HF model dir for the extraction benchmark (default: embedded SmolLM2)")
+    parser.add_argument("--model", default="embedded", help="HF model dir for the extraction benchmark, 'embedded' (SmolLM2, default) or 'tiny'")
     parser.add_argument("--workdir", default="bench/work")
     parser.add_argument("--out", default="bench/results.json")
     args = parser.parse_args(argv)
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.only or list(BENCHMARKS):
         module = importlib.import_module(BENCHMARKS[name])
         t0 = time.perf_counter()
-        kwargs = {"model": args.model} if name == "extract" else {}
+        kwargs = {"model": None if args.model == "tiny" else args.model} if name == "extract" else {}
         result = module.run(workdir / name, **kwargs)
         result["wall_s"] = time.perf_counter() - t0
         result["machine"] = results["machine"]

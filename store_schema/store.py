@@ -292,8 +292,11 @@ class StoreWriter:
             if digest in hashes:
                 return hashes.index(digest)
             arr = self.g["unembedding"]
-            index = arr.shape[0]
-            arr.resize((index + 1, *arr.shape[1:]))
+            # A row beyond the recorded hashes is an orphan of a write killed before its hash
+            # was recorded: reuse it, so a resumed run ends identical to an uninterrupted one.
+            index = len(hashes)
+            if arr.shape[0] <= index:
+                arr.resize((index + 1, *arr.shape[1:]))
             arr[index] = w16
             # The hash is recorded only after the data is written: a killed write re-adds it.
             self.g.attrs["head_hashes"] = [*hashes, digest]
