@@ -38,17 +38,11 @@ def aniso_centered(view: LayerView, sel: Selection) -> float | None:
     return None if cu is None else mean_pair_cosine(cu, st.n)
 
 
-def cka_from(K: np.ndarray, M_x: np.ndarray, M_y: np.ndarray) -> float | None:
-    """||K||_F^2 / (||M_x||_F ||M_y||_F) for K = Xc^T Yc, M = scatter matrices."""
-    den = float(np.linalg.norm(M_x) * np.linalg.norm(M_y))
-    return float(np.sum(K * K)) / den if den > 0 else None
-
-
 def _cka(role: str):  # noqa: ANN202
     def compute(view: LayerView, sel: Selection) -> float | None:
         st = view.stats(sel)
         cs = st.cross(role)
-        return None if cs is None else cka_from(cs.K, st.M, cs.M_ref)
+        return None if cs is None else cs.cka
 
     return compute
 

@@ -341,6 +341,15 @@ class LayerMoments:
     seq_cnt: np.ndarray | None = None
 
 
+def _rank1_update(a: np.ndarray, alpha: float, x: np.ndarray, y: np.ndarray) -> None:
+    """a += alpha x y^T in place (BLAS dger on the F-ordered transpose: one pass, no temporary)."""
+    from scipy.linalg.blas import dger
+
+    out = dger(alpha, y, x, a=a.T, overwrite_a=True)
+    if not np.shares_memory(out, a):  # not contiguous: dger worked on a copy
+        a[...] = out.T
+
+
 def _own(acc: Accumulator, m: str) -> CellMoments:
     st = acc.states[m]
     mu = _cell_means(acc, m)
@@ -348,7 +357,7 @@ def _own(acc: Accumulator, m: str) -> CellMoments:
     nn = np.maximum(st.n, 1).astype(np.float64)
     M = to_numpy(st.G)  # in place for NumPy: the accumulator is consumed, memory not doubled
     for c in range(len(nn)):
-        M[c] -= np.outer(s[c], s[c]) / nn[c]
+        _rank1_update(M[c], -1.0 / nn[c], s[c], s[c])
     return CellMoments(
         n=st.n.copy(), mu=mu, M=M, unit=None if st.unit is None else to_numpy(st.unit)
     )
@@ -365,7 +374,7 @@ def results(acc: Accumulator) -> dict[str, LayerMoments]:
         nn = np.maximum(acc.states[t].n, 1).astype(np.float64)
         K = to_numpy(acc.states[t].cross[ref])
         for c in range(len(nn)):
-            K[c] -= np.outer(sx[c], sy[c]) / nn[c]
+            _rank1_update(K[c], -1.0 / nn[c], sx[c], sy[c])
         centered[(t, ref)] = K
     out = {}
     for t in cfg.targets:

@@ -159,7 +159,7 @@ def run_metrics(
     ckpts = all_names if checkpoints is None else list(checkpoints)
     bad = [c for c in ckpts if c not in all_names]
     if bad:
-        raise KeyError(
+        raise ValueError(
             f"checkpoints {bad} are not complete checkpoints of {store}; available: {all_names}"
         )
     n_layers = ds.sizes["layer"]

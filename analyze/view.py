@@ -43,13 +43,22 @@ def _combine_cells(cm: CellMoments, cells: np.ndarray) -> tuple[int, np.ndarray,
     return int(n), mu, _cell_sum(cm.M, cells) + dev.T @ dev
 
 
+def _fro(cm: CellMoments, cells: np.ndarray) -> float:
+    """||scatter||_F of a selection of ``cm``, cached beside its combined moments."""
+    key = ("fro", *(int(c) for c in cells))
+    if key not in cm.combined:
+        M = _combine(cm, cells)[2]
+        cm.combined[key] = float(np.sqrt(np.vdot(M, M)))
+    return cm.combined[key]
+
+
 @dataclass
 class CrossStats:
-    """Centered cross scatter ``K = Xc^T Yc`` (target X, reference Y) and the reference's own
-    scatter, on the selection's tokens."""
+    """Centered cross scatter ``K = Xc^T Yc`` (target X, reference Y) on the selection's tokens,
+    and linear CKA = ||K||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F) (None if a scatter is 0)."""
 
     K: np.ndarray
-    M_ref: np.ndarray
+    cka: float | None
 
 
 class SelectionStats:
@@ -101,10 +110,13 @@ class SelectionStats:
             ref, k_cells = self.lm.refs[role]
             cells = self.cells
             n_c = self.lm.own.n[cells].astype(np.float64)
-            _, mu_y, M_ref = _combine(ref, cells)
+            _, mu_y, _ = _combine(ref, cells)
             dx = np.sqrt(n_c)[:, None] * (self.lm.own.mu[cells] - self.mu)
             dy = np.sqrt(n_c)[:, None] * (ref.mu[cells] - mu_y)
-            self._cross[role] = CrossStats(K=_cell_sum(k_cells, cells) + dx.T @ dy, M_ref=M_ref)
+            K = _cell_sum(k_cells, cells) + dx.T @ dy
+            den = _fro(self.lm.own, cells) * _fro(ref, cells)
+            cka = float(np.vdot(K, K)) / den if den > 0 else None
+            self._cross[role] = CrossStats(K=K, cka=cka)
         return self._cross[role]
 
     def domain_groups(self) -> list[tuple[int, np.ndarray, float]]:

@@ -150,17 +150,21 @@ def _metrics(args: argparse.Namespace) -> int:
     except (LookupError, ValueError) as exc:
         print(f"repcollapse analyze metrics: {exc}")
         return 2
-    summary = run_metrics(
-        args.store,
-        args.out,
-        metrics=args.metrics,
-        layers=args.layers,
-        checkpoints=args.checkpoints,
-        options=options,
-        scheduler_address=args.scheduler,
-        group=args.group,
-        recompute=args.recompute,
-    )
+    try:
+        summary = run_metrics(
+            args.store,
+            args.out,
+            metrics=args.metrics,
+            layers=args.layers,
+            checkpoints=args.checkpoints,
+            options=options,
+            scheduler_address=args.scheduler,
+            group=args.group,
+            recompute=args.recompute,
+        )
+    except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
+        print(f"repcollapse analyze metrics: {exc}")
+        return 2
     for name, path in summary.tables.items():
         print(f"{name}: {path}")
     return 0

@@ -79,7 +79,7 @@ def test_layers_added_later_are_computed_alone(tmp_path) -> None:
 
 def test_unknown_checkpoint_and_layer_are_refused(tmp_path) -> None:
     store = store_with(tmp_path / "s.zarr", SPEC)
-    with pytest.raises(KeyError, match="not complete checkpoints"):
+    with pytest.raises(ValueError, match="not complete checkpoints"):
         run_metrics(store, tmp_path / "out", checkpoints=["nope"], **QUIET)
     with pytest.raises(ValueError, match="layer 7 out of range"):
         run_metrics(store, tmp_path / "out", layers=[7], **QUIET)
