@@ -196,8 +196,8 @@ class EvalSettings:
     ece_bins: int = 15
     future_tasks: tuple[str, ...] = ()
     """Future task names; empty = every task in DATA/future."""
-    future_steps: int = 6
-    future_eval_at: tuple[int, ...] = (0, 3, 6)
+    future_steps: int = 4
+    future_eval_at: tuple[int, ...] = (0, 2, 4)
     future_batch_size: int = 4
     future_lr: float = 3e-4
     future_n_train: int = 64
@@ -253,7 +253,7 @@ class EvalSettings:
 @dataclass(frozen=True)
 class Budget:
     name: str = "demo"
-    tokens_per_stage: int = 8_000
+    tokens_per_stage: int = 6_400
     """Non-padding tokens every stage trains on (prompt + response; DPO: prompt twice + both)."""
     max_length: int = 256
     batch_size: int = 4

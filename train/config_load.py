@@ -25,7 +25,8 @@ from train.config import (
 )
 
 BUDGET_DEFAULTS: dict[str, dict[str, Any]] = {
-    # Minutes on a 2-core CPU: about 25 optimizer steps of batch 4 per stage.
+    # Minutes on a 2-core CPU: 15-30 optimizer steps of batch 4 per stage (6,400 tokens); sequence
+    # A with evaluation measured at ~20 min at 8,000 tokens under load 4-6, hence 6,400.
     "demo": {},
     # A GPU: a few thousand steps per stage, a larger evaluation.
     "paper": {

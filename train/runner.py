@@ -112,6 +112,10 @@ def _run_identity(cfg: RunConfig) -> dict[str, Any]:
     return json.loads(json.dumps(d))  # tuples -> lists, as a manifest read back has them
 
 
+def _f(x: Any) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
 def _summary(
     plan: StagePlan,
     tokens_seen: int,
@@ -121,9 +125,7 @@ def _summary(
     train_s: float,
     eval_s: float,
 ) -> str:
-    def f(x: Any) -> str:
-        return "-" if x is None else f"{x:.3f}"
-
+    f = _f
     s = plan.spec
     line = f"{plan.dirname}: {s.kind}/{s.domain} tokens={plan.tokens} (cum {tokens_seen})"
     if losses:
@@ -198,9 +200,8 @@ def run_sequence(
     base_b = None
     if evaluate:
         base_b = _ensure_base_behavior(base, data, cfg, device, progress, scorer, preference_scorer)
-        log(
-            f"{cfg.sequence} base: retention={base_b.get('retention')} future={base_b.get('future_score')}"
-        )
+        fmt = {k: base_b.get(k) for k in ("retention", "ece", "val_loss", "future_score")}
+        log(f"{cfg.sequence} base: " + " ".join(f"{k}={_f(v)}" for k, v in fmt.items()))
     lora = cfg.effective_lora
     identity = _run_identity(cfg)
     parent_dir, parent_m = base, base_m
