@@ -35,7 +35,9 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
-def format_line(name: str, label: str, value: float, unit: str, ratio: float | None, target: str | None) -> str:
+def format_line(
+    name: str, label: str, value: float, unit: str, ratio: float | None, target: str | None
+) -> str:
     text = f"{name:<8} {label:<48} {value:>12.4g} {unit:<10}"
     if ratio is not None:
         text += f" ratio {ratio:6.2f}x"
@@ -47,20 +49,30 @@ def format_line(name: str, label: str, value: float, unit: str, ratio: float | N
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append")
-    parser.add_argument("--model", default="embedded", help="HF model dir for the extraction benchmark, 'embedded' (SmolLM2, default) or 'tiny'")
+    parser.add_argument(
+        "--model",
+        default="embedded",
+        help="HF model dir for the extraction benchmark, 'embedded' (SmolLM2, default) or 'tiny'",
+    )
     parser.add_argument("--workdir", default="bench/work")
     parser.add_argument("--out", default="bench/results.json")
     args = parser.parse_args(argv)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    results = {"machine": machine(), "date": datetime.now(UTC).isoformat(timespec="seconds"), "benchmarks": {}}
+    results = {
+        "machine": machine(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "benchmarks": {},
+    }
     out = Path(args.out)
     if out.exists():  # keep figures of benchmarks not re-run this time
         results["benchmarks"] = json.loads(out.read_text()).get("benchmarks", {})
     for name in args.only or list(BENCHMARKS):
         module = importlib.import_module(BENCHMARKS[name])
         t0 = time.perf_counter()
-        kwargs = {"model": None if args.model == "tiny" else args.model} if name == "extract" else {}
+        kwargs = (
+            {"model": None if args.model == "tiny" else args.model} if name == "extract" else {}
+        )
         result = module.run(workdir / name, **kwargs)
         result["wall_s"] = time.perf_counter() - t0
         result["machine"] = results["machine"]

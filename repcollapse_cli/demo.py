@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-
 @dataclass(frozen=True)
 class DemoSettings:
     out: Path
@@ -42,7 +41,9 @@ class DemoSettings:
         if self.budget not in ("demo", "paper"):
             raise ValueError(f"DemoSettings.budget: expected demo or paper, found {self.budget!r}")
         if self.probe_per_domain < 4:
-            raise ValueError(f"DemoSettings.probe_per_domain: expected >= 4, found {self.probe_per_domain}")
+            raise ValueError(
+                f"DemoSettings.probe_per_domain: expected >= 4, found {self.probe_per_domain}"
+            )
 
 
 def _run(step: str, args: list[str], log: Path) -> float:
@@ -57,7 +58,9 @@ def _run(step: str, args: list[str], log: Path) -> float:
     dt = time.perf_counter() - t0
     if proc.returncode != 0:
         tail = "\n".join(log.read_text().splitlines()[-30:])
-        raise RuntimeError(f"demo step '{step}' failed (exit {proc.returncode}); last log lines:\n{tail}")
+        raise RuntimeError(
+            f"demo step '{step}' failed (exit {proc.returncode}); last log lines:\n{tail}"
+        )
     print(f"[demo] {step}: done in {dt:.0f} s", flush=True)
     return dt
 
@@ -76,30 +79,96 @@ def run_demo(settings: DemoSettings) -> Path:
     timings: dict[str, float] = {}
 
     if not (data / "MANIFEST.json").exists():
-        timings["data"] = _run("data", ["data", "build", "--out", str(data), "--seed", str(settings.seed), "--probe-per-domain", str(settings.probe_per_domain)], log)
+        timings["data"] = _run(
+            "data",
+            [
+                "data",
+                "build",
+                "--out",
+                str(data),
+                "--seed",
+                str(settings.seed),
+                "--probe-per-domain",
+                str(settings.probe_per_domain),
+            ],
+            log,
+        )
     if not (base / "manifest.json").exists():
-        args = ["train", "base", "--out", str(base), "--eval-data", str(data), "--budget", settings.budget, "--seed", str(settings.seed)]
+        args = [
+            "train",
+            "base",
+            "--out",
+            str(base),
+            "--eval-data",
+            str(data),
+            "--budget",
+            settings.budget,
+            "--seed",
+            str(settings.seed),
+        ]
         if settings.model:
             args += ["--model", settings.model]
         timings["base"] = _run("base", args, log)
     for seq in settings.sequences:
         # One run directory per config (mitigated variants share the sequence name). train run
         # skips stages whose checkpoint is complete, so this is cheap on a re-run.
-        timings[f"train {seq}"] = _run(f"train {seq}", ["train", "run", seq, "--out", str(runs / seq), "--base", str(base), "--data", str(data), "--budget", settings.budget, "--seed", str(settings.seed), *[a for o in settings.train_overrides for a in ("--set", o)]], log)
+        timings[f"train {seq}"] = _run(
+            f"train {seq}",
+            [
+                "train",
+                "run",
+                seq,
+                "--out",
+                str(runs / seq),
+                "--base",
+                str(base),
+                "--data",
+                str(data),
+                "--budget",
+                settings.budget,
+                "--seed",
+                str(settings.seed),
+                *[a for o in settings.train_overrides for a in ("--set", o)],
+            ],
+            log,
+        )
     ckpts = [base, *checkpoint_dirs(runs)]
     # extract skips checkpoints already complete in the store
-    timings["extract"] = _run("extract", ["extract", "--store", str(store), "--probe", str(data / "probe.jsonl"), "--token-cap-per-span", str(settings.token_cap_per_span), *map(str, ckpts)], log)
+    timings["extract"] = _run(
+        "extract",
+        [
+            "extract",
+            "--store",
+            str(store),
+            "--probe",
+            str(data / "probe.jsonl"),
+            "--token-cap-per-span",
+            str(settings.token_cap_per_span),
+            *map(str, ckpts),
+        ],
+        log,
+    )
     timings["validate"] = _run("validate", ["store", "validate", str(store)], log)
-    timings["metrics"] = _run("metrics", ["analyze", "metrics", str(store), "--out", str(tables)], log)
+    timings["metrics"] = _run(
+        "metrics", ["analyze", "metrics", str(store), "--out", str(tables)], log
+    )
     timings["stats"] = _run("stats", ["analyze", "stats", str(tables)], log)
-    timings["figures"] = _run("figures", ["analyze", "figures", str(tables), "--out", str(out / "figures")], log)
-    timings["report"] = _run("report", ["analyze", "report", str(tables), "--out", str(report)], log)
+    timings["figures"] = _run(
+        "figures", ["analyze", "figures", str(tables), "--out", str(out / "figures")], log
+    )
+    timings["report"] = _run(
+        "report", ["analyze", "report", str(tables), "--out", str(report)], log
+    )
 
     from analyze.report import stage_table
 
     print("\nStage table (paper Table 4 form):")
     print(stage_table(tables).to_string(index=False))
     total = sum(timings.values())
-    print("\nStep times: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()) + f"; total {total:.0f}s")
+    print(
+        "\nStep times: "
+        + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items())
+        + f"; total {total:.0f}s"
+    )
     print(f"\nreport: {report}")
     return report

@@ -13,7 +13,13 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--probe-per-domain", type=int, default=20)
     parser.add_argument("--token-cap-per-span", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override passed to every `train run` (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override passed to every `train run` (repeatable)",
+    )
     parser.set_defaults(handler=_demo)
 
 
@@ -21,9 +27,13 @@ def _demo(args: argparse.Namespace) -> int:
     from repcollapse_cli.demo import DemoSettings, run_demo
 
     settings = DemoSettings(
-        out=Path(args.out), model=args.model, budget=args.budget,
-        probe_per_domain=args.probe_per_domain, token_cap_per_span=args.token_cap_per_span,
-        seed=args.seed, train_overrides=tuple(args.set),
+        out=Path(args.out),
+        model=args.model,
+        budget=args.budget,
+        probe_per_domain=args.probe_per_domain,
+        token_cap_per_span=args.token_cap_per_span,
+        seed=args.seed,
+        train_overrides=tuple(args.set),
     )
     run_demo(settings)
     return 0

@@ -9,9 +9,13 @@ def register(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     p = sub.add_parser("validate", help="check a store against the schema; lists every problem")
     p.add_argument("store", help="path or fsspec URL of the store")
-    p.add_argument("--no-values", action="store_true", help="skip the NaN/inf scan of hidden states")
+    p.add_argument(
+        "--no-values", action="store_true", help="skip the NaN/inf scan of hidden states"
+    )
     p.set_defaults(handler=_validate)
-    p = sub.add_parser("describe", help="checkpoints, layers, features, tokens per domain/span, size")
+    p = sub.add_parser(
+        "describe", help="checkpoints, layers, features, tokens per domain/span, size"
+    )
     p.add_argument("store")
     p.set_defaults(handler=_describe)
 

@@ -22,8 +22,24 @@ from store_schema.store import StoreLayout, StoreWriter, create_store, open_stor
 from store_schema.validate import validate_store
 
 __all__ = [
-    "DOMAINS", "SPANS", "SCHEMA_VERSION", "CheckpointManifest", "ProbeRecord", "Problem",
-    "SchemaError", "Span", "StoreLayout", "StoreWriter", "create_store", "open_store",
-    "parse_manifest", "probe_corpus_hash", "read_manifest", "read_probe_jsonl", "store_exists",
-    "validate_manifest", "validate_probe_record", "validate_store",
+    "DOMAINS",
+    "SPANS",
+    "SCHEMA_VERSION",
+    "CheckpointManifest",
+    "ProbeRecord",
+    "Problem",
+    "SchemaError",
+    "Span",
+    "StoreLayout",
+    "StoreWriter",
+    "create_store",
+    "open_store",
+    "parse_manifest",
+    "probe_corpus_hash",
+    "read_manifest",
+    "read_probe_jsonl",
+    "store_exists",
+    "validate_manifest",
+    "validate_probe_record",
+    "validate_store",
 ]

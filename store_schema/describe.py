@@ -40,11 +40,15 @@ def describe_store(url: str | Path, group: str | None = None) -> str:
     domains = as_str_array(g["domain"][:])
     spans = as_str_array(g["span"][:])
     sinks = np.asarray(g["is_sink"][:]).astype(bool)
-    lines.append(f"  attention-sink tokens flagged: {int(sinks.sum())} (excluded from analysis by default)")
+    lines.append(
+        f"  attention-sink tokens flagged: {int(sinks.sum())} (excluded from analysis by default)"
+    )
     counts = collections.Counter(zip(domains, spans, strict=True))
     span_names = sorted({s for _, s in counts})
     lines.append("  tokens per domain x span:")
-    lines.append("    " + f"{'domain':<10}" + "".join(f"{s:>15}" for s in span_names) + f"{'total':>9}")
+    lines.append(
+        "    " + f"{'domain':<10}" + "".join(f"{s:>15}" for s in span_names) + f"{'total':>9}"
+    )
     for d in dict.fromkeys(domains):
         row = [counts.get((d, s), 0) for s in span_names]
         lines.append("    " + f"{d:<10}" + "".join(f"{n:>15}" for n in row) + f"{sum(row):>9}")

@@ -67,44 +67,82 @@ class ProbeRecord:
 def validate_probe_record(obj: Any, location: str = "record") -> list[Problem]:
     """Every problem with one probe record given as a parsed JSON object."""
     if not isinstance(obj, Mapping):
-        return [Problem(location, f"expected a JSON object, found {type(obj).__name__}", "wrong_type")]
+        return [
+            Problem(location, f"expected a JSON object, found {type(obj).__name__}", "wrong_type")
+        ]
     problems: list[Problem] = []
     for key in ("id", "domain", "prompt", "reference", "source", "license"):
         if key not in obj:
-            problems.append(Problem(f"{location} field '{key}'", "missing required field", "missing_field"))
+            problems.append(
+                Problem(f"{location} field '{key}'", "missing required field", "missing_field")
+            )
         elif not isinstance(obj[key], str):
             found = type(obj[key]).__name__
-            problems.append(Problem(f"{location} field '{key}'", f"expected a string, found {found}", "wrong_type"))
+            problems.append(
+                Problem(
+                    f"{location} field '{key}'", f"expected a string, found {found}", "wrong_type"
+                )
+            )
     if isinstance(obj.get("id"), str) and not obj["id"]:
-        problems.append(Problem(f"{location} field 'id'", "expected a non-empty string, found ''", "bad_value"))
+        problems.append(
+            Problem(f"{location} field 'id'", "expected a non-empty string, found ''", "bad_value")
+        )
     domain = obj.get("domain")
     if isinstance(domain, str) and domain not in DOMAINS:
         problems.append(
-            Problem(f"{location} field 'domain'", f"expected one of {list(DOMAINS)}, found {domain!r}", "bad_value")
+            Problem(
+                f"{location} field 'domain'",
+                f"expected one of {list(DOMAINS)}, found {domain!r}",
+                "bad_value",
+            )
         )
     ref = obj.get("reference")
     if isinstance(ref, str) and not ref.strip():
-        problems.append(Problem(f"{location} field 'reference'", "expected non-empty text, found blank", "bad_value"))
+        problems.append(
+            Problem(
+                f"{location} field 'reference'", "expected non-empty text, found blank", "bad_value"
+            )
+        )
     spans = obj.get("spans", [])
     if not isinstance(spans, list):
-        problems.append(Problem(f"{location} field 'spans'", f"expected a list, found {type(spans).__name__}", "wrong_type"))
+        problems.append(
+            Problem(
+                f"{location} field 'spans'",
+                f"expected a list, found {type(spans).__name__}",
+                "wrong_type",
+            )
+        )
         spans = []
     ref_len = len(ref) if isinstance(ref, str) else None
     for i, span in enumerate(spans):
         where = f"{location} field 'spans[{i}]'"
         if not isinstance(span, Mapping) or not {"name", "start", "end"} <= set(span):
-            problems.append(Problem(where, f"expected {{name, start, end}}, found {span!r}", "wrong_type"))
+            problems.append(
+                Problem(where, f"expected {{name, start, end}}, found {span!r}", "wrong_type")
+            )
             continue
         if span["name"] not in REFERENCE_SPANS:
             problems.append(
-                Problem(where, f"expected name in {list(REFERENCE_SPANS)}, found {span['name']!r}", "bad_value")
+                Problem(
+                    where,
+                    f"expected name in {list(REFERENCE_SPANS)}, found {span['name']!r}",
+                    "bad_value",
+                )
             )
         start, end = span["start"], span["end"]
         if not (isinstance(start, int) and isinstance(end, int)) or not 0 <= start < end:
-            problems.append(Problem(where, f"expected integers 0 <= start < end, found {start!r}..{end!r}", "bad_value"))
+            problems.append(
+                Problem(
+                    where,
+                    f"expected integers 0 <= start < end, found {start!r}..{end!r}",
+                    "bad_value",
+                )
+            )
         elif ref_len is not None and end > ref_len:
             problems.append(
-                Problem(where, f"expected end <= len(reference) = {ref_len}, found {end}", "bad_value")
+                Problem(
+                    where, f"expected end <= len(reference) = {ref_len}, found {end}", "bad_value"
+                )
             )
     return problems
 
@@ -115,8 +153,13 @@ def parse_probe_record(obj: Any, location: str = "record") -> ProbeRecord:
         raise SchemaError(problems, "invalid probe record")
     spans = tuple(Span(s["name"], s["start"], s["end"]) for s in obj.get("spans", []))
     return ProbeRecord(
-        id=obj["id"], domain=obj["domain"], prompt=obj["prompt"], reference=obj["reference"],
-        spans=spans, source=obj["source"], license=obj["license"],
+        id=obj["id"],
+        domain=obj["domain"],
+        prompt=obj["prompt"],
+        reference=obj["reference"],
+        spans=spans,
+        source=obj["source"],
+        license=obj["license"],
     )
 
 
@@ -134,7 +177,11 @@ def read_probe_jsonl(path: str | Path) -> list[ProbeRecord]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                problems.append(Problem(where, f"expected a JSON object, found invalid JSON ({e.msg})", "bad_json"))
+                problems.append(
+                    Problem(
+                        where, f"expected a JSON object, found invalid JSON ({e.msg})", "bad_json"
+                    )
+                )
                 continue
             found = validate_probe_record(obj, where)
             if found:
@@ -143,7 +190,11 @@ def read_probe_jsonl(path: str | Path) -> list[ProbeRecord]:
             rec = parse_probe_record(obj, where)
             if rec.id in seen:
                 problems.append(
-                    Problem(f"{where} field 'id'", f"expected unique ids, found {rec.id!r} again (first on line {seen[rec.id]})", "duplicate")
+                    Problem(
+                        f"{where} field 'id'",
+                        f"expected unique ids, found {rec.id!r} again (first on line {seen[rec.id]})",
+                        "duplicate",
+                    )
                 )
                 continue
             seen[rec.id] = lineno
@@ -200,38 +251,95 @@ class CheckpointManifest:
 
 
 _MANIFEST_TYPES: dict[str, type | tuple[type, ...]] = {
-    "name": str, "sequence": str, "stage_index": int, "stage_kind": str, "stage_domain": str,
-    "parent": str, "seed": int, "tokens_seen": int, "mitigation": str, "model_family": str,
-    "base_model": str, "weights": str, "adapter_dir": str, "lora_rank": int,
-    "lora_alpha": (int, float), "resolved_config": dict, "wall_time_s": (int, float),
-    "hardware": str, "library_versions": dict,
+    "name": str,
+    "sequence": str,
+    "stage_index": int,
+    "stage_kind": str,
+    "stage_domain": str,
+    "parent": str,
+    "seed": int,
+    "tokens_seen": int,
+    "mitigation": str,
+    "model_family": str,
+    "base_model": str,
+    "weights": str,
+    "adapter_dir": str,
+    "lora_rank": int,
+    "lora_alpha": (int, float),
+    "resolved_config": dict,
+    "wall_time_s": (int, float),
+    "hardware": str,
+    "library_versions": dict,
 }
-_MANIFEST_REQUIRED = ("name", "sequence", "stage_index", "stage_kind", "stage_domain", "parent", "seed", "tokens_seen")
+_MANIFEST_REQUIRED = (
+    "name",
+    "sequence",
+    "stage_index",
+    "stage_kind",
+    "stage_domain",
+    "parent",
+    "seed",
+    "tokens_seen",
+)
 
 
 def validate_manifest(obj: Any, location: str = "manifest.json") -> list[Problem]:
     if not isinstance(obj, Mapping):
-        return [Problem(location, f"expected a JSON object, found {type(obj).__name__}", "wrong_type")]
+        return [
+            Problem(location, f"expected a JSON object, found {type(obj).__name__}", "wrong_type")
+        ]
     problems: list[Problem] = []
     for key in _MANIFEST_REQUIRED:
         if key not in obj:
-            problems.append(Problem(f"{location} field '{key}'", "missing required field", "missing_field"))
+            problems.append(
+                Problem(f"{location} field '{key}'", "missing required field", "missing_field")
+            )
     for key, value in obj.items():
         expected = _MANIFEST_TYPES.get(key)
         if expected is None:
-            problems.append(Problem(f"{location} field '{key}'", f"unknown field; expected one of {sorted(_MANIFEST_TYPES)}", "unknown_field"))
+            problems.append(
+                Problem(
+                    f"{location} field '{key}'",
+                    f"unknown field; expected one of {sorted(_MANIFEST_TYPES)}",
+                    "unknown_field",
+                )
+            )
         elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            want = expected.__name__ if isinstance(expected, type) else "/".join(t.__name__ for t in expected)
-            problems.append(Problem(f"{location} field '{key}'", f"expected {want}, found {type(value).__name__} {value!r}", "wrong_type"))
+            want = (
+                expected.__name__
+                if isinstance(expected, type)
+                else "/".join(t.__name__ for t in expected)
+            )
+            problems.append(
+                Problem(
+                    f"{location} field '{key}'",
+                    f"expected {want}, found {type(value).__name__} {value!r}",
+                    "wrong_type",
+                )
+            )
     kind = obj.get("stage_kind")
     if isinstance(kind, str) and kind not in STAGE_KINDS:
-        problems.append(Problem(f"{location} field 'stage_kind'", f"expected one of {list(STAGE_KINDS)}, found {kind!r}", "bad_value"))
+        problems.append(
+            Problem(
+                f"{location} field 'stage_kind'",
+                f"expected one of {list(STAGE_KINDS)}, found {kind!r}",
+                "bad_value",
+            )
+        )
     for key in ("stage_index", "tokens_seen", "lora_rank"):
         v = obj.get(key)
         if isinstance(v, int) and v < 0:
-            problems.append(Problem(f"{location} field '{key}'", f"expected >= 0, found {v}", "bad_value"))
+            problems.append(
+                Problem(f"{location} field '{key}'", f"expected >= 0, found {v}", "bad_value")
+            )
     if obj.get("weights", "merged") not in ("merged", "adapter"):
-        problems.append(Problem(f"{location} field 'weights'", f"expected 'merged' or 'adapter', found {obj.get('weights')!r}", "bad_value"))
+        problems.append(
+            Problem(
+                f"{location} field 'weights'",
+                f"expected 'merged' or 'adapter', found {obj.get('weights')!r}",
+                "bad_value",
+            )
+        )
     return problems
 
 
@@ -247,12 +355,20 @@ def read_manifest(checkpoint_dir: str | Path) -> CheckpointManifest:
     path = Path(checkpoint_dir) / "manifest.json"
     if not path.is_file():
         raise SchemaError(
-            [Problem(str(path), "expected a manifest.json (written last by train), found none: the checkpoint is incomplete or not a checkpoint", "incomplete_checkpoint")]
+            [
+                Problem(
+                    str(path),
+                    "expected a manifest.json (written last by train), found none: the checkpoint is incomplete or not a checkpoint",
+                    "incomplete_checkpoint",
+                )
+            ]
         )
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise SchemaError([Problem(str(path), f"expected JSON, found invalid JSON ({e.msg})", "bad_json")]) from e
+        raise SchemaError(
+            [Problem(str(path), f"expected JSON, found invalid JSON ({e.msg})", "bad_json")]
+        ) from e
     return parse_manifest(obj, str(path))
 
 

@@ -49,9 +49,13 @@ class StoreLayout:
         for name in ("n_layers", "n_features", "n_tokens", "vocab_size", "topk", "token_chunk"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"StoreLayout.{name}: expected a positive integer, found {value!r}")
+                raise ValueError(
+                    f"StoreLayout.{name}: expected a positive integer, found {value!r}"
+                )
         if self.lora_modules and self.n_blocks < 1:
-            raise ValueError(f"StoreLayout.n_blocks: expected >= 1 with LoRA modules, found {self.n_blocks}")
+            raise ValueError(
+                f"StoreLayout.n_blocks: expected >= 1 with LoRA modules, found {self.n_blocks}"
+            )
 
 
 def _is_local(url: str | Path) -> bool:
@@ -91,14 +95,21 @@ def _open_group(url: str | Path, group: str | None, mode: str) -> zarr.Group:
     return root
 
 
-def _create(g: zarr.Group, spec: S.VariableSpec, shape: tuple[int, ...], chunks: tuple[int, ...], **kw: Any) -> zarr.Array:
+def _create(
+    g: zarr.Group, spec: S.VariableSpec, shape: tuple[int, ...], chunks: tuple[int, ...], **kw: Any
+) -> zarr.Array:
     dtype = str if spec.dtype == "str" else spec.dtype
     fill = kw.pop("fill_value", None)
     if fill is None:
         fill = "" if spec.dtype == "str" else (np.nan if spec.dtype.startswith("float") else 0)
     arr = g.create_array(
-        spec.name, shape=shape, chunks=chunks, dtype=dtype, dimension_names=spec.dims,
-        fill_value=fill, **kw,
+        spec.name,
+        shape=shape,
+        chunks=chunks,
+        dtype=dtype,
+        dimension_names=spec.dims,
+        fill_value=fill,
+        **kw,
     )
     arr.attrs["description"] = spec.description
     return arr
@@ -118,13 +129,28 @@ def create_store(
     except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
         pass
     else:
-        raise FileExistsError(f"a store already exists at {url}{'/' + group if group else ''}; open it instead")
+        raise FileExistsError(
+            f"a store already exists at {url}{'/' + group if group else ''}; open it instead"
+        )
     problems = [
-        Problem(f"token coord '{k}'", f"expected length {layout.n_tokens}, found {len(v)}", "wrong_length")
-        for k, v in token_coords.items() if len(v) != layout.n_tokens
+        Problem(
+            f"token coord '{k}'",
+            f"expected length {layout.n_tokens}, found {len(v)}",
+            "wrong_length",
+        )
+        for k, v in token_coords.items()
+        if len(v) != layout.n_tokens
     ]
-    problems += [Problem(f"token coord '{k}'", "missing", "missing_coord") for k in S.TOKEN_COORDS if k not in token_coords]
-    problems += [Problem(f"attrs.{k}", "missing", "missing_attr") for k in S.REQUIRED_ATTRS if k not in attrs and k not in _AUTO_ATTRS]
+    problems += [
+        Problem(f"token coord '{k}'", "missing", "missing_coord")
+        for k in S.TOKEN_COORDS
+        if k not in token_coords
+    ]
+    problems += [
+        Problem(f"attrs.{k}", "missing", "missing_attr")
+        for k in S.REQUIRED_ATTRS
+        if k not in attrs and k not in _AUTO_ATTRS
+    ]
     if problems:
         raise SchemaError(problems, "cannot create store")
     g = _open_group(url, group, "a")
@@ -136,13 +162,21 @@ def create_store(
         _create(g, spec, (0,), (1,))
     _create(g, S.COMPLETE, (0,), (1,))
     # Hidden states compress only ~1.08x with zstd: store them raw, save the CPU.
-    _create(g, S.HIDDEN, (0, layout.n_layers, T, layout.n_features), (1, 1, tc, layout.n_features), compressors=None)
+    _create(
+        g,
+        S.HIDDEN,
+        (0, layout.n_layers, T, layout.n_features),
+        (1, 1, tc, layout.n_features),
+        compressors=None,
+    )
     for spec in S.LOGIT_STATS.values():
         _create(g, spec, (0, T), (1, tc))
     _create(g, S.TOPK_IDS, (0, T, layout.topk), (1, tc, layout.topk))
     _create(g, S.TOPK_LOGPROBS, (0, T, layout.topk), (1, tc, layout.topk))
     vchunk = max(1, min(layout.vocab_size, (8 << 20) // (2 * layout.n_features)))
-    _create(g, S.UNEMBEDDING, (0, layout.vocab_size, layout.n_features), (1, vchunk, layout.n_features))
+    _create(
+        g, S.UNEMBEDDING, (0, layout.vocab_size, layout.n_features), (1, vchunk, layout.n_features)
+    )
     for spec in S.BEHAVIOR.values():
         _create(g, spec, (0,), (1,))
     R = layout.lora_rank_capacity
@@ -166,7 +200,14 @@ def create_store(
     g.attrs.update(_jsonable(full_attrs))
 
 
-_AUTO_ATTRS = {"schema_version", "store_kind", "store_id", "created_at", "token_chunk", "lora_modules"}
+_AUTO_ATTRS = {
+    "schema_version",
+    "store_kind",
+    "store_id",
+    "created_at",
+    "token_chunk",
+    "lora_modules",
+}
 
 
 def _jsonable(obj: Any) -> Any:
@@ -180,9 +221,21 @@ def read_attrs(url: str | Path, group: str | None = None) -> dict[str, Any]:
 def check_schema_version(attrs: Mapping[str, Any], where: str) -> list[Problem]:
     version = attrs.get("schema_version")
     if version is None:
-        return [Problem(f"{where} attrs.schema_version", f"expected an integer <= {S.SCHEMA_VERSION}, found none: not a repcollapse store", "missing_attr")]
+        return [
+            Problem(
+                f"{where} attrs.schema_version",
+                f"expected an integer <= {S.SCHEMA_VERSION}, found none: not a repcollapse store",
+                "missing_attr",
+            )
+        ]
     if not isinstance(version, int) or version > S.SCHEMA_VERSION:
-        return [Problem(f"{where} attrs.schema_version", f"store has schema version {version}, this code reads up to {S.SCHEMA_VERSION}: upgrade repcollapse", "newer_schema")]
+        return [
+            Problem(
+                f"{where} attrs.schema_version",
+                f"store has schema version {version}, this code reads up to {S.SCHEMA_VERSION}: upgrade repcollapse",
+                "newer_schema",
+            )
+        ]
     return []
 
 
@@ -191,7 +244,9 @@ def complete_mask(url: str | Path, group: str | None = None) -> np.ndarray:
     return np.asarray(g["complete"][:]).astype(bool)
 
 
-def open_store(url: str | Path, *, group: str | None = None, include_incomplete: bool = False) -> xr.Dataset:
+def open_store(
+    url: str | Path, *, group: str | None = None, include_incomplete: bool = False
+) -> xr.Dataset:
     """Open a store as a lazy (dask) xarray Dataset listing only complete checkpoints.
 
     The ``checkpoint`` dimension is indexed by checkpoint name, so ``ds.sel(checkpoint=name)``
@@ -211,7 +266,9 @@ def open_store(url: str | Path, *, group: str | None = None, include_incomplete:
 
 def as_str_array(values: Any) -> np.ndarray:
     """numpy StringDType / object -> fixed-width unicode (what pandas and sklearn expect)."""
-    return np.array([str(x) for x in np.asarray(values).ravel()], dtype=str).reshape(np.shape(values))
+    return np.array([str(x) for x in np.asarray(values).ravel()], dtype=str).reshape(
+        np.shape(values)
+    )
 
 
 def _fixed_width_strings(ds: xr.Dataset) -> xr.Dataset:
@@ -263,19 +320,23 @@ class StoreWriter:
         """
         missing = [k for k in S.CHECKPOINT_COORDS if k not in coords]
         if missing:
-            raise SchemaError([Problem(f"checkpoint coord '{k}'", "missing", "missing_coord") for k in missing])
+            raise SchemaError(
+                [Problem(f"checkpoint coord '{k}'", "missing", "missing_coord") for k in missing]
+            )
         with store_lock(self.url):
             self.g = _open_group(self.url, self.group, "r+")  # re-read shapes under the lock
             names = self.names()
             if coords["name"] in names:
                 index = names.index(coords["name"])
                 if int(self.g["complete"][index]):
-                    raise FileExistsError(f"checkpoint {coords['name']!r} is already complete in {self.url}")
+                    raise FileExistsError(
+                        f"checkpoint {coords['name']!r} is already complete in {self.url}"
+                    )
             else:
                 index = len(names)
                 for arr in self._checkpoint_arrays():
                     arr.resize((index + 1, *arr.shape[1:]))
-            for key, spec in S.CHECKPOINT_COORDS.items():
+            for key in S.CHECKPOINT_COORDS:
                 self.g[key][index] = coords[key]
             self.g["complete"][index] = 0
         return index
@@ -306,14 +367,20 @@ class StoreWriter:
     def write_hidden(self, index: int, t0: int, block: np.ndarray) -> None:
         """block: (layer, n_tokens, feature) for tokens [t0, t0 + n). t0 must be chunk-aligned."""
         if t0 % self.token_chunk:
-            raise ValueError(f"write_hidden: t0 must be a multiple of token_chunk={self.token_chunk}, found {t0}")
-        self.g["hidden"][index, :, t0 : t0 + block.shape[1], :] = block.astype(np.float16, copy=False)
+            raise ValueError(
+                f"write_hidden: t0 must be a multiple of token_chunk={self.token_chunk}, found {t0}"
+            )
+        self.g["hidden"][index, :, t0 : t0 + block.shape[1], :] = block.astype(
+            np.float16, copy=False
+        )
 
     def write_token_vars(self, index: int, t0: int, values: Mapping[str, np.ndarray]) -> None:
         """Logit statistics and top-k for tokens [t0, t0 + n)."""
         for name, arr in values.items():
             if name not in S.LOGIT_STATS and name not in (S.TOPK_IDS.name, S.TOPK_LOGPROBS.name):
-                raise KeyError(f"unknown token variable {name!r}; expected one of {[*S.LOGIT_STATS, 'topk_ids', 'topk_logprobs']}")
+                raise KeyError(
+                    f"unknown token variable {name!r}; expected one of {[*S.LOGIT_STATS, 'topk_ids', 'topk_logprobs']}"
+                )
             self.g[name][index, t0 : t0 + arr.shape[0]] = arr
 
     def write_lora(self, index: int, module: str, a: np.ndarray, b: np.ndarray) -> None:

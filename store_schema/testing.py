@@ -48,7 +48,9 @@ def synthetic_token_coords(spec: SyntheticSpec) -> dict[str, np.ndarray]:
     ex_domain = np.array([DOMAINS[i * len(DOMAINS) // n_ex] for i in range(n_ex)])
     position = np.tile(np.arange(L), n_ex)
     span_of_pos = np.array(
-        ["prompt"] * (L // 3) + ["early_response"] * (L // 3) + ["late_response"] * (L - 2 * (L // 3))
+        ["prompt"] * (L // 3)
+        + ["early_response"] * (L // 3)
+        + ["late_response"] * (L - 2 * (L // 3))
     )
     span = np.tile(span_of_pos, n_ex)
     domain = np.repeat(ex_domain, L)
@@ -72,7 +74,9 @@ def synthetic_token_coords(spec: SyntheticSpec) -> dict[str, np.ndarray]:
     }
 
 
-def synthetic_hidden(spec: SyntheticSpec, coords: dict[str, np.ndarray], stage: int, layer: int) -> np.ndarray:
+def synthetic_hidden(
+    spec: SyntheticSpec, coords: dict[str, np.ndarray], stage: int, layer: int
+) -> np.ndarray:
     """(n_tokens, d) states: domain mean + a low-rank part whose rank shrinks with the stage."""
     rng = np.random.default_rng([spec.seed, stage, layer])
     d, N = spec.n_features, spec.n_tokens
@@ -80,25 +84,43 @@ def synthetic_hidden(spec: SyntheticSpec, coords: dict[str, np.ndarray], stage: 
     means = np.random.default_rng([spec.seed, 99, layer]).normal(0, 2, size=(len(DOMAINS), d))
     rank = max(1, d - 3 * stage)
     basis = rng.normal(size=(rank, d))
-    h = means[dom_idx] + rng.normal(size=(N, rank)) @ basis / np.sqrt(rank) + 0.05 * rng.normal(size=(N, d))
+    h = (
+        means[dom_idx]
+        + rng.normal(size=(N, rank)) @ basis / np.sqrt(rank)
+        + 0.05 * rng.normal(size=(N, d))
+    )
     h[coords["is_sink"]] *= 40.0  # attention sink: huge norm
     return h.astype(np.float16)
 
 
-def make_synthetic_store(url: str | Path, spec: SyntheticSpec = SyntheticSpec(), *, complete: Sequence[bool] | None = None) -> dict[str, np.ndarray]:
+def make_synthetic_store(
+    url: str | Path,
+    spec: SyntheticSpec = SyntheticSpec(),
+    *,
+    complete: Sequence[bool] | None = None,
+) -> dict[str, np.ndarray]:
     """Write a contract-conforming store; returns the token coords. ``complete[i]`` False leaves
     checkpoint i written but not marked complete."""
     coords = synthetic_token_coords(spec)
     blocks = spec.n_layers - 1
     layout = StoreLayout(
-        n_layers=spec.n_layers, n_features=spec.n_features, n_tokens=spec.n_tokens,
-        vocab_size=spec.vocab_size, topk=spec.topk, n_blocks=blocks,
+        n_layers=spec.n_layers,
+        n_features=spec.n_features,
+        n_tokens=spec.n_tokens,
+        vocab_size=spec.vocab_size,
+        topk=spec.topk,
+        n_blocks=blocks,
         lora_modules={m: (spec.n_features, spec.n_features) for m in spec.lora_modules},
-        lora_rank_capacity=max(8, spec.lora_rank), token_chunk=spec.token_chunk,
+        lora_rank_capacity=max(8, spec.lora_rank),
+        token_chunk=spec.token_chunk,
     )
     attrs = {
-        "probe_hash": "synthetic", "model_id": "synthetic", "model_family": "synthetic",
-        "tokenizer": "synthetic", "code_version": "test", "extraction_config": {"synthetic": True},
+        "probe_hash": "synthetic",
+        "model_id": "synthetic",
+        "model_family": "synthetic",
+        "tokenizer": "synthetic",
+        "code_version": "test",
+        "extraction_config": {"synthetic": True},
     }
     create_store(url, layout, coords, attrs)
     w = StoreWriter(url)
@@ -106,15 +128,27 @@ def make_synthetic_store(url: str | Path, spec: SyntheticSpec = SyntheticSpec(),
     head = w.add_head(rng.normal(size=(spec.vocab_size, spec.n_features)))
     for c in range(spec.n_checkpoints):
         name = "base" if c == 0 else f"A/{c:02d}-stage"
-        idx = w.reserve({
-            "name": name, "sequence": "" if c == 0 else "A", "stage_index": c,
-            "stage_kind": "base" if c == 0 else "sft", "stage_domain": "" if c == 0 else DOMAINS[c % 6],
-            "parent": "" if c == 0 else ("base" if c == 1 else f"A/{c - 1:02d}-stage"),
-            "seed": 0, "tokens_seen": 1000 * c, "mitigation": "none",
-            "lora_rank": 0 if c == 0 else spec.lora_rank, "lora_scaling": 0.0 if c == 0 else 2.0,
-            "head": head, "manifest_json": "{}", "behavior_json": "{}",
-        })
-        layers = np.stack([synthetic_hidden(spec, coords, c, layer) for layer in range(spec.n_layers)])
+        idx = w.reserve(
+            {
+                "name": name,
+                "sequence": "" if c == 0 else "A",
+                "stage_index": c,
+                "stage_kind": "base" if c == 0 else "sft",
+                "stage_domain": "" if c == 0 else DOMAINS[c % 6],
+                "parent": "" if c == 0 else ("base" if c == 1 else f"A/{c - 1:02d}-stage"),
+                "seed": 0,
+                "tokens_seen": 1000 * c,
+                "mitigation": "none",
+                "lora_rank": 0 if c == 0 else spec.lora_rank,
+                "lora_scaling": 0.0 if c == 0 else 2.0,
+                "head": head,
+                "manifest_json": "{}",
+                "behavior_json": "{}",
+            }
+        )
+        layers = np.stack(
+            [synthetic_hidden(spec, coords, c, layer) for layer in range(spec.n_layers)]
+        )
         for t0 in range(0, spec.n_tokens, spec.token_chunk):
             w.write_hidden(idx, t0, layers[:, t0 : t0 + spec.token_chunk])
         logits = rng.normal(size=(spec.n_tokens, spec.vocab_size)) * (1 + c)
@@ -124,7 +158,9 @@ def make_synthetic_store(url: str | Path, spec: SyntheticSpec = SyntheticSpec(),
                 a = rng.normal(size=(blocks, spec.lora_rank, spec.n_features)).astype(np.float32)
                 b = rng.normal(size=(blocks, spec.n_features, spec.lora_rank)).astype(np.float32)
                 w.write_lora(idx, m, a, b)
-        w.write_behavior(idx, {"target_score": 0.5 + 0.1 * c, "future_score": 0.7 - 0.05 * c, "val_loss": 2.0})
+        w.write_behavior(
+            idx, {"target_score": 0.5 + 0.1 * c, "future_score": 0.7 - 0.05 * c, "val_loss": 2.0}
+        )
         if complete is None or complete[c]:
             w.mark_complete(idx)
     return coords
@@ -153,4 +189,10 @@ def _logit_stats(logits: np.ndarray, target: np.ndarray, k: int) -> dict[str, np
     }
 
 
-__all__ = ["SyntheticSpec", "make_synthetic_store", "synthetic_hidden", "synthetic_token_coords", "S"]
+__all__ = [
+    "SyntheticSpec",
+    "make_synthetic_store",
+    "synthetic_hidden",
+    "synthetic_token_coords",
+    "S",
+]

@@ -27,27 +27,51 @@ def _dtype_name(arr: zarr.Array) -> str:
     return np.dtype(dt).name
 
 
-def _check_variable(g: zarr.Group, spec: S.VariableSpec, sizes: dict[str, int], problems: list[Problem]) -> zarr.Array | None:
+def _check_variable(
+    g: zarr.Group, spec: S.VariableSpec, sizes: dict[str, int], problems: list[Problem]
+) -> zarr.Array | None:
     if spec.name not in g:
-        problems.append(Problem(spec.name, f"expected variable with dims {spec.dims} and dtype {spec.dtype}, found none", "missing_variable"))
+        problems.append(
+            Problem(
+                spec.name,
+                f"expected variable with dims {spec.dims} and dtype {spec.dtype}, found none",
+                "missing_variable",
+            )
+        )
         return None
     arr = g[spec.name]
     dims = _dims(arr)
     if dims != spec.dims:
-        problems.append(Problem(spec.name, f"expected dims {spec.dims}, found {dims}", "wrong_dims"))
+        problems.append(
+            Problem(spec.name, f"expected dims {spec.dims}, found {dims}", "wrong_dims")
+        )
         return arr
     if _dtype_name(arr) != spec.dtype:
-        problems.append(Problem(spec.name, f"expected dtype {spec.dtype}, found {_dtype_name(arr)}", "wrong_dtype"))
+        problems.append(
+            Problem(
+                spec.name, f"expected dtype {spec.dtype}, found {_dtype_name(arr)}", "wrong_dtype"
+            )
+        )
     for dim, n in zip(dims, arr.shape, strict=True):
         if dim in sizes and sizes[dim] != n:
-            problems.append(Problem(spec.name, f"expected {dim} of length {sizes[dim]}, found {n}", "wrong_length"))
+            problems.append(
+                Problem(
+                    spec.name, f"expected {dim} of length {sizes[dim]}, found {n}", "wrong_length"
+                )
+            )
         sizes.setdefault(dim, n)
     if "description" not in arr.attrs:
-        problems.append(Problem(spec.name, "expected a 'description' attribute, found none", "missing_description"))
+        problems.append(
+            Problem(
+                spec.name, "expected a 'description' attribute, found none", "missing_description"
+            )
+        )
     return arr
 
 
-def validate_group(g: zarr.Group, where: str, *, scan_values: bool = True) -> tuple[list[Problem], dict[str, Any]]:
+def validate_group(
+    g: zarr.Group, where: str, *, scan_values: bool = True
+) -> tuple[list[Problem], dict[str, Any]]:
     problems: list[Problem] = []
     attrs = dict(g.attrs)
     problems += check_schema_version(attrs, where)
@@ -55,13 +79,19 @@ def validate_group(g: zarr.Group, where: str, *, scan_values: bool = True) -> tu
         return problems, {}  # a newer layout cannot be judged by this code's rules
     for key in S.REQUIRED_ATTRS:
         if key not in attrs:
-            problems.append(Problem(f"attrs.{key}", "expected a root attribute, found none", "missing_attr"))
+            problems.append(
+                Problem(f"attrs.{key}", "expected a root attribute, found none", "missing_attr")
+            )
     sizes: dict[str, int] = {}
     if "hidden" in g:  # token and checkpoint lengths are defined by hidden
         dims = _dims(g["hidden"])
         if dims == S.HIDDEN.dims:
             sizes = dict(zip(dims, g["hidden"].shape, strict=True))
-    for spec in [*S.TOKEN_COORDS.values(), *S.CHECKPOINT_COORDS.values(), *S.REQUIRED_VARIABLES.values()]:
+    for spec in [
+        *S.TOKEN_COORDS.values(),
+        *S.CHECKPOINT_COORDS.values(),
+        *S.REQUIRED_VARIABLES.values(),
+    ]:
         if spec.name == "unembedding":
             sizes_u = {S.FEATURE: sizes[S.FEATURE]} if S.FEATURE in sizes else {}
             _check_variable(g, spec, sizes_u, problems)
@@ -77,10 +107,22 @@ def validate_group(g: zarr.Group, where: str, *, scan_values: bool = True) -> tu
         summary = {"checkpoints": len(names), "complete": int(complete.sum()), "sizes": sizes}
         for i, name in enumerate(names):
             if i < len(complete) and not complete[i]:
-                problems.append(Problem(f"checkpoint {name!r}", "expected complete = 1, found 0: extraction was interrupted or is running; re-run extract to finish it", "incomplete_checkpoint"))
+                problems.append(
+                    Problem(
+                        f"checkpoint {name!r}",
+                        "expected complete = 1, found 0: extraction was interrupted or is running; re-run extract to finish it",
+                        "incomplete_checkpoint",
+                    )
+                )
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})
-            problems.append(Problem("name", f"expected unique checkpoint names, found duplicates {dup}", "duplicate_checkpoint"))
+            problems.append(
+                Problem(
+                    "name",
+                    f"expected unique checkpoint names, found duplicates {dup}",
+                    "duplicate_checkpoint",
+                )
+            )
         if scan_values and "hidden" in g and _dims(g["hidden"]) == S.HIDDEN.dims:
             problems += _scan_hidden(g["hidden"], names, complete)
     return problems, summary
@@ -98,7 +140,13 @@ def _scan_hidden(hidden: zarr.Array, names: list[str], complete: np.ndarray) -> 
             bad = ~np.isfinite(block)
             if bad.any():
                 tok = int(np.argwhere(bad)[0][0])
-                problems.append(Problem(f"hidden[checkpoint={names[c]!r}, layer={layer}]", f"expected finite values, found {int(bad.sum())} NaN/inf (first at token {tok})", "non_finite"))
+                problems.append(
+                    Problem(
+                        f"hidden[checkpoint={names[c]!r}, layer={layer}]",
+                        f"expected finite values, found {int(bad.sum())} NaN/inf (first at token {tok})",
+                        "non_finite",
+                    )
+                )
     return problems
 
 
@@ -107,7 +155,13 @@ def validate_store(url: str | Path, *, scan_values: bool = True) -> tuple[list[P
     try:
         g = _open_group(url, None, "r")
     except Exception as e:  # noqa: BLE001 - any failure to open is itself the problem
-        return [Problem(str(url), f"expected a Zarr v3 group, found none or unreadable ({type(e).__name__}: {e})", "not_a_store")], ""
+        return [
+            Problem(
+                str(url),
+                f"expected a Zarr v3 group, found none or unreadable ({type(e).__name__}: {e})",
+                "not_a_store",
+            )
+        ], ""
     problems, summary = validate_group(g, str(url), scan_values=scan_values)
     if S.GENERATED_GROUP in g:
         gen = g[S.GENERATED_GROUP]
@@ -121,7 +175,13 @@ def validate_store(url: str | Path, *, scan_values: bool = True) -> tuple[list[P
             problems += [Problem(f"{where}/{p.location}", p.message, p.kind) for p in gp]
         for name, path in listed.items():
             if path.split("/", 1)[-1] not in subs:
-                problems.append(Problem(f"{S.GENERATED_GROUP} attrs.{S.GENERATED_INDEX_ATTR}", f"expected sub-group {path!r} of checkpoint {name!r}, found none", "missing_group"))
+                problems.append(
+                    Problem(
+                        f"{S.GENERATED_GROUP} attrs.{S.GENERATED_INDEX_ATTR}",
+                        f"expected sub-group {path!r} of checkpoint {name!r}, found none",
+                        "missing_group",
+                    )
+                )
     sizes = summary.get("sizes", {})
     line = (
         f"schema v{g.attrs.get('schema_version')}, {summary.get('complete', 0)} complete checkpoint(s), "

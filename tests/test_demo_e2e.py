@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from tiny_model import make_tiny_model
 
 from repcollapse_cli.demo import DemoSettings, run_demo
 from store_schema import open_store, validate_store
-from tiny_model import make_tiny_model
 
 TINY_BUDGET = (
     "budget.demo.tokens_per_stage=800",
@@ -32,7 +32,10 @@ def demo_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("demo")
     model = make_tiny_model(root / "tiny", n_layers=2, hidden=32)
     settings = DemoSettings(
-        out=root / "out", model=str(model), probe_per_domain=4, token_cap_per_span=40,
+        out=root / "out",
+        model=str(model),
+        probe_per_domain=4,
+        token_cap_per_span=40,
         train_overrides=TINY_BUDGET,
     )
     run_demo(settings)
@@ -55,16 +58,28 @@ def test_demo_store_and_tables_agree(demo_out: Path) -> None:
     assert len(ckpts) == 13  # base + 3 sequences x 4 stages
     metrics = pd.read_parquet(demo_out / "tables" / "metrics.parquet")
     assert set(metrics.checkpoint) == ckpts
-    assert {"erank_norm", "aniso_centered", "drift_base", "entropy", "collapse_index"} <= set(metrics.metric)
+    assert {"erank_norm", "aniso_centered", "drift_base", "entropy", "collapse_index"} <= set(
+        metrics.metric
+    )
     assert metrics["sinks_excluded"].all()
     checkpoints = pd.read_parquet(demo_out / "tables" / "checkpoints.parquet")
     assert checkpoints["future_score"].notna().all()
 
 
-def test_demo_rerun_skips_completed_steps(demo_out: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_rerun_skips_completed_steps(
+    demo_out: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     hidden = demo_out / "store.zarr" / "hidden"
     before = {p: p.stat().st_mtime_ns for p in hidden.rglob("*") if p.is_file()}
-    run_demo(DemoSettings(out=demo_out, model=None, probe_per_domain=4, token_cap_per_span=40, train_overrides=TINY_BUDGET))
+    run_demo(
+        DemoSettings(
+            out=demo_out,
+            model=None,
+            probe_per_domain=4,
+            token_cap_per_span=40,
+            train_overrides=TINY_BUDGET,
+        )
+    )
     out = capsys.readouterr().out
     assert "[demo] data:" not in out and "[demo] base:" not in out
     assert {p: p.stat().st_mtime_ns for p in hidden.rglob("*") if p.is_file()} == before

@@ -17,7 +17,9 @@ from store_schema import SCHEMA_VERSION, SchemaError, StoreWriter, open_store, v
 from store_schema.schema import CHECKPOINT_COORDS, TOKEN_COORDS
 from store_schema.testing import SyntheticSpec, make_synthetic_store, synthetic_hidden
 
-SPEC = SyntheticSpec(n_checkpoints=2, n_layers=3, n_tokens=120, n_features=8, vocab_size=20, topk=3, token_chunk=64)
+SPEC = SyntheticSpec(
+    n_checkpoints=2, n_layers=3, n_tokens=120, n_features=8, vocab_size=20, topk=3, token_chunk=64
+)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -38,7 +40,12 @@ def store(tmp_path: Path) -> Path:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "repcollapse_cli.main", *args], capture_output=True, text=True, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "repcollapse_cli.main", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
 
 
 def test_round_trip_is_bit_identical(store: Path) -> None:
@@ -65,7 +72,9 @@ def test_round_trip_is_bit_identical(store: Path) -> None:
 
 def test_incomplete_checkpoint_is_hidden_from_readers(tmp_path: Path) -> None:
     path = tmp_path / "s.zarr"
-    make_synthetic_store(path, SyntheticSpec(**{**SPEC.__dict__, "n_checkpoints": 3}), complete=[True, False, True])
+    make_synthetic_store(
+        path, SyntheticSpec(**{**SPEC.__dict__, "n_checkpoints": 3}), complete=[True, False, True]
+    )
     ds = open_store(path)
     assert list(ds.checkpoint.values) == ["base", "A/02-stage"]
     assert open_store(path, include_incomplete=True).sizes["checkpoint"] == 3
@@ -73,7 +82,18 @@ def test_incomplete_checkpoint_is_hidden_from_readers(tmp_path: Path) -> None:
 
 def test_reserve_reuses_incomplete_slot_and_refuses_complete(store: Path) -> None:
     w = StoreWriter(store)
-    coords = {k: 0 for k in CHECKPOINT_COORDS} | {k: "" for k in ("sequence", "stage_kind", "stage_domain", "parent", "mitigation", "manifest_json", "behavior_json")}
+    coords = {k: 0 for k in CHECKPOINT_COORDS} | {
+        k: ""
+        for k in (
+            "sequence",
+            "stage_kind",
+            "stage_domain",
+            "parent",
+            "mitigation",
+            "manifest_json",
+            "behavior_json",
+        )
+    }
     coords["name"] = "A/02-new"
     i = w.reserve(coords)
     assert i == 2 and w.status("A/02-new") == "incomplete"
@@ -106,7 +126,13 @@ def _wrong_dims(p: Path) -> None:
 def _wrong_dtype(p: Path) -> None:
     g = zarr.open_group(str(p), mode="r+")
     del g["logit_top1_prob"]
-    a = g.create_array("logit_top1_prob", shape=(2, SPEC.n_tokens), chunks=(1, 64), dtype="float64", dimension_names=("checkpoint", "token"))
+    a = g.create_array(
+        "logit_top1_prob",
+        shape=(2, SPEC.n_tokens),
+        chunks=(1, 64),
+        dtype="float64",
+        dimension_names=("checkpoint", "token"),
+    )
     a.attrs["description"] = "x"
 
 
@@ -126,18 +152,36 @@ def _non_finite(p: Path) -> None:
 def _wrong_length_coord(p: Path) -> None:
     g = zarr.open_group(str(p), mode="r+")
     del g["position"]
-    a = g.create_array("position", shape=(SPEC.n_tokens - 1,), chunks=(SPEC.n_tokens,), dtype="int32", dimension_names=("token",))
+    a = g.create_array(
+        "position",
+        shape=(SPEC.n_tokens - 1,),
+        chunks=(SPEC.n_tokens,),
+        dtype="int32",
+        dimension_names=("token",),
+    )
     a.attrs["description"] = "x"
 
 
 BROKEN = {
     "missing_variable": (_missing_variable, "logit_entropy", "found none"),
-    "wrong_dims": (_wrong_dims, "logit_margin", "expected dims ('checkpoint', 'token'), found ('checkpoint', 'position')"),
+    "wrong_dims": (
+        _wrong_dims,
+        "logit_margin",
+        "expected dims ('checkpoint', 'token'), found ('checkpoint', 'position')",
+    ),
     "wrong_dtype": (_wrong_dtype, "logit_top1_prob", "expected dtype float32, found float64"),
-    "newer_schema": (_newer_schema, "schema_version", f"store has schema version {SCHEMA_VERSION + 1}, this code reads up to {SCHEMA_VERSION}"),
+    "newer_schema": (
+        _newer_schema,
+        "schema_version",
+        f"store has schema version {SCHEMA_VERSION + 1}, this code reads up to {SCHEMA_VERSION}",
+    ),
     "incomplete_checkpoint": (_incomplete, "A/01-stage", "expected complete = 1, found 0"),
     "non_finite": (_non_finite, "hidden[checkpoint='A/01-stage', layer=2]", "found 1 NaN/inf"),
-    "wrong_length": (_wrong_length_coord, "position", f"expected token of length {SPEC.n_tokens}, found {SPEC.n_tokens - 1}"),
+    "wrong_length": (
+        _wrong_length_coord,
+        "position",
+        f"expected token of length {SPEC.n_tokens}, found {SPEC.n_tokens - 1}",
+    ),
 }
 
 
@@ -159,7 +203,10 @@ def test_validate_reports_each_broken_kind(store: Path, kind: str) -> None:
 
 def test_open_refuses_newer_schema_naming_both_versions(store: Path) -> None:
     _newer_schema(store)
-    with pytest.raises(SchemaError, match=f"schema version {SCHEMA_VERSION + 1}, this code reads up to {SCHEMA_VERSION}"):
+    with pytest.raises(
+        SchemaError,
+        match=f"schema version {SCHEMA_VERSION + 1}, this code reads up to {SCHEMA_VERSION}",
+    ):
         open_store(store)
 
 
@@ -181,14 +228,18 @@ def test_not_a_store(tmp_path: Path) -> None:
 # --- golden stores: every schema version must still open every old golden store -----------
 
 
-@pytest.mark.parametrize("golden", sorted((Path(__file__).parent / "golden").glob("store_v*.zarr")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "golden", sorted((Path(__file__).parent / "golden").glob("store_v*.zarr")), ids=lambda p: p.name
+)
 def test_golden_store_opens(golden: Path, tmp_path: Path) -> None:
     from make_golden import fingerprint
 
     copy = tmp_path / golden.name
     shutil.copytree(golden, copy)
     ds = open_store(copy)
-    expected = json.loads(golden.with_name(golden.name.replace(".zarr", ".fingerprint.json")).read_text())
+    expected = json.loads(
+        golden.with_name(golden.name.replace(".zarr", ".fingerprint.json")).read_text()
+    )
     assert fingerprint(ds) == expected
     assert validate_store(copy)[0] == []
 
