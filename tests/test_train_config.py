@@ -86,7 +86,7 @@ def test_cli_style_overrides_and_seed() -> None:
         (lambda: StageSpec("x", "sft", "cooking"), "domain", "'cooking'"),
         (lambda: StageSpec("x", "dpo", "math"), "domain", "'math'"),
         (lambda: Mitigation(replay_fraction=1.5), "mitigation.replay_fraction", "1.5"),
-        (lambda: Mitigation(replay_source="random"), "mitigation.replay_source", "'random'"),
+        (lambda: Mitigation(replay_source="elsewhere"), "mitigation.replay_source", "'elsewhere'"),
         (lambda: Mitigation(diversity_weight=-1.0), "mitigation.diversity_weight", "-1.0"),
         (lambda: RunConfig("A", (StageSpec("a", "sft", "math"),), seed=-3), "seed", "-3"),
         (

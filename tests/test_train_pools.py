@@ -124,3 +124,28 @@ def test_control_stages_take_fresh_slices(tmp_path: Path) -> None:
     assert len(a & b) <= 1  # at most the truncated boundary example is shared
     again = plan_sequence(cfg, data)
     assert [p.ids for p in again] == [p.ids for p in plans]  # deterministic
+
+
+def test_random_domain_replay_draws_another_domain_per_stage(data: DataDir) -> None:
+    stages = [
+        {"name": "general", "kind": "sft", "domain": "general"},
+        {"name": "math", "kind": "sft", "domain": "math"},
+        {"name": "code", "kind": "sft", "domain": "code"},
+    ]
+    raw = {
+        "sequence": "T",
+        "stages": stages,
+        "mitigation": {"replay_fraction": 0.2, "replay_source": "random"},
+        "budget": {"demo": {"tokens_per_stage": 900, "max_length": 64}},
+    }
+    cfg = config_from_dict(raw)
+    plans = plan_sequence(cfg, data)
+    assert cfg.mitigation.name.startswith("replay:random")
+    for plan in plans:
+        assert plan.tokens == 900
+        replayed = {d: n for d, n in plan.sources.items() if d != plan.spec.domain}
+        assert len(replayed) == 1 and sum(replayed.values()) == 180, plan.sources
+    # seeded: the same config draws the same domains, the draw is recorded in the plan
+    assert [p.sources for p in plan_sequence(config_from_dict(raw), data)] == [
+        p.sources for p in plans
+    ]

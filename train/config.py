@@ -138,10 +138,10 @@ class Mitigation:
         f = self.replay_fraction
         _check(_is_num(f) and 0 <= f < 1, "mitigation.replay_fraction", f, "a number in [0, 1)")
         _check(
-            self.replay_source in ("general", "earlier"),
+            self.replay_source in ("general", "earlier", "random"),
             "mitigation.replay_source",
             self.replay_source,
-            "'general' or 'earlier'",
+            "'general', 'earlier' or 'random'",
         )
         _check(
             isinstance(self.refresh_after, tuple)

@@ -18,7 +18,7 @@ from typing import Any
 
 from store_schema.records import CheckpointManifest, read_manifest, write_json_atomic
 from train.base import hardware, library_versions, load_tokenizer, resolve_device
-from train.config import RunConfig, StageSpec
+from train.config import SFT_DOMAINS, RunConfig, StageSpec
 from train.pools import (
     DataDir,
     Selection,
@@ -78,6 +78,11 @@ def plan_sequence(cfg: RunConfig, data: DataDir) -> list[StagePlan]:
         if mit.replay_fraction > 0 and spec.kind in ("sft", "full"):
             if mit.replay_source == "general":
                 replay_from = ["general"]
+            elif mit.replay_source == "random":
+                # The falsification control: replay from one other SFT domain drawn at random
+                # (seeded by the run seed and the stage index), not from a meaningful source.
+                others = [d for d in SFT_DOMAINS if d != spec.domain]
+                replay_from = [random.Random(f"{cfg.seed}|replay|{i}").choice(others)]
             else:
                 replay_from = [d for d in dict.fromkeys(earlier) if d != spec.domain]
         replay = round(mit.replay_fraction * total) if replay_from else 0
