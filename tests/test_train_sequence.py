@@ -310,3 +310,24 @@ def test_bad_diversity_layer_is_reported(world: dict[str, Path], tmp_path: Path)
             log=lambda s: None,
         )
     shutil.rmtree(tmp_path / "T", ignore_errors=True)
+
+
+def test_noop_control_leaves_weights_unchanged(world: dict[str, Path]) -> None:
+    """The matched no-op control trains its tokens at learning rate 0: weights equal the parent."""
+    cfg = _cfg(FULL_STAGES[:1], {"noop": True})
+    assert cfg.mitigation.name == "noop"
+    (ckpt,) = run_sequence(
+        cfg,
+        world["root"] / "noop",
+        world["base"],
+        world["data"],
+        progress=False,
+        evaluate=False,
+        log=lambda _: None,
+    )
+    m = read_manifest(ckpt)
+    assert m.mitigation == "noop" and m.tokens_seen == cfg.budget.tokens_per_stage
+    before, after = _weights(world["base"]), _weights(ckpt)
+    assert before.keys() == after.keys()
+    for name in before:
+        assert torch.equal(before[name], after[name]), name

@@ -133,6 +133,9 @@ class Mitigation:
     decorrelate_k: int = 8
     rank: int = 0
     """0: the LoRA rank of ``[lora]``; > 0: the rank-increase control (alpha / rank is kept)."""
+    noop: bool = False
+    """The matched no-op control: every stage runs its matched tokens at learning rate 0, so the
+    adapter's B stays 0 and the merged weights equal the parent's; metrics must not move."""
 
     def __post_init__(self) -> None:
         f = self.replay_fraction
@@ -162,6 +165,7 @@ class Mitigation:
             layers,
             "a non-empty list of hidden-state indices (0 = embeddings, -1 = last)",
         )
+        _check(isinstance(self.noop, bool), "mitigation.noop", self.noop, "true or false")
         k = self.decorrelate_k
         _check(_is_int(k) and k >= 1, "mitigation.decorrelate_k", k, "an integer >= 1")
         _check(
@@ -181,6 +185,8 @@ class Mitigation:
             parts.append(f"decorrelate:{self.decorrelate_weight:g}")
         if self.rank > 0:
             parts.append(f"rank:{self.rank}")
+        if self.noop:
+            parts.append("noop")
         return "+".join(parts) or "none"
 
 

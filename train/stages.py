@@ -164,7 +164,14 @@ def train_stage(
     callbacks = [_progress_callback(f"{spec.name} ({spec.kind})", progress)]
     if spec.kind == "dpo":
         args = DPOConfig(
-            **_common_args(budget, budget.dpo_learning_rate, seed, device, workdir, len(examples)),
+            **_common_args(
+                budget,
+                0.0 if mitigation.noop else budget.dpo_learning_rate,
+                seed,
+                device,
+                workdir,
+                len(examples),
+            ),
             beta=budget.dpo_beta,
             precompute_ref_log_probs=False,
         )
@@ -179,6 +186,7 @@ def train_stage(
         )
     else:
         lr = budget.full_learning_rate if spec.kind == "full" else budget.learning_rate
+        lr = 0.0 if mitigation.noop else lr  # the matched no-op control
         args = SFTConfig(
             **_common_args(budget, lr, seed, device, workdir, len(examples)),
             completion_only_loss=None,
