@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analyze.tables import CHECKPOINT_COLUMNS
 from store_schema.records import DOMAINS
 
 SEQUENCES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
@@ -233,27 +234,7 @@ def _add_predictors(
 def _checkpoint_columns(ck: pd.DataFrame) -> pd.DataFrame:
     ck = ck.assign(model_id="synthetic/" + ck["model_family"], lora_rank=8)
     ck.loc[ck["stage_index"] == 0, "lora_rank"] = 0
-    cols = [
-        "store_id",
-        "model_family",
-        "model_id",
-        "checkpoint",
-        "sequence",
-        "stage_index",
-        "stage_kind",
-        "stage_domain",
-        "parent",
-        "seed",
-        "tokens_seen",
-        "mitigation",
-        "lora_rank",
-        "target_score",
-        "retention",
-        "ece",
-        "val_loss",
-        "future_score",
-        "future_auc",
-    ]
+    cols = list(CHECKPOINT_COLUMNS)  # the contract of checkpoints.parquet, not a copy of it
     return ck[cols].astype({"tokens_seen": "int64", "lora_rank": "int64", "seed": "int64"})
 
 
