@@ -97,7 +97,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--memory-budget-mb",
         type=int,
         default=1024,
-        help="accumulator memory of the passes running at once, MiB (default 2048)",
+        help="accumulator memory of the passes running at once, MiB (default %(default)s)",
     )
     p.add_argument("--group", help="store sub-group to analyse (e.g. a generated-output probe)")
     p.add_argument(

@@ -58,6 +58,17 @@ class StoreLayout:
             )
 
 
+_AUTO_ATTRS = {
+    "schema_version",
+    "store_kind",
+    "store_id",
+    "created_at",
+    "token_chunk",
+    "lora_modules",
+}
+"""Root attributes create_store sets itself (the caller need not pass them)."""
+
+
 def _is_local(url: str | Path) -> bool:
     s = str(url)
     return "://" not in s or s.startswith("file://")
@@ -198,16 +209,6 @@ def create_store(
         "head_hashes": [],
     }
     g.attrs.update(_jsonable(full_attrs))
-
-
-_AUTO_ATTRS = {
-    "schema_version",
-    "store_kind",
-    "store_id",
-    "created_at",
-    "token_chunk",
-    "lora_modules",
-}
 
 
 def _jsonable(obj: Any) -> Any:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from store_schema import schema as S
 from store_schema.records import DOMAINS
 from store_schema.store import StoreLayout, StoreWriter, create_store
 
@@ -194,5 +193,4 @@ __all__ = [
     "make_synthetic_store",
     "synthetic_hidden",
     "synthetic_token_coords",
-    "S",
 ]
