@@ -14,6 +14,14 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token-cap-per-span", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--future-task",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="future task(s) of the behavioural evaluation (repeatable; default: sentiment, the "
+        "one SmolLM2 learns at all in the demo budget's 4 adaptation steps; 'all' for every task)",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -34,6 +42,7 @@ def _demo(args: argparse.Namespace) -> int:
         token_cap_per_span=args.token_cap_per_span,
         seed=args.seed,
         train_overrides=tuple(args.set),
+        future_tasks=tuple(args.future_task or DemoSettings.future_tasks),
     )
     run_demo(settings)
     return 0

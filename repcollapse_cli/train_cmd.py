@@ -60,6 +60,15 @@ def register(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a config value, e.g. mitigation.replay_fraction=0.2 (repeatable)",
     )
+    r.add_argument(
+        "--reuse",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="other runs' directory: a stage identical to a complete stage there (same parent "
+        "lineage, examples, settings and seed) is linked, not retrained (repeatable)",
+    )
     r.add_argument("--no-eval", action="store_true", help="skip behavioural evaluation")
     r.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -153,6 +162,7 @@ def _run(args: argparse.Namespace) -> int:
             device=args.device,
             evaluate=not args.no_eval,
             progress=not args.quiet,
+            reuse=args.reuse,
         )
     except SchemaError as e:
         print(f"repcollapse train run: {e}", file=sys.stderr)

@@ -331,3 +331,56 @@ def test_noop_control_leaves_weights_unchanged(world: dict[str, Path]) -> None:
     assert before.keys() == after.keys()
     for name in before:
         assert torch.equal(before[name], after[name]), name
+
+
+def test_identical_first_stage_is_reused_not_retrained(world: dict[str, Path]) -> None:
+    """A replay chain's and a matched control's first (general) stage equal the plain chain's:
+    with --reuse they are linked, recorded as reused, and later stages still train."""
+    root = world["root"] / "reuse"
+    general = {"name": "general", "kind": "sft", "domain": "general"}
+    chain = _cfg([general, {"name": "code", "kind": "sft", "domain": "code"}])
+    a = run_sequence(chain, root, world["base"], world["data"], evaluate=False, progress=False)
+    control = _cfg(
+        [{**general, "name": "general_1"}, {**general, "name": "general_2"}],
+        {"replay_fraction": 0.1, "replay_source": "general"},
+        overrides=["sequence=C"],
+    )
+    logs: list[str] = []
+    c = run_sequence(
+        control,
+        root,
+        world["base"],
+        world["data"],
+        evaluate=False,
+        progress=False,
+        reuse=[root],
+        log=logs.append,
+    )
+    m_a, m_c1, m_c2 = read_manifest(a[0]), read_manifest(c[0]), read_manifest(c[1])
+    stage = m_c1.resolved_config["stage"]
+    assert stage["reused_from"] == m_a.name and "reused" in logs[0]
+    assert stage["stage_key"] == m_a.resolved_config["stage"]["stage_key"]
+    assert stage["sources"] == {"general": 600}  # no general "replay" into a general stage
+    assert (m_c1.name, m_c1.parent, m_c2.parent) == (
+        "C[replay:general:0.10]@s0/01-general_1",
+        m_a.parent,
+        m_c1.name,
+    )
+    assert _weights(c[0]).keys() == _weights(a[0]).keys()
+    for name, w in _weights(a[0]).items():
+        assert torch.equal(w, _weights(c[0])[name]), name
+    assert "reused_from" not in m_c2.resolved_config["stage"]
+    assert m_c2.resolved_config["stage"]["stage_key"] != m_c1.resolved_config["stage"]["stage_key"]
+    assert (c[1] / "train_log.json").is_file()
+    # the same first stage trained without --reuse selects the same examples
+    fresh = run_sequence(
+        control,
+        world["root"] / "noreuse",
+        world["base"],
+        world["data"],
+        evaluate=False,
+        progress=False,
+        log=lambda _: None,
+    )
+    ids = json.loads((fresh[0] / "train_log.json").read_text())["example_ids"]
+    assert ids == json.loads((a[0] / "train_log.json").read_text())["example_ids"]

@@ -77,7 +77,9 @@ def plan_sequence(cfg: RunConfig, data: DataDir) -> list[StagePlan]:
         replay_from: list[str] = []
         if mit.replay_fraction > 0 and spec.kind in ("sft", "full"):
             if mit.replay_source == "general":
-                replay_from = ["general"]
+                # A general stage replaying general data is just a general stage: its data,
+                # and so its weights, equal the unmitigated chain's (train run --reuse shares it).
+                replay_from = [] if spec.domain == "general" else ["general"]
             elif mit.replay_source == "random":
                 # The falsification control: replay from one other SFT domain drawn at random
                 # (seeded by the run seed and the stage index), not from a meaningful source.
@@ -115,6 +117,84 @@ def _run_identity(cfg: RunConfig) -> dict[str, Any]:
     d = cfg.to_dict()
     d["budget"].pop("eval", None)  # evaluation sizes do not change the weights
     return json.loads(json.dumps(d))  # tuples -> lists, as a manifest read back has them
+
+
+# Mitigation fields that change how a stage trains on its data (replay changes the data itself,
+# which the example ids already capture; refresh is a stage of its own).
+_TRAINING_MITIGATION = (
+    "diversity_weight",
+    "diversity_layers",
+    "diversity_variance_floor",
+    "decorrelate_weight",
+    "decorrelate_k",
+    "noop",
+)
+
+
+def stage_key(cfg: RunConfig, plan: StagePlan, parent_key: str, data: Path) -> str:
+    """A fingerprint of everything that determines a stage's weights and its evaluation: the
+    parent's key (so the whole lineage), kind, domain, the exact training examples, LoRA and
+    budget settings, the training-relevant mitigation fields, the train seed, and the evaluation
+    settings and data. Two stages with equal keys produce the same checkpoint (up to the
+    nondeterminism of the hardware), whatever their sequence or stage name."""
+    import hashlib
+
+    mit = cfg.mitigation
+    budget = _as_plain(cfg.budget)
+    evaluation = budget.pop("eval")
+    identity = {
+        "parent": parent_key,
+        "kind": plan.spec.kind,
+        "domain": plan.spec.domain,
+        "example_ids": plan.ids,
+        "tokens": plan.tokens,
+        "lora": _as_plain(cfg.effective_lora),
+        "budget": budget,
+        "mitigation": {k: getattr(mit, k) for k in _TRAINING_MITIGATION},
+        "train_seed": cfg.seed * 1000 + plan.index,
+        "eval": evaluation,
+        "seed": cfg.seed,
+        "data_dir": str(data.resolve()),
+    }
+    text = json.dumps(identity, sort_keys=True, default=list)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _base_key(base: Path) -> str:
+    return "base:" + str(base.resolve())
+
+
+def find_reusable(reuse_dirs: list[Path], key: str, exclude: Path) -> Path | None:
+    """A complete stage directory under ``reuse_dirs`` (searched to any depth) whose stage key is
+    ``key``; never ``exclude`` itself."""
+    for root in reuse_dirs:
+        for mpath in sorted(Path(root).rglob("manifest.json")):
+            ckpt = mpath.parent
+            if ckpt.resolve() == exclude.resolve():
+                continue
+            try:
+                stage = json.loads(mpath.read_text()).get("resolved_config", {}).get("stage", {})
+            except (OSError, json.JSONDecodeError):
+                continue
+            if stage.get("stage_key") == key:
+                return ckpt
+    return None
+
+
+def _copy_stage(src: Path, dst: Path) -> None:
+    """Every file of ``src`` but its manifest into ``dst`` (hard links where the filesystem
+    allows: checkpoints are read-only once complete)."""
+    import os
+
+    for f in sorted(src.rglob("*")):
+        rel = f.relative_to(src)
+        if f.is_dir() or rel == Path("manifest.json"):
+            continue
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(f, dst / rel)
+        except OSError:
+            shutil.copy2(f, dst / rel)
 
 
 def _f(x: Any) -> str:
@@ -190,8 +270,14 @@ def run_sequence(
     log: Callable[[str], None] = print,
     scorer: Any = None,
     preference_scorer: Any = None,
+    reuse: list[Path] | None = None,
 ) -> list[Path]:
-    """Train (or resume) every stage of ``cfg``; returns the stage directories in order."""
+    """Train (or resume) every stage of ``cfg``; returns the stage directories in order.
+
+    ``reuse``: directories of other runs (e.g. the other sequences of one experiment). A stage
+    whose ``stage_key`` equals a complete stage found there is not trained again: its files are
+    linked and this run's manifest records ``reused_from``. The matched-token control and a
+    replay variant share their first stage with the chain they control for this way."""
     from train.evaluate import evaluate_checkpoint
     from train.stages import train_stage
 
@@ -210,11 +296,14 @@ def run_sequence(
     lora = cfg.effective_lora
     identity = _run_identity(cfg)
     parent_dir, parent_m = base, base_m
+    parent_key = _base_key(base)
     prior_adapters: list[Path] = []
     dirs: list[Path] = []
     for plan in plans:
         ckpt = seq_dir / plan.dirname
         dirs.append(ckpt)
+        key = stage_key(cfg, plan, parent_key, data)
+        parent_key = key
         if (ckpt / "manifest.json").is_file():
             m = read_manifest(ckpt)
             if m.resolved_config.get("run") != identity:
@@ -231,6 +320,30 @@ def run_sequence(
             shutil.rmtree(ckpt)  # no manifest: half-written by an interrupted run
         t0 = time.time()
         train_seed = cfg.seed * 1000 + plan.index  # distinct adapter inits per stage, reproducible
+        source = find_reusable(list(reuse or []), key, ckpt)
+        if source is not None and (not evaluate or (source / "behavior.json").is_file()):
+            src_m = read_manifest(source)
+            ckpt.mkdir(parents=True)
+            _copy_stage(source, ckpt)
+            src_stage = src_m.resolved_config.get("stage", {})
+            manifest = _manifest(
+                cfg,
+                plan,
+                key,
+                parent_m,
+                base_m,
+                stage={k: v for k, v in src_stage.items() if k not in ("name", "reused_from")},
+                paths={"base_dir": str(base.resolve()), "data_dir": str(data.resolve())},
+                wall_time_s=time.time() - t0,
+                device=device,
+                reused_from=src_m.name,
+            )
+            write_json_atomic(ckpt / "manifest.json", manifest.to_dict())
+            log(f"{plan.dirname}: identical to {src_m.name} ({source}), reused")
+            parent_dir, parent_m = ckpt, manifest
+            if manifest.adapter_dir:
+                prior_adapters.append(ckpt / manifest.adapter_dir)
+            continue
         res = train_stage(
             plan.spec,
             plan.examples,
@@ -274,55 +387,89 @@ def run_sequence(
                 errs = behavior["scorer_errors"]
                 log(f"warning: {len(errs)} completions could not be scored (scored 0): {errs[0]}")
         eval_s = time.time() - t1
-        use_lora = plan.spec.kind != "full"
-        manifest = CheckpointManifest(
-            name=checkpoint_name(cfg, plan),
-            sequence=cfg.sequence,
-            stage_index=plan.index,
-            stage_kind=plan.spec.kind,
-            stage_domain=plan.spec.domain,
-            parent=parent_m.name,
-            seed=cfg.seed,
-            tokens_seen=parent_m.tokens_seen + plan.tokens,
-            mitigation=cfg.mitigation.name,
-            model_family=base_m.model_family,
-            base_model=base_m.base_model,
-            weights="merged",
-            adapter_dir="adapter" if use_lora else "",
-            lora_rank=lora.rank if use_lora else 0,
-            lora_alpha=float(lora.alpha) if use_lora else 0.0,
-            resolved_config={
-                "run": identity,
-                "eval": _as_plain(cfg.budget.eval),
-                "stage": {
-                    "name": plan.spec.name,
-                    "kind": plan.spec.kind,
-                    "domain": plan.spec.domain,
-                    "tokens": plan.tokens,
-                    "loss_tokens": loss_tokens,
-                    "n_examples": len(plan.examples),
-                    "sources": plan.sources,
-                    "steps": res.steps,
-                    "train_seed": train_seed,
-                    "regularisers": res.regularisers,
-                    "device": device,
-                    "final_loss": res.losses[-1] if res.losses else None,
-                    "train_time_s": round(train_s, 3),
-                    "eval_time_s": round(eval_s, 3),
-                },
-                "base_dir": str(base.resolve()),
-                "data_dir": str(data.resolve()),
+        manifest = _manifest(
+            cfg,
+            plan,
+            key,
+            parent_m,
+            base_m,
+            stage={
+                "loss_tokens": loss_tokens,
+                "n_examples": len(plan.examples),
+                "sources": plan.sources,
+                "steps": res.steps,
+                "train_seed": train_seed,
+                "regularisers": res.regularisers,
+                "device": device,
+                "final_loss": res.losses[-1] if res.losses else None,
+                "train_time_s": round(train_s, 3),
+                "eval_time_s": round(eval_s, 3),
             },
-            wall_time_s=round(time.time() - t0, 3),
-            hardware=hardware(device),
-            library_versions=library_versions(),
+            paths={"base_dir": str(base.resolve()), "data_dir": str(data.resolve())},
+            wall_time_s=time.time() - t0,
+            device=device,
         )
         write_json_atomic(ckpt / "manifest.json", manifest.to_dict())
         log(_summary(plan, manifest.tokens_seen, behavior, base_b, res.losses, train_s, eval_s))
         parent_dir, parent_m = ckpt, manifest
-        if use_lora:
-            prior_adapters.append(ckpt / "adapter")
+        if manifest.adapter_dir:
+            prior_adapters.append(ckpt / manifest.adapter_dir)
     return dirs
+
+
+def _manifest(
+    cfg: RunConfig,
+    plan: StagePlan,
+    key: str,
+    parent_m: CheckpointManifest,
+    base_m: CheckpointManifest,
+    *,
+    stage: dict[str, Any],
+    paths: dict[str, str],
+    wall_time_s: float,
+    device: str,
+    reused_from: str | None = None,
+) -> CheckpointManifest:
+    """This run's manifest of one stage (``stage``: what training measured, or the reused
+    source's record of it)."""
+    lora = cfg.effective_lora
+    use_lora = plan.spec.kind != "full"
+    record = {
+        "name": plan.spec.name,
+        "kind": plan.spec.kind,
+        "domain": plan.spec.domain,
+        "tokens": plan.tokens,
+        **stage,
+        "stage_key": key,
+    }
+    if reused_from:
+        record["reused_from"] = reused_from
+    return CheckpointManifest(
+        name=checkpoint_name(cfg, plan),
+        sequence=cfg.sequence,
+        stage_index=plan.index,
+        stage_kind=plan.spec.kind,
+        stage_domain=plan.spec.domain,
+        parent=parent_m.name,
+        seed=cfg.seed,
+        tokens_seen=parent_m.tokens_seen + plan.tokens,
+        mitigation=cfg.mitigation.name,
+        model_family=base_m.model_family,
+        base_model=base_m.base_model,
+        weights="merged",
+        adapter_dir="adapter" if use_lora else "",
+        lora_rank=lora.rank if use_lora else 0,
+        lora_alpha=float(lora.alpha) if use_lora else 0.0,
+        resolved_config={
+            "run": _run_identity(cfg),
+            "eval": _as_plain(cfg.budget.eval),
+            "stage": record,
+            **paths,
+        },
+        wall_time_s=round(wall_time_s, 3),
+        hardware=hardware(device),
+        library_versions=library_versions(),
+    )
 
 
 def _as_plain(obj: Any) -> Any:
