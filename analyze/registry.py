@@ -89,6 +89,11 @@ class MetricRegistry:
     def register(self, metric: Metric) -> Metric:
         if metric.name in self._metrics:
             old = self._metrics[metric.name]
+            if _same_definition(old, metric):
+                # the same module imported again (e.g. a plugin re-imported by
+                # Client.upload_file in this process): the new objects replace the old ones
+                self._metrics[metric.name] = metric
+                return metric
             raise ValueError(
                 f"metric {metric.name!r} is already registered (version {old.version}); "
                 "bump the version of the existing entry instead of registering it twice"
@@ -127,6 +132,18 @@ class MetricRegistry:
                 seen.add(metric.name)
                 stack.extend(metric.requires)
         return [m for n, m in self._metrics.items() if n in seen]
+
+
+def _same_definition(a: Metric, b: Metric) -> bool:
+    """Same name, version, kind and compute function (by module and qualified name)."""
+
+    def where(m: Metric) -> tuple[str | None, str | None]:
+        f = m.compute
+        return getattr(f, "__module__", None), getattr(f, "__qualname__", None)
+
+    return (a.version, a.kind, a.description) == (b.version, b.kind, b.description) and where(
+        a
+    ) == where(b) != (None, None)
 
 
 REGISTRY = MetricRegistry()

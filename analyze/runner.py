@@ -28,6 +28,7 @@ from analyze import layerfree, moments, passes, registry
 from analyze.cache import ROW_COLUMNS, MetricCache, rows_frame
 from analyze.collapse import collapse_rows
 from analyze.options import Options
+from analyze.plugins import file_plugins, load_plugins
 from analyze.registry import Metric
 from analyze.spectrum import topk_metric as spectrum_topk
 from analyze.tables import checkpoints_frame, metrics_frame, write_tables
@@ -75,6 +76,8 @@ def scheduler(address: str | None) -> Iterator[int]:
         else None
     )
     client = Client(cluster if cluster is not None else address)
+    for path in file_plugins():  # workers import user metric files under the same module name
+        client.upload_file(str(path))
     try:
         yield max(1, sum(client.nthreads().values()))
     finally:
@@ -136,19 +139,22 @@ def run_metrics(
     scheduler_address: str | None = None,
     group: str | None = None,
     recompute: bool = False,
+    plugins: Sequence[str] = (),
     log: Callable[[str], None] | None = None,
 ) -> RunSummary:
     """Compute the requested metrics (default: all) of a store and write the tables to out_dir.
 
     metrics.parquet holds every cached value valid for the current registry versions and
     options for the selected checkpoints and layers, so re-running one metric keeps the table
-    complete; ``recompute`` ignores the cache for the requested metrics.
+    complete; ``recompute`` ignores the cache for the requested metrics. ``plugins``: metric
+    modules to import first (``analyze.plugins``; ``$REPCOLLAPSE_METRIC_PLUGINS`` too).
     """
     say = log or (lambda msg: print(msg, file=sys.stderr))
     options = options or Options()
     t_start = time.perf_counter()
     summary = RunSummary(out_dir=Path(out_dir))
     registry.ensure_loaded()
+    load_plugins(plugins)
     for k in options.topk:
         spectrum_topk(k)
     wanted = registry.resolve(metrics)

@@ -99,6 +99,14 @@ def register(parser: argparse.ArgumentParser) -> None:
         default=1024,
         help="accumulator memory of the passes running at once, MiB (default %(default)s)",
     )
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="a .py file or module name that registers metrics, imported first (repeatable; "
+        "also $REPCOLLAPSE_METRIC_PLUGINS)",
+    )
     p.add_argument("--group", help="store sub-group to analyse (e.g. a generated-output probe)")
     p.add_argument(
         "--recompute", action="store_true", help="ignore the cache for the requested metrics"
@@ -126,8 +134,15 @@ def register(parser: argparse.ArgumentParser) -> None:
 def _metrics(args: argparse.Namespace) -> int:
     from analyze import registry
     from analyze.options import Options
+    from analyze.plugins import PluginError, load_plugins
     from analyze.runner import run_metrics
 
+    try:
+        registry.ensure_loaded()
+        load_plugins(args.plugin)
+    except (PluginError, ValueError) as exc:
+        print(f"repcollapse analyze metrics: {exc}")
+        return 2
     if args.list:
         for m in registry.ensure_loaded():
             print(f"{m.name:<24} v{m.version}  {m.kind:<8} {m.description}")
@@ -161,6 +176,7 @@ def _metrics(args: argparse.Namespace) -> int:
             scheduler_address=args.scheduler,
             group=args.group,
             recompute=args.recompute,
+            plugins=args.plugin,
         )
     except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
         print(f"repcollapse analyze metrics: {exc}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,8 +23,16 @@ def test_duplicate_registration_is_refused() -> None:
     reg.register(m)
     with pytest.raises(ValueError, match="'thing' is already registered"):
         reg.register(m)
+    erank = registry.get("erank")
     with pytest.raises(ValueError, match="already registered"):
-        registry.register(registry.get("erank"))
+        registry.register(dataclasses.replace(erank, compute=lambda view, sel: 0.0))
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register(dataclasses.replace(erank, description="another definition"))
+    # the same definition again (its module re-imported, e.g. a plugin uploaded to a dask
+    # cluster whose scheduler shares this process) replaces the entry instead of failing
+    n = len(registry.names())
+    assert registry.register(dataclasses.replace(erank)) is not erank
+    assert len(registry.names()) == n and registry.get("erank").compute is erank.compute
 
 
 def test_unknown_name_suggests_and_lists() -> None:
