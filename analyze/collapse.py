@@ -8,7 +8,9 @@ Within a model family (one store), for each layer, z-score across checkpoints ea
 and average the components a checkpoint has (missing ones - e.g. LoRA overlap for the base and
 for first stages, which have no earlier update - are left out of its average, not set to 0).
 z = (x - mean) / std with the population std over the checkpoints that have the component;
-a component with fewer than 2 values or no spread contributes z = 0. Rows: ``collapse_index``
+a component with fewer than 2 values or no spread contributes z = 0 (no spread: a std below
+1e-9 of the values' magnitude, i.e. round-off between identical inputs, e.g. the embedding layer
+of LoRA checkpoints, not a difference). Rows: ``collapse_index``
 per layer and at layer -1 (the mean over layers of the per-layer index), and its parts
 ``ci_z_<component>`` per layer. The index depends on which checkpoints are analysed together,
 so it is recomputed (cheaply, from the cached components) on every run, never cached.
@@ -29,6 +31,8 @@ COMPONENTS: tuple[tuple[str, float], ...] = (
     ("lora_overlap_prev", 1.0),
 )
 LAYER_FREE = {"lora_overlap_prev"}
+SPREAD_FLOOR = 1e-9
+"""Relative std below which a component has no spread across checkpoints (z = 0)."""
 
 
 def zscore(values: pd.Series) -> pd.Series:
@@ -38,7 +42,8 @@ def zscore(values: pd.Series) -> pd.Series:
     if ok.sum() == 0:
         return out
     sd = float(v[ok].std(ddof=0))
-    out[ok] = 0.0 if ok.sum() < 2 or sd == 0 else (v[ok] - v[ok].mean()) / sd
+    flat = sd <= SPREAD_FLOOR * float(v[ok].abs().max())
+    out[ok] = 0.0 if ok.sum() < 2 or flat else (v[ok] - v[ok].mean()) / sd
     return out
 
 

@@ -6,15 +6,20 @@ of every member at once, so the base's and a parent's chunk is read once and reu
 its children in the group; steps run in token order as one chain of dask tasks, so the state
 is one accumulator, never a copy per chunk.
 
-Per step and member: the chunk's kept rows are gathered in cell order and cast float16 ->
-float32 (float64 with ``precision='float64'``); a fixed per-domain reference (the mean of that
-domain's rows in the first chunk that holds the domain, fixed for the rest of the pass) is
+Per step and member: the chunk's kept rows are gathered in cell order (domain-major) and cast
+float16 -> float32 (float64 with ``precision='float64'``); a fixed per-domain reference (the mean
+of that domain's rows in the first chunk that holds the domain, fixed for the rest of the pass) is
 subtracted, so that the float32 products do not cancel catastrophically when the mean is large
-next to the spread; then per (domain, span) cell the products are done in the working precision
-and added to float64 accumulators: count, sum, Gram, cross-Gram with base and parent, sum of
-unit-normalised raw rows. Centering is algebraic and exact for any reference (cell scatter
-``G - s s^T / n``, combined over cells with the parallel-variance formula), so the reference
-only changes rounding. The seeded row subsample and the per-example token-space Gram
+next to the spread. Then the products are done in the working precision and added to float64
+accumulators: per (domain, span) cell the count, sum, sum of squared norms and sum of
+unit-normalised raw rows (all O(N d)); per domain and per span the Gram matrix and the cross-Gram
+with base and parent (d x d). A domain's rows are one contiguous run of the gathered chunk and a
+span's rows are a few runs (one per domain), so these are a handful of large products per chunk:
+per-cell products (a (domain, span) grid of ~30 cells, ~100 rows each) ran at a quarter of the
+GEMM rate and needed three times the accumulator memory. Every reported selection (the whole
+probe = the sum of the domains, a domain, a span) gets its centered scatter exactly from its
+Gram and its cells' sums (``selection_scatter``), so the reference only changes rounding. The
+seeded row subsample and the per-example token-space Gram
 (per-sequence effective rank; examples that straddle chunks are carried to the next step) come
 from the same step.
 
@@ -72,12 +77,20 @@ class PassConfig:
 @dataclass
 class MemberState:
     n: np.ndarray
+    """Per cell: kept rows."""
     s: Any
-    G: Any
+    """Per cell: sum of the reference-shifted rows (float64, C x d)."""
+    sq: Any
+    """Per cell: sum of squared norms of the shifted rows (traces of cell scatters)."""
+    Gd: Any
+    """Per domain: Gram of the shifted rows (float64, n_domains x d x d)."""
+    Gs: Any
+    """Per span: Gram of the shifted rows (float64, n_spans x d x d)."""
     ref: Any
     ref_set: np.ndarray
     unit: Any = None
-    cross: dict[str, Any] = field(default_factory=dict)
+    cross: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    """Reference checkpoint -> (per-domain, per-span) cross-Gram of shifted rows."""
     rows: np.ndarray | None = None
     seq_sum: np.ndarray | None = None
     seq_cnt: np.ndarray | None = None
@@ -111,7 +124,9 @@ def init(config: PassConfig, plan: TokenPlan, d: int) -> Accumulator:
         st = MemberState(
             n=np.zeros(C, np.int64),
             s=xp.zeros((C, d)),
-            G=xp.zeros((C, d, d)),
+            sq=xp.zeros(C),
+            Gd=xp.zeros((nd, d, d)),
+            Gs=xp.zeros((ns, d, d)),
             ref=xp.zeros((nd, d), dtype=wd),
             ref_set=np.zeros(nd, bool),
         )
@@ -123,7 +138,7 @@ def init(config: PassConfig, plan: TokenPlan, d: int) -> Accumulator:
             st.seq_sum, st.seq_cnt = np.zeros((nd, ns + 1)), np.zeros((nd, ns + 1), np.int64)
         for t, r in pairs:
             if t == m:
-                st.cross[r] = xp.zeros((C, d, d))
+                st.cross[r] = (xp.zeros((nd, d, d)), xp.zeros((ns, d, d)))
         states[m] = st
     return Accumulator(config=config, plan=plan, d=d, states=states)
 
@@ -143,6 +158,23 @@ def _gather(xp: Any, block: Any, order: np.ndarray, d: int, wd: type) -> Any:
     return x[xp.asarray(order)].astype(wd)
 
 
+def span_runs(plan: TokenPlan, cp: Any) -> list[tuple[int, list[tuple[int, int]]]]:
+    """Per span present in the chunk: (span index, its runs [a, b) in the gathered order)."""
+    runs: dict[int, list[tuple[int, int]]] = {}
+    for ci, a, b in zip(
+        cp.seg_cells.tolist(), cp.seg_bounds[:-1].tolist(), cp.seg_bounds[1:].tolist(), strict=True
+    ):
+        runs.setdefault(plan.cells[ci][1], []).append((a, b))
+    return sorted(runs.items())
+
+
+def _rows(xp: Any, buf: Any, runs: list[tuple[int, int]]) -> Any:
+    """The rows of ``runs`` of ``buf``: a view for one run, else one gathered copy."""
+    if len(runs) == 1:
+        return buf[runs[0][0] : runs[0][1]]
+    return xp.concatenate([buf[a:b] for a, b in runs])
+
+
 def step1(acc: Accumulator, k: int, *blocks: Any) -> Accumulator:
     """Fold chunk ``k`` of every member (blocks in ``config.members`` order) into ``acc``."""
     cfg, plan, d, wd = acc.config, acc.plan, acc.d, acc.dtype
@@ -160,6 +192,7 @@ def step1(acc: Accumulator, k: int, *blocks: Any) -> Accumulator:
         cp.dom_ids.tolist(), cp.dom_bounds[:-1].tolist(), cp.dom_bounds[1:].tolist(), strict=True
     )
     doms = list(doms)
+    spans = span_runs(plan, cp)
     bufs = {}
     for m, block in zip(cfg.members, blocks, strict=True):
         st = acc.states[m]
@@ -177,11 +210,17 @@ def step1(acc: Accumulator, k: int, *blocks: Any) -> Accumulator:
                 st.ref[di] = buf[a:b].mean(axis=0, dtype=np.float64).astype(wd)
                 st.ref_set[di] = True
             buf[a:b] -= st.ref[di]
+            seg = buf[a:b]
+            st.Gd[di] += seg.T @ seg
+        for si, runs in spans:
+            x = _rows(xp, buf, runs)
+            st.Gs[si] += x.T @ x
+        sq = xp.einsum("ij,ij->i", buf, buf)
         for ci, a, b in segs:
             seg = buf[a:b]
             st.n[ci] += b - a
             st.s[ci] += seg.sum(axis=0, dtype=np.float64)
-            st.G[ci] += seg.T @ seg
+            st.sq[ci] += sq[a:b].sum(dtype=np.float64)
             if w is not None:
                 ws = w[a:b]
                 di = plan.cells[ci][0]
@@ -192,9 +231,11 @@ def step1(acc: Accumulator, k: int, *blocks: Any) -> Accumulator:
             _seq_step(st, cp, buf, xp)
         bufs[m] = buf
     for t, r in cfg.cross_pairs():
-        cross, bt, br = acc.states[t].cross[r], bufs[t], bufs[r]
-        for ci, a, b in segs:
-            cross[ci] += bt[a:b].T @ br[a:b]
+        (kd, ks), bt, br = acc.states[t].cross[r], bufs[t], bufs[r]
+        for di, a, b in doms:
+            kd[di] += bt[a:b].T @ br[a:b]
+        for si, runs in spans:
+            ks[si] += _rows(xp, bt, runs).T @ _rows(xp, br, runs)
     acc.chunks_seen.append(k)
     return acc
 
@@ -314,15 +355,66 @@ def step2(acc: Accumulator, k: int, *blocks: Any) -> Accumulator:
 
 @dataclass
 class CellMoments:
-    """Host float64 per-cell moments of one member (centered: ``M`` is each cell's scatter)."""
+    """Host float64 moments of one member: per cell the count, mean, shifted sum and sum of
+    squares; per domain and per span the Gram of the shifted rows (``shift``: each cell's
+    reference, the mean subtracted before the products)."""
 
     n: np.ndarray
     mu: np.ndarray
-    M: np.ndarray
+    s: np.ndarray
+    shift: np.ndarray
+    sq: np.ndarray
+    Gd: np.ndarray
+    Gs: np.ndarray
     unit: np.ndarray | None = None
-    combined: dict[tuple[int, ...], Any] = field(default_factory=dict, repr=False)
-    """Selections' (n, mean, scatter) by cell tuple, shared by every target that reads this
-    member (its own metrics, and its children's CKA)."""
+    combined: dict[Any, Any] = field(default_factory=dict, repr=False)
+    """Selections' (n, mean, scatter) by key, shared by every target that reads this member
+    (its own metrics, and its children's CKA)."""
+
+    def gram(self, sel: tuple[str, str], plan: TokenPlan) -> np.ndarray:
+        return group_gram(self.Gd, self.Gs, sel, plan)
+
+
+def group_gram(Gd: np.ndarray, Gs: np.ndarray, sel: tuple[str, str], plan: TokenPlan) -> np.ndarray:
+    """The (shifted, uncentered) Gram of a selection: the whole probe is the sum over domains."""
+    dom, span = sel
+    if dom == ALL and span == ALL:
+        return Gd.sum(axis=0)
+    if span == ALL:
+        return Gd[plan.domains.index(dom)]
+    if dom == ALL:
+        return Gs[plan.spans.index(span)]
+    raise KeyError(f"selection {sel!r}: expected the whole probe, one domain or one span")
+
+
+def between_factors(
+    cm: CellMoments, cells: np.ndarray
+) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """n, mean, and the factors A (rows s_c / sqrt(n_c)) and B (rows sqrt(n_c) (mu_c - mu)) of
+    a union of cells: its centered scatter is G - A^T A + B^T B for its shifted Gram G."""
+    cells = cells[cm.n[cells] > 0]
+    n_c = cm.n[cells].astype(np.float64)
+    n = float(n_c.sum())
+    mu = (n_c[:, None] * cm.mu[cells]).sum(axis=0) / n
+    root = np.sqrt(n_c)[:, None]
+    return n, mu, cm.s[cells] / root, root * (cm.mu[cells] - mu)
+
+
+def selection_scatter(
+    cm: CellMoments, cells: np.ndarray, G: np.ndarray
+) -> tuple[int, np.ndarray, np.ndarray]:
+    """(n, mean, centered scatter) of a selection from its shifted Gram and its cells' sums:
+    sum_c (G_c - s_c s_c^T / n_c) + sum_c n_c (mu_c - mu)(mu_c - mu)^T, exact for any shift."""
+    n, mu, A, B = between_factors(cm, cells)
+    return int(n), mu, G - A.T @ A + B.T @ B
+
+
+def cross_scatter(x: CellMoments, y: CellMoments, cells: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Centered cross scatter Xc^T Yc of two members on the same tokens, from their shifted
+    cross-Gram ``K`` of the selection."""
+    _, _, Ax, Bx = between_factors(x, cells)
+    _, _, Ay, By = between_factors(y, cells)
+    return K - Ax.T @ Ay + Bx.T @ By
 
 
 @dataclass
@@ -333,49 +425,34 @@ class LayerMoments:
     layer: int
     plan: TokenPlan
     own: CellMoments
-    refs: dict[str, tuple[CellMoments, np.ndarray]] = field(default_factory=dict)
-    """role ('base' or 'parent') -> (reference cell moments, centered cross scatter per cell)."""
+    refs: dict[str, tuple[CellMoments, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
+    """role ('base' or 'parent') -> (reference moments, (per-domain, per-span) shifted
+    cross-Gram of target and reference)."""
     cunit: np.ndarray | None = None
     rows: np.ndarray | None = None
     seq_sum: np.ndarray | None = None
     seq_cnt: np.ndarray | None = None
 
 
-def _rank1_update(a: np.ndarray, alpha: float, x: np.ndarray, y: np.ndarray) -> None:
-    """a += alpha x y^T in place (BLAS dger on the F-ordered transpose: one pass, no temporary)."""
-    from scipy.linalg.blas import dger
-
-    out = dger(alpha, y, x, a=a.T, overwrite_a=True)
-    if not np.shares_memory(out, a):  # not contiguous: dger worked on a copy
-        a[...] = out.T
-
-
 def _own(acc: Accumulator, m: str) -> CellMoments:
-    st = acc.states[m]
-    mu = _cell_means(acc, m)
-    s = to_numpy(st.s)
-    nn = np.maximum(st.n, 1).astype(np.float64)
-    M = to_numpy(st.G)  # in place for NumPy: the accumulator is consumed, memory not doubled
-    for c in range(len(nn)):
-        _rank1_update(M[c], -1.0 / nn[c], s[c], s[c])
+    st, plan = acc.states[m], acc.plan
+    shift = to_numpy(st.ref).astype(np.float64)[[di for di, _ in plan.cells]]
     return CellMoments(
-        n=st.n.copy(), mu=mu, M=M, unit=None if st.unit is None else to_numpy(st.unit)
+        n=st.n.copy(),
+        mu=_cell_means(acc, m),
+        s=to_numpy(st.s),
+        shift=shift,
+        sq=to_numpy(st.sq),
+        Gd=to_numpy(st.Gd),
+        Gs=to_numpy(st.Gs),
+        unit=None if st.unit is None else to_numpy(st.unit),
     )
 
 
 def results(acc: Accumulator) -> dict[str, LayerMoments]:
-    """Host moments per target. Consumes the accumulator: with NumPy the Gram arrays are centered
-    in place (no second copy of the largest arrays)."""
+    """Host moments per target."""
     cfg = acc.config
     own = {m: _own(acc, m) for m in cfg.members}
-    centered: dict[tuple[str, str], np.ndarray] = {}  # (target, ref): parent == base shares one
-    for t, ref in cfg.cross_pairs():
-        sx, sy = to_numpy(acc.states[t].s), to_numpy(acc.states[ref].s)
-        nn = np.maximum(acc.states[t].n, 1).astype(np.float64)
-        K = to_numpy(acc.states[t].cross[ref])
-        for c in range(len(nn)):
-            _rank1_update(K[c], -1.0 / nn[c], sx[c], sy[c])
-        centered[(t, ref)] = K
     out = {}
     for t in cfg.targets:
         st = acc.states[t]
@@ -383,8 +460,11 @@ def results(acc: Accumulator) -> dict[str, LayerMoments]:
         for role, ref in (("base", cfg.base.get(t)), ("parent", cfg.parent.get(t))):
             if ref is None or f"cross_{role}" not in cfg.needs:
                 continue
-            # the base against itself: the cross scatter is its own scatter
-            lm.refs[role] = (own[t], own[t].M) if ref == t else (own[ref], centered[(t, ref)])
+            if ref == t:  # the base against itself: the cross-Gram is its own Gram
+                lm.refs[role] = (own[t], (own[t].Gd, own[t].Gs))
+            else:
+                kd, ks = st.cross[ref]
+                lm.refs[role] = (own[ref], (to_numpy(kd), to_numpy(ks)))
         lm.cunit = None if st.cunit is None else to_numpy(st.cunit)
         lm.rows, lm.seq_sum, lm.seq_cnt = st.rows, st.seq_sum, st.seq_cnt
         out[t] = lm
@@ -397,7 +477,10 @@ __all__ = [
     "CellMoments",
     "LayerMoments",
     "PassConfig",
+    "cross_scatter",
     "erank_of",
+    "group_gram",
+    "selection_scatter",
     "finish1",
     "init",
     "results",

@@ -89,8 +89,9 @@ def derive(
     return rows
 
 
-def accumulator_bytes(n_cells: int, d: int, n_matrices: int) -> int:
-    return n_cells * d * d * 8 * n_matrices
+def accumulator_bytes(n_blocks: int, d: int, n_matrices: int) -> int:
+    """float64 bytes of ``n_matrices`` sets of ``n_blocks`` d x d Grams (own or cross)."""
+    return n_blocks * d * d * 8 * n_matrices
 
 
 def make_groups(
@@ -98,7 +99,7 @@ def make_groups(
     base: dict[str, str | None],
     parent: dict[str, str | None],
     needs: frozenset[str],
-    n_cells: int,
+    n_blocks: int,
     d: int,
     budget_mb: int,
 ) -> list[tuple[list[str], list[str]]]:
@@ -115,7 +116,7 @@ def make_groups(
         return list(dict.fromkeys(out))
 
     def cost(ts: list[str], ms: list[str]) -> int:
-        return accumulator_bytes(n_cells, d, len(ms) + sum(len(refs(t)) for t in ts))
+        return accumulator_bytes(n_blocks, d, len(ms) + sum(len(refs(t)) for t in ts))
 
     groups: list[tuple[list[str], list[str]]] = []
     cur_t: list[str] = []

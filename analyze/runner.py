@@ -298,7 +298,7 @@ def _moment_metrics(
             continue
         needs = frozenset(n for ms in todo.values() for m in ms for n in m.needs)
         groups = passes.make_groups(
-            list(todo), base, parent, needs, run.plan.n_cells, d, run.options.memory_budget_mb
+            list(todo), base, parent, needs, run.plan.n_gram_blocks, d, run.options.memory_budget_mb
         )
         for g, (targets, members) in enumerate(groups):
             cfg = moments.PassConfig(
@@ -315,7 +315,7 @@ def _moment_metrics(
     token = uuid.uuid4().hex[:8]
     n_chunks = len(run.plan.chunks)
     for batch in _batches(
-        jobs, n_parallel, run.options.memory_budget_mb << 20, run.plan.n_cells, d
+        jobs, n_parallel, run.options.memory_budget_mb << 20, run.plan.n_gram_blocks, d
     ):
         tasks, keys = [], []
         for cfg, g, todo in batch:
@@ -339,14 +339,14 @@ def _moment_metrics(
         )
 
 
-def _batches(jobs: list, n_parallel: int, budget: int, n_cells: int, d: int) -> list[list]:
+def _batches(jobs: list, n_parallel: int, budget: int, n_blocks: int, d: int) -> list[list]:
     """Passes run together: at most ``n_parallel``, and as many as fit the memory budget
     together (at least one)."""
     out: list[list] = []
     used = 0
     for job in jobs:
         cfg = job[0]
-        size = passes.accumulator_bytes(n_cells, d, len(cfg.members) + len(cfg.cross_pairs()))
+        size = passes.accumulator_bytes(n_blocks, d, len(cfg.members) + len(cfg.cross_pairs()))
         if out and len(out[-1]) < n_parallel and used + size <= budget:
             out[-1].append(job)
             used += size

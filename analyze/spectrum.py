@@ -14,7 +14,10 @@ C = Hc^T Hc / (N - 1), eigenvalues l_1 >= ... >= l_d >= 0, p_i = l_i / sum_j l_j
   eigenvalues: not reported.
 - ``rankme``: the same entropy over the singular values of the UNCENTERED H (square roots of
   the eigenvalues of H^T H = scatter + N mu mu^T), p_i = s_i / sum s (Garrido et al. 2023,
-  without their epsilon).
+  without their epsilon). Eigenvalues of H^T H below sqrt(d) * eps * l_max(scatter) are set to
+  0 before the square root (eps of the working precision: round-off, which the square root
+  would lift to visible singular values), and so is everything beyond rank min(N, d). Version 2:
+  version 1 had no floor and overstated RankMe of low-rank selections (2.19 vs 1.94).
 """
 
 from __future__ import annotations
@@ -139,7 +142,7 @@ register(
 register(
     Metric(
         "rankme",
-        1,
+        2,
         "RankMe: effective rank of the singular values of the uncentered hidden states",
         "moment",
         _G,

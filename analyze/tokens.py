@@ -108,6 +108,11 @@ class TokenPlan:
     def n_cells(self) -> int:
         return len(self.cells)
 
+    @property
+    def n_gram_blocks(self) -> int:
+        """d x d Gram matrices a pass keeps per member: one per domain and one per span."""
+        return len(self.domains) + len(self.spans)
+
     def selections(self) -> list[Selection]:
         """Every reported selection: the whole probe, each domain, each span."""
         return [(ALL, ALL), *[(d, ALL) for d in self.domains], *[(ALL, s) for s in self.spans]]

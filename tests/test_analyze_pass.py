@@ -14,7 +14,7 @@ from zarr.storage import LocalStore
 from analyze.options import Options
 from analyze.runner import run_metrics
 from store_schema import open_store
-from store_schema.testing import SyntheticSpec
+from store_schema.testing import SyntheticSpec, make_synthetic_store
 
 QUIET = {"log": lambda _: None}
 KEY = ["metric", "checkpoint", "layer", "domain", "span"]
@@ -132,3 +132,24 @@ def test_sink_exclusion_changes_results_with_a_huge_sink(stores, tmp_path) -> No
     assert b == pytest.approx(ref, rel=1e-5)  # float32 default, sums of 29,000^2 included
     assert not pd.read_parquet(tmp_path / "in" / "metrics.parquet").sinks_excluded.any()
     assert pd.read_parquet(tmp_path / "ex" / "metrics.parquet").sinks_excluded.all()
+
+
+def test_spectra_of_a_low_rank_selection_ignore_round_off(tmp_path) -> None:
+    """A span whose rows take two values (as SmolLM2's template tokens at the embedding layer):
+    its uncentered rank is 2, and RankMe must not count the float32 round-off of the other
+    d - 2 directions (their square roots once moved it by 13%)."""
+    spec = SyntheticSpec(n_checkpoints=2, n_layers=2, n_tokens=400, n_features=64, token_chunk=128)
+    make_synthetic_store(tmp_path / "lr.zarr", spec)
+    ds = open_store(tmp_path / "lr.zarr")
+    hidden = np.asarray(ds["hidden"].values, np.float64)
+    span = np.asarray(ds["span"].values)
+    target = span[~np.asarray(ds["is_sink"].values).astype(bool)][-1]
+    rows = np.flatnonzero(span == target)
+    rng = np.random.default_rng(5)
+    pair = rng.normal(0, 3.0, size=(2, spec.n_features))
+    hidden[:, :, rows] = pair[np.arange(len(rows)) % 2]
+    store = store_with(tmp_path / "lr2.zarr", spec, hidden=hidden)
+    got = _run(store, tmp_path / "out", metrics=["rankme", "erank"])  # float32 default
+    ref = bf_spectrum(rows_of(open_store(store), "base", 1, span=str(target)))
+    assert got[("rankme", "base", 1, "all", str(target))] == pytest.approx(ref["rankme"], rel=1e-5)
+    assert got[("erank", "base", 1, "all", str(target))] == pytest.approx(ref["erank"], rel=1e-5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from test_analyze_support import SMALL
 
@@ -77,3 +78,14 @@ def test_erank_of_known_spectra() -> None:
     assert float(erank_of(np.array([5.0, 0.0, 0.0]))) == pytest.approx(1.0)
     assert np.isnan(erank_of(np.zeros(3)))
     np.testing.assert_allclose(erank_of(np.array([[1.0, 1.0], [1.0, 0.0]])), [2.0, 1.0])
+
+
+def test_zscore_treats_round_off_as_no_spread() -> None:
+    """Identical inputs (the embedding layer of LoRA checkpoints) differ by round-off only:
+    z = 0, not +-1 from a std of 1e-16."""
+    from analyze.collapse import zscore
+
+    flat = zscore(pd.Series([7.881556, 7.881556 * (1 + 4e-16), 7.881556, np.nan]))
+    assert flat.iloc[:3].tolist() == [0.0, 0.0, 0.0] and np.isnan(flat.iloc[3])
+    z = zscore(pd.Series([1.0, 2.0, 3.0]))
+    assert z.tolist() == pytest.approx([-1.224744871, 0.0, 1.224744871])
