@@ -384,3 +384,26 @@ def test_identical_first_stage_is_reused_not_retrained(world: dict[str, Path]) -
     )
     ids = json.loads((fresh[0] / "train_log.json").read_text())["example_ids"]
     assert ids == json.loads((a[0] / "train_log.json").read_text())["example_ids"]
+
+
+def test_generation_with_per_prompt_caps_equals_separate_generations(
+    world: dict[str, Path],
+) -> None:
+    """Prompts of several domains share batches: each completion cut at its own cap equals the
+    completion generated alone with that cap (greedy)."""
+    from train.base import load_model, load_tokenizer
+    from train.evaluate import generate
+
+    tok = load_tokenizer(world["base"])
+    model = load_model(world["base"], "cpu", train=False)
+    prompts = ["Add 2 and 3.", "Write a haiku about rain.", "Say no.", "Count to five."]
+    caps = [3, 9, 1, 6]
+    together = generate(model, tok, prompts, max_new_tokens=caps, batch_size=3, device="cpu")
+    alone = [
+        generate(model, tok, [p], max_new_tokens=c, batch_size=1, device="cpu")[0]
+        for p, c in zip(prompts, caps, strict=True)
+    ]
+    assert together == alone and all(together), together
+    assert len(tok(together[1], add_special_tokens=False)["input_ids"]) <= 9
+    with pytest.raises(ValueError, match="3 caps for 4 prompts"):
+        generate(model, tok, prompts, max_new_tokens=caps[:3], batch_size=2, device="cpu")

@@ -196,7 +196,8 @@ class EvalSettings:
     """Eval records per domain scored from greedy generations (the first n of each eval pool)."""
     max_new_tokens: int = 96
     """A cap: each domain generates at most 1.5x its longest reference response (+8 tokens)."""
-    gen_batch_size: int = 8
+    gen_batch_size: int = 40
+    """Prompts per generation batch; the domains' prompts share batches (see generate())."""
     n_teacher_forced: int = 8
     """Eval records per domain for validation loss and calibration (teacher forced)."""
     ece_bins: int = 15
