@@ -241,7 +241,60 @@ def run(workdir: str | Path) -> dict:
         results["c_naive"]["scaled_to_all_layers_s"] / results["a_ours_full_sweep"]["seconds"], 1
     )
     results["load_average_1min_at_end"] = round(__import__("os").getloadavg()[0], 2)
+    results["lines"] = _lines(results, b)
     return results
+
+
+def _lines(r: dict, best_plain: float) -> list[tuple]:
+    """run_all's one line per figure: (label, value, unit, ratio or None, target or None)."""
+    prod, full = r["a_ours_products_only"], r["a_ours_full_sweep"]["seconds"]
+    mem = r["peak_rss_mb"]
+    return [
+        (
+            "(b) plain NumPy loop, 1 BLAS thread",
+            r["b_plain_numpy_loop_s"]["blas_1_thread"],
+            "s",
+            None,
+            None,
+        ),
+        (
+            "(b) plain NumPy loop, default BLAS threads",
+            r["b_plain_numpy_loop_s"]["blas_default_threads"],
+            "s",
+            None,
+            None,
+        ),
+        (
+            "(a) ours, the same products (threads)",
+            prod["threads"]["seconds"],
+            "s",
+            prod["threads"]["seconds"] / best_plain,
+            None,
+        ),
+        (
+            "(a) ours, the same products (sync)",
+            prod["sync"]["seconds"],
+            "s",
+            prod["sync"]["seconds"] / best_plain,
+            None,
+        ),
+        ("(a) ours, full sweep (every metric)", full, "s", full / best_plain, "<= 1.3x"),
+        (
+            "(c) naive per-metric pipeline (scaled)",
+            r["c_naive"]["scaled_to_all_layers_s"],
+            "s",
+            r["c_naive"]["scaled_to_all_layers_s"] / full,
+            ">= 10x ours",
+        ),
+        ("peak RSS, full sweep, 10,000 tokens", mem["tokens_10000"], "MiB", None, None),
+        (
+            "peak RSS, full sweep, 20,000 tokens",
+            mem["tokens_20000"],
+            "MiB",
+            mem["tokens_20000"] / mem["tokens_10000"],
+            "flat (1x)",
+        ),
+    ]
 
 
 if __name__ == "__main__":
