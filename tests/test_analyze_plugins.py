@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,24 @@ PLUGIN = textwrap.dedent(
                     total_variance))
     '''
 )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _restore_registry() -> Iterator[None]:
+    """Plugins register into the process-wide registry: leave it as the other tests expect
+    (the generated docs list the registry)."""
+    import sys
+
+    from analyze import plugins, registry
+
+    registry.ensure_loaded()
+    metrics, loaded = dict(registry.REGISTRY._metrics), dict(plugins._LOADED)
+    yield
+    registry.REGISTRY._metrics.clear()
+    registry.REGISTRY._metrics.update(metrics)
+    plugins._LOADED.clear()
+    plugins._LOADED.update(loaded)
+    sys.modules.pop("lab_metrics", None)
 
 
 @pytest.fixture(scope="module")
