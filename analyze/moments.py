@@ -158,17 +158,7 @@ def _gather(xp: Any, block: Any, order: np.ndarray, d: int, wd: type) -> Any:
     return x[xp.asarray(order)].astype(wd)
 
 
-def span_runs(plan: TokenPlan, cp: Any) -> list[tuple[int, list[tuple[int, int]]]]:
-    """Per span present in the chunk: (span index, its runs [a, b) in the gathered order)."""
-    runs: dict[int, list[tuple[int, int]]] = {}
-    for ci, a, b in zip(
-        cp.seg_cells.tolist(), cp.seg_bounds[:-1].tolist(), cp.seg_bounds[1:].tolist(), strict=True
-    ):
-        runs.setdefault(plan.cells[ci][1], []).append((a, b))
-    return sorted(runs.items())
-
-
-def _rows(xp: Any, buf: Any, runs: list[tuple[int, int]]) -> Any:
+def _rows(xp: Any, buf: Any, runs: tuple[tuple[int, int], ...]) -> Any:
     """The rows of ``runs`` of ``buf``: a view for one run, else one gathered copy."""
     if len(runs) == 1:
         return buf[runs[0][0] : runs[0][1]]
@@ -192,7 +182,6 @@ def step1(acc: Accumulator, k: int, *blocks: Any) -> Accumulator:
         cp.dom_ids.tolist(), cp.dom_bounds[:-1].tolist(), cp.dom_bounds[1:].tolist(), strict=True
     )
     doms = list(doms)
-    spans = span_runs(plan, cp)
     bufs = {}
     for m, block in zip(cfg.members, blocks, strict=True):
         st = acc.states[m]
@@ -212,7 +201,7 @@ def step1(acc: Accumulator, k: int, *blocks: Any) -> Accumulator:
             buf[a:b] -= st.ref[di]
             seg = buf[a:b]
             st.Gd[di] += seg.T @ seg
-        for si, runs in spans:
+        for si, runs in cp.span_runs:
             x = _rows(xp, buf, runs)
             st.Gs[si] += x.T @ x
         sq = xp.einsum("ij,ij->i", buf, buf)
@@ -234,7 +223,7 @@ def step1(acc: Accumulator, k: int, *blocks: Any) -> Accumulator:
         (kd, ks), bt, br = acc.states[t].cross[r], bufs[t], bufs[r]
         for di, a, b in doms:
             kd[di] += bt[a:b].T @ br[a:b]
-        for si, runs in spans:
+        for si, runs in cp.span_runs:
             ks[si] += _rows(xp, bt, runs).T @ _rows(xp, br, runs)
     acc.chunks_seen.append(k)
     return acc
@@ -356,13 +345,12 @@ def step2(acc: Accumulator, k: int, *blocks: Any) -> Accumulator:
 @dataclass
 class CellMoments:
     """Host float64 moments of one member: per cell the count, mean, shifted sum and sum of
-    squares; per domain and per span the Gram of the shifted rows (``shift``: each cell's
-    reference, the mean subtracted before the products)."""
+    squares; per domain and per span the Gram of the shifted rows (rows minus their domain's
+    reference mean, subtracted before the products)."""
 
     n: np.ndarray
     mu: np.ndarray
     s: np.ndarray
-    shift: np.ndarray
     sq: np.ndarray
     Gd: np.ndarray
     Gs: np.ndarray
@@ -435,13 +423,11 @@ class LayerMoments:
 
 
 def _own(acc: Accumulator, m: str) -> CellMoments:
-    st, plan = acc.states[m], acc.plan
-    shift = to_numpy(st.ref).astype(np.float64)[[di for di, _ in plan.cells]]
+    st = acc.states[m]
     return CellMoments(
         n=st.n.copy(),
         mu=_cell_means(acc, m),
         s=to_numpy(st.s),
-        shift=shift,
         sq=to_numpy(st.sq),
         Gd=to_numpy(st.Gd),
         Gs=to_numpy(st.Gs),

@@ -73,6 +73,8 @@ class ChunkPlan:
     dom_ids: np.ndarray
     """Domain index of each domain run of ``order`` (cells sort by domain first)."""
     dom_bounds: np.ndarray
+    span_runs: tuple[tuple[int, tuple[tuple[int, int], ...]], ...]
+    """Per span present: (span index, its runs [a, b) of ``order``), one run per domain."""
     sample_rel: np.ndarray
     """Chunk-relative indices of subsampled tokens, and their slots in the subsample."""
     sample_slot: np.ndarray
@@ -252,6 +254,12 @@ def _chunk_plan(
     dstarts = np.flatnonzero(np.r_[True, doms[1:] != doms[:-1]]) if len(order) else []
     dom_bounds = np.r_[dstarts, len(order)].astype(np.int64)
     dom_ids = doms[np.asarray(dstarts, np.int64)]
+    runs: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for c, a, b in zip(
+        seg_cells.tolist(), seg_bounds[:-1].tolist(), seg_bounds[1:].tolist(), strict=True
+    ):
+        runs[cells[c][1]].append((a, b))
+    span_runs = tuple((si, tuple(r)) for si, r in sorted(runs.items()))
 
     lo, hi = np.searchsorted(samples, [t0, t1])
     sample_slot = np.arange(lo, hi, dtype=np.int64)
@@ -312,6 +320,7 @@ def _chunk_plan(
         seg_bounds=seg_bounds,
         dom_ids=dom_ids,
         dom_bounds=dom_bounds,
+        span_runs=span_runs,
         sample_rel=sample_rel,
         sample_slot=sample_slot,
         seq_batches=batches,

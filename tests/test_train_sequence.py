@@ -366,9 +366,10 @@ def test_identical_first_stage_is_reused_not_retrained(world: dict[str, Path]) -
         m_a.parent,
         m_c1.name,
     )
-    assert _weights(c[0]).keys() == _weights(a[0]).keys()
-    for name, w in _weights(a[0]).items():
-        assert torch.equal(w, _weights(c[0])[name]), name
+    w_a, w_c = _weights(a[0]), _weights(c[0])
+    assert w_c.keys() == w_a.keys()
+    for name, w in w_a.items():
+        assert torch.equal(w, w_c[name]), name
     assert "reused_from" not in m_c2.resolved_config["stage"]
     assert m_c2.resolved_config["stage"]["stage_key"] != m_c1.resolved_config["stage"]["stage_key"]
     assert (c[1] / "train_log.json").is_file()

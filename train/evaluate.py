@@ -206,29 +206,6 @@ def _score(records: Sequence[dict[str, Any]], comps: Sequence[str], scorer: Scor
     return total / len(records)
 
 
-def _score_generations(
-    model: Any,
-    tok: Any,
-    records: Sequence[dict[str, Any]],
-    s: EvalSettings,
-    device: str,
-    scorer: Scorer,
-    max_new_tokens: int | None = None,
-) -> float | None:
-    if not records:
-        return None
-    cap = generation_cap(tok, records, max_new_tokens or s.max_new_tokens)
-    comps = generate(
-        model,
-        tok,
-        [r["prompt"] for r in records],
-        max_new_tokens=cap,
-        batch_size=s.gen_batch_size,
-        device=device,
-    )
-    return _score(records, comps, scorer)
-
-
 def score_domains(
     model: Any,
     tok: Any,
@@ -236,12 +213,13 @@ def score_domains(
     s: EvalSettings,
     device: str,
     scorer: Scorer,
+    max_new_tokens: int | None = None,
 ) -> dict[str, float | None]:
     """Every domain's generation score from one batched generation over all their prompts,
-    each domain keeping its own cap."""
+    each domain keeping its own cap (at most ``max_new_tokens``, default the settings')."""
     prompts, caps, spans = [], [], {}
     for d, recs in per_domain.items():
-        cap = generation_cap(tok, recs, s.max_new_tokens) if recs else 0
+        cap = generation_cap(tok, recs, max_new_tokens or s.max_new_tokens) if recs else 0
         spans[d] = (len(prompts), len(prompts) + len(recs))
         prompts += [r["prompt"] for r in recs]
         caps += [cap] * len(recs)
@@ -309,9 +287,9 @@ def future_adaptation(
     curve: list[list[float]] = []
     for step in range(s.future_steps + 1):
         if step in s.future_eval_at:
-            score = _score_generations(
-                model, tok, eval_records, s, device, scorer, s.future_max_new_tokens
-            )
+            score = score_domains(
+                model, tok, {"task": eval_records}, s, device, scorer, s.future_max_new_tokens
+            )["task"]
             curve.append([step, score or 0.0])
         if step == s.future_steps:
             break

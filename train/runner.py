@@ -8,6 +8,7 @@ last, atomically); re-running skips complete stages and retrains an incomplete o
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import time
@@ -131,6 +132,11 @@ _TRAINING_MITIGATION = (
 )
 
 
+def train_seed(cfg: RunConfig, plan: StagePlan) -> int:
+    """Distinct adapter inits per stage, reproducible from the run seed."""
+    return cfg.seed * 1000 + plan.index
+
+
 def stage_key(cfg: RunConfig, plan: StagePlan, parent_key: str, data: Path) -> str:
     """A fingerprint of everything that determines a stage's weights and its evaluation: the
     parent's key (so the whole lineage), kind, domain, the exact training examples, LoRA and
@@ -151,7 +157,7 @@ def stage_key(cfg: RunConfig, plan: StagePlan, parent_key: str, data: Path) -> s
         "lora": _as_plain(cfg.effective_lora),
         "budget": budget,
         "mitigation": {k: getattr(mit, k) for k in _TRAINING_MITIGATION},
-        "train_seed": cfg.seed * 1000 + plan.index,
+        "train_seed": train_seed(cfg, plan),
         "eval": evaluation,
         "seed": cfg.seed,
         "data_dir": str(data.resolve()),
@@ -164,28 +170,24 @@ def _base_key(base: Path) -> str:
     return "base:" + str(base.resolve())
 
 
-def find_reusable(reuse_dirs: list[Path], key: str, exclude: Path) -> Path | None:
-    """A complete stage directory under ``reuse_dirs`` (searched to any depth) whose stage key is
-    ``key``; never ``exclude`` itself."""
+def reusable_stages(reuse_dirs: list[Path]) -> dict[str, Path]:
+    """stage_key -> a complete stage directory under ``reuse_dirs`` (searched to any depth).
+    Read once per run: a run's own stages never match each other (their lineages differ)."""
+    found: dict[str, Path] = {}
     for root in reuse_dirs:
         for mpath in sorted(Path(root).rglob("manifest.json")):
-            ckpt = mpath.parent
-            if ckpt.resolve() == exclude.resolve():
-                continue
             try:
                 stage = json.loads(mpath.read_text()).get("resolved_config", {}).get("stage", {})
             except (OSError, json.JSONDecodeError):
                 continue
-            if stage.get("stage_key") == key:
-                return ckpt
-    return None
+            if "stage_key" in stage:
+                found.setdefault(stage["stage_key"], mpath.parent)
+    return found
 
 
 def _copy_stage(src: Path, dst: Path) -> None:
     """Every file of ``src`` but its manifest into ``dst`` (hard links where the filesystem
     allows: checkpoints are read-only once complete)."""
-    import os
-
     for f in sorted(src.rglob("*")):
         rel = f.relative_to(src)
         if f.is_dir() or rel == Path("manifest.json"):
@@ -297,6 +299,8 @@ def run_sequence(
     identity = _run_identity(cfg)
     parent_dir, parent_m = base, base_m
     parent_key = _base_key(base)
+    reusable = reusable_stages(list(reuse or []))
+    paths = {"base_dir": str(base.resolve()), "data_dir": str(data.resolve())}
     prior_adapters: list[Path] = []
     dirs: list[Path] = []
     for plan in plans:
@@ -319,8 +323,7 @@ def run_sequence(
         if ckpt.exists():
             shutil.rmtree(ckpt)  # no manifest: half-written by an interrupted run
         t0 = time.time()
-        train_seed = cfg.seed * 1000 + plan.index  # distinct adapter inits per stage, reproducible
-        source = find_reusable(list(reuse or []), key, ckpt)
+        source = reusable.get(key)
         if source is not None and (not evaluate or (source / "behavior.json").is_file()):
             src_m = read_manifest(source)
             ckpt.mkdir(parents=True)
@@ -333,16 +336,13 @@ def run_sequence(
                 parent_m,
                 base_m,
                 stage={k: v for k, v in src_stage.items() if k not in ("name", "reused_from")},
-                paths={"base_dir": str(base.resolve()), "data_dir": str(data.resolve())},
+                paths=paths,
                 wall_time_s=time.time() - t0,
                 device=device,
                 reused_from=src_m.name,
             )
-            write_json_atomic(ckpt / "manifest.json", manifest.to_dict())
+            parent_dir, parent_m = ckpt, _commit(ckpt, manifest, prior_adapters)
             log(f"{plan.dirname}: identical to {src_m.name} ({source}), reused")
-            parent_dir, parent_m = ckpt, manifest
-            if manifest.adapter_dir:
-                prior_adapters.append(ckpt / manifest.adapter_dir)
             continue
         res = train_stage(
             plan.spec,
@@ -352,7 +352,7 @@ def run_sequence(
             budget=cfg.budget,
             lora=lora,
             mitigation=cfg.mitigation,
-            seed=train_seed,
+            seed=train_seed(cfg, plan),
             prior_adapters=list(prior_adapters),
             device=device,
             progress=progress,
@@ -398,23 +398,30 @@ def run_sequence(
                 "n_examples": len(plan.examples),
                 "sources": plan.sources,
                 "steps": res.steps,
-                "train_seed": train_seed,
+                "train_seed": train_seed(cfg, plan),
                 "regularisers": res.regularisers,
                 "device": device,
                 "final_loss": res.losses[-1] if res.losses else None,
                 "train_time_s": round(train_s, 3),
                 "eval_time_s": round(eval_s, 3),
             },
-            paths={"base_dir": str(base.resolve()), "data_dir": str(data.resolve())},
+            paths=paths,
             wall_time_s=time.time() - t0,
             device=device,
         )
-        write_json_atomic(ckpt / "manifest.json", manifest.to_dict())
+        parent_dir, parent_m = ckpt, _commit(ckpt, manifest, prior_adapters)
         log(_summary(plan, manifest.tokens_seen, behavior, base_b, res.losses, train_s, eval_s))
-        parent_dir, parent_m = ckpt, manifest
-        if manifest.adapter_dir:
-            prior_adapters.append(ckpt / manifest.adapter_dir)
     return dirs
+
+
+def _commit(
+    ckpt: Path, manifest: CheckpointManifest, prior_adapters: list[Path]
+) -> CheckpointManifest:
+    """Write the manifest (last: the stage is complete) and note its adapter for later stages."""
+    write_json_atomic(ckpt / "manifest.json", manifest.to_dict())
+    if manifest.adapter_dir:
+        prior_adapters.append(ckpt / manifest.adapter_dir)
+    return manifest
 
 
 def _manifest(
