@@ -10,8 +10,16 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
     parser.add_argument("--model", help="local HF causal-LM directory (default: embedded SmolLM2)")
     parser.add_argument("--budget", default="demo", choices=["demo", "paper"])
-    parser.add_argument("--probe-per-domain", type=int, default=20)
+    parser.add_argument(
+        "--probe-per-domain", type=int, default=12, help="probe records per domain (default 12)"
+    )
     parser.add_argument("--token-cap-per-span", type=int, default=250)
+    parser.add_argument(
+        "--layer-stride",
+        type=int,
+        default=3,
+        help="analyse every k-th layer and the last (default 3; 1 = all; the store has all)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--future-task",
@@ -40,6 +48,7 @@ def _demo(args: argparse.Namespace) -> int:
         budget=args.budget,
         probe_per_domain=args.probe_per_domain,
         token_cap_per_span=args.token_cap_per_span,
+        layer_stride=args.layer_stride,
         seed=args.seed,
         train_overrides=tuple(args.set),
         future_tasks=tuple(args.future_task or DemoSettings.future_tasks),

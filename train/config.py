@@ -192,13 +192,13 @@ class Mitigation:
 
 @dataclass(frozen=True)
 class EvalSettings:
-    n_generate: int = 8
+    n_generate: int = 6
     """Eval records per domain scored from greedy generations (the first n of each eval pool)."""
     max_new_tokens: int = 96
     """A cap: each domain generates at most 1.5x its longest reference response (+8 tokens)."""
     gen_batch_size: int = 40
     """Prompts per generation batch; the domains' prompts share batches (see generate())."""
-    n_teacher_forced: int = 8
+    n_teacher_forced: int = 6
     """Eval records per domain for validation loss and calibration (teacher forced)."""
     ece_bins: int = 15
     future_tasks: tuple[str, ...] = ()
@@ -260,7 +260,7 @@ class EvalSettings:
 @dataclass(frozen=True)
 class Budget:
     name: str = "demo"
-    tokens_per_stage: int = 6_400
+    tokens_per_stage: int = 3_200
     """Non-padding tokens every stage trains on (prompt + response; DPO: prompt twice + both)."""
     max_length: int = 256
     batch_size: int = 4

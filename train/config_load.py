@@ -25,8 +25,10 @@ from train.config import (
 )
 
 BUDGET_DEFAULTS: dict[str, dict[str, Any]] = {
-    # Minutes on a 2-core CPU: 15-30 optimizer steps of batch 4 per stage (6,400 tokens); sequence
-    # A with evaluation measured at ~20 min at 8,000 tokens under load 4-6, hence 6,400.
+    # Minutes on a 2-core CPU: 8-15 optimizer steps of batch 4 per stage (3,200 tokens), 6 eval
+    # records per domain. Measured at 6,400 tokens and 8 records: ~70 s training + ~49 s evaluation
+    # per stage, which put `repcollapse demo` (10 trained stages) at 31 min against its 20-min
+    # target; the whole demo budget is in train/config.py (Budget, EvalSettings).
     "demo": {},
     # A GPU: a few thousand steps per stage, a larger evaluation.
     "paper": {
