@@ -19,7 +19,7 @@ when the sub-store is complete). An incomplete sub-store is deleted and redone.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -45,16 +45,6 @@ if TYPE_CHECKING:
 def generated_done(store: Any, name: str) -> bool:
     group = generated_group(name)
     return store_exists(store, group) and StoreWriter(store, group=group).status(name) == "complete"
-
-
-def distinct_n(texts: Iterable[str], n: int) -> float:
-    """Distinct n-grams / all n-grams over whitespace tokens of ``texts`` (0.0 if none)."""
-    grams = [
-        tuple(words[i : i + n])
-        for words in (t.split() for t in texts)
-        for i in range(len(words) - n + 1)
-    ]
-    return len(set(grams)) / len(grams) if grams else 0.0
 
 
 def _prompt_ids(tokenizer: Any, prompt: str) -> list[int]:

@@ -1,4 +1,4 @@
-"""`repcollapse analyze metrics|stats|figures|report`: from the store alone, no model stack."""
+"""`repcollapse analyze metrics|generated|stats|figures|report`: from the store alone, no model stack."""
 
 from __future__ import annotations
 
@@ -115,6 +115,28 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=_metrics)
 
     p = sub.add_parser(
+        "generated",
+        help="the generated-output probe (extract --generate N): distinct-n and spectra",
+        description=(
+            "For every complete generated sub-store: distinct-1/2/3 and mean completion length "
+            "of the sampled completions (per domain and overall), and the moment metrics of its "
+            "tokens (read span 'response' for the generated tokens), into OUT/generated.parquet "
+            "(same columns as metrics.parquet; a DuckDB view 'generated' for repcollapse query)."
+        ),
+    )
+    p.add_argument("store", help="path of the activation store")
+    p.add_argument("--out", required=True, help="tables directory (created if missing)")
+    p.add_argument(
+        "--metrics",
+        nargs="+",
+        metavar="NAME",
+        help="moment metrics (default: spectrum and anisotropy, those without a reference)",
+    )
+    p.add_argument("--layers", nargs="+", type=int, metavar="L", help="default all")
+    p.add_argument("--scheduler", metavar="ADDR", help="as for 'analyze metrics'")
+    p.set_defaults(handler=_generated)
+
+    p = sub.add_parser(
         "stats", help="regressions, stage/order effects, Pareto, falsification tables"
     )
     p.add_argument(
@@ -183,6 +205,23 @@ def _metrics(args: argparse.Namespace) -> int:
         return 2
     for name, path in summary.tables.items():
         print(f"{name}: {path}")
+    return 0
+
+
+def _generated(args: argparse.Namespace) -> int:
+    from analyze.generated import run_generated
+
+    try:
+        run_generated(
+            args.store,
+            args.out,
+            metrics=args.metrics,
+            layers=args.layers,
+            scheduler_address=args.scheduler,
+        )
+    except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
+        print(f"repcollapse analyze generated: {exc}")
+        return 2
     return 0
 
 

@@ -205,13 +205,6 @@ def test_generate(chain: dict, tmp_path: Path) -> None:
     assert again[0].status == "skipped"
 
 
-def test_distinct_n() -> None:
-    from extract.generate import distinct_n
-
-    assert distinct_n(["a b a b", "a b"], 2) == pytest.approx(2 / 4)
-    assert distinct_n(["a"], 2) == 0.0
-
-
 def test_device_flag_rejects_unknown() -> None:
     with pytest.raises(ValueError, match="device"):
         ExtractConfig(device="tpu")
