@@ -6,6 +6,12 @@ refused), optionally ``behavior.json`` and the stage's own LoRA adapter (``adapt
 manifest's ``adapter_dir``). A ``full`` stage's update is the SVD of its weight delta against
 the parent's weights: the parent directory is ``resolved_config["parent_dir"]`` of the manifest
 (absolute, or relative to the checkpoint), else the parent checkpoint given in the same command.
+
+An adapter-only checkpoint (manifest ``weights: "adapter"``, e.g. to keep a long chain in a few
+MB per stage) holds its own adapter and no weights: its model is its parent's model (found the
+same way, itself merged or adapter-only) with the adapter merged in, in float32 - the arithmetic
+train uses to write a merged stage. Config and tokenizer come from the nearest merged ancestor
+unless the directory has its own tokenizer.
 """
 
 from __future__ import annotations
@@ -27,28 +33,80 @@ class CheckpointSource:
     manifest: CheckpointManifest
     manifest_json: str
     behavior: dict[str, Any]
+    model_dir: Path
+    """Directory of the weights the model starts from (``path`` unless adapter-only)."""
+    adapters: tuple[Path, ...] = ()
+    """Adapters merged into ``model_dir``'s weights, oldest first (adapter-only chains)."""
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.path if (self.path / "tokenizer_config.json").is_file() else self.model_dir
 
 
-def read_checkpoint(path: str | Path) -> CheckpointSource:
+def parent_dir(path: Path, manifest: CheckpointManifest, by_name: dict[str, Path]) -> Path | None:
+    """The parent checkpoint's directory: ``resolved_config['parent_dir']`` (absolute or relative
+    to the checkpoint), else the parent among the command's checkpoints; None if neither."""
+    given = manifest.resolved_config.get("parent_dir")
+    if given:
+        found = Path(given) if Path(given).is_absolute() else path / given
+        if found.is_dir():
+            return found
+        if Path(given).is_dir():
+            return Path(given)
+    return by_name.get(manifest.parent)
+
+
+def read_checkpoint(
+    path: str | Path, by_name: dict[str, Path] | None = None, _seen: tuple[Path, ...] = ()
+) -> CheckpointSource:
+    """A checkpoint directory; an adapter-only one resolved down to a merged ancestor.
+    ``by_name``: directories of the command's other checkpoints, by manifest name."""
     path = Path(path)
     manifest = read_manifest(path)  # refuses a directory without manifest.json
     behavior_path = path / "behavior.json"
     behavior = (
         json.loads(behavior_path.read_text(encoding="utf-8")) if behavior_path.is_file() else {}
     )
-    if manifest.weights != "merged":
+    manifest_json = json.dumps(manifest.to_dict(), sort_keys=True)
+    if manifest.weights == "merged":
+        return CheckpointSource(path, manifest, manifest_json, behavior, model_dir=path)
+    adapter = path / (manifest.adapter_dir or "adapter")
+    parent = parent_dir(path, manifest, by_name or {})
+    where = str(path / "manifest.json")
+    if not (adapter / "adapter_config.json").is_file():
         raise SchemaError(
             [
                 Problem(
-                    str(path / "manifest.json"),
-                    f"expected weights 'merged' (full weights in the directory), found {manifest.weights!r}; "
-                    "merge the adapter into the weights first",
+                    where,
+                    f"expected an adapter (adapter_config.json) at {adapter} for weights "
+                    f"'adapter', found none",
                     "unsupported_checkpoint",
                 )
             ]
         )
+    if parent is None or path.resolve() in _seen:
+        found = (
+            "a cycle" if parent is not None else repr(manifest.resolved_config.get("parent_dir"))
+        )
+        raise SchemaError(
+            [
+                Problem(
+                    where,
+                    f"an adapter-only checkpoint needs its parent's model: expected "
+                    f"resolved_config['parent_dir'] or the parent {manifest.parent!r} among the "
+                    f"checkpoints of this command, found {found}",
+                    "unsupported_checkpoint",
+                )
+            ]
+        )
+    base = read_checkpoint(parent, by_name, (*_seen, path.resolve()))
     return CheckpointSource(
-        path, manifest, json.dumps(manifest.to_dict(), sort_keys=True), behavior
+        path,
+        manifest,
+        manifest_json,
+        behavior,
+        model_dir=base.model_dir,
+        adapters=(*base.adapters, adapter),
     )
 
 
@@ -88,11 +146,18 @@ def check_same_model(sources: Sequence[CheckpointSource], configs: Sequence[Any]
         raise SchemaError(problems, "one store holds checkpoints of one model family")
 
 
-def load_model(path: Path, device: Any) -> Any:
+def load_model(src: CheckpointSource, device: Any) -> Any:
+    """The checkpoint's model in float32: its weights, or its merged ancestor's with every
+    adapter of the chain merged in, oldest first."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(str(src.model_dir), dtype=torch.float32)
+    if src.adapters:
+        from peft import PeftModel
+
+        for adapter in src.adapters:
+            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     model.to(device)
     model.eval()
     return model
@@ -116,6 +181,11 @@ def update_factors(model: Any, src: CheckpointSource, by_name: dict[str, Checkpo
             parent_dir = src.path / parent_dir
         if parent_dir is None and m.parent in by_name:
             parent_dir = by_name[m.parent].path
+        if src.adapters:
+            raise ValueError(
+                f"{src.path}: a full fine-tuning stage has weights, expected weights 'merged', "
+                "found 'adapter'"
+            )
         if parent_dir is None or not parent_dir.is_dir():
             raise FileNotFoundError(
                 f"{src.path}: a full fine-tuning stage needs its parent's weights; expected "

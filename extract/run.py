@@ -55,6 +55,7 @@ from store_schema.problems import Problem, SchemaError
 from store_schema.records import (
     ProbeRecord,
     probe_corpus_hash,
+    read_manifest,
     read_probe_jsonl,
 )
 from store_schema.store import StoreWriter
@@ -191,16 +192,17 @@ def extract(
     if not checkpoints:
         raise ValueError("extract: expected at least one checkpoint directory, found none")
     records = read_probe_jsonl(probe)
-    sources = [read_checkpoint(p) for p in checkpoints]
+    dirs = {read_manifest(p).name: Path(p) for p in checkpoints}
+    sources = [read_checkpoint(p, dirs) for p in checkpoints]
     names = [s.manifest.name for s in sources]
     if len(set(names)) != len(names):
         raise ValueError(f"extract: checkpoint names must be unique, found {names}")
-    configs = [AutoConfig.from_pretrained(str(s.path)) for s in sources]
+    configs = [AutoConfig.from_pretrained(str(s.model_dir)) for s in sources]
     check_same_model(sources, configs)
-    tokenizer = _tokenizer_of(sources[0].path)
+    tokenizer = _tokenizer_of(sources[0].tokenizer_dir)
     fingerprint = tokenizer_fingerprint(tokenizer)
     for src in sources[1:]:
-        other = tokenizer_fingerprint(_tokenizer_of(src.path))
+        other = tokenizer_fingerprint(_tokenizer_of(src.tokenizer_dir))
         if other["vocab_sha256"] != fingerprint["vocab_sha256"]:
             raise SchemaError(
                 [
@@ -272,7 +274,7 @@ def _run_checkpoint(job: Job, src: CheckpointSource) -> CheckpointResult:
         _log(config, f"{name}: complete in the store, skipped")
         return CheckpointResult(name, "skipped")
     t0 = time.perf_counter()
-    model = load_model(src.path, job.device)
+    model = load_model(src, job.device)
     lora = update_factors(model, src, job.by_name)
     t_load, cpu_load = time.perf_counter(), time.process_time()
     tokens = 0
