@@ -12,12 +12,14 @@ generator; written once into WORKDIR, ~0.7 GB, a minute or two), token chunks of
 (b) plain NumPy loop: reads every needed chunk once (each checkpoint's chunk of a layer once),
     casts to float32, does only the needed products (X^T X per checkpoint; X^T B and X^T P for
     the base B and parent P), accumulates in float64. No cells, no reference shift, no metrics.
-(c) naive per-metric pipeline, whole probe only (1 of our 13 selections): for every metric a
-    fresh read of the (checkpoint, layer) matrix; the spectrum metrics each from a full SVD of
-    the centered matrix (RankMe: of the raw one); anisotropy from the N x N cosine matrix and
-    CKA from N x N Gram matrices (HSIC form) on a 5,000-row subsample (N x N at N = 20,000 is
-    3.2 GB in float64, so it would not fit comfortably: the subsample is what a naive user does).
-    Timed on one layer of every checkpoint and scaled to 8 layers (reported as such).
+(c) naive per-metric pipeline over the same 13 selections and moment metrics as ours (stop 10's
+    version covered the whole probe only): for every metric a fresh read of the (checkpoint,
+    layer) matrix; the spectrum metrics each from a full SVD of the centered selection (RankMe:
+    of the raw one); anisotropy from the N x N cosine matrix and CKA from N x N Gram matrices
+    (HSIC form) on at most 5,000 rows of the selection (N x N at N = 20,000 is 3.2 GB in
+    float64: the subsample is what a naive user does); the probes and silhouette as ours, on
+    300 rows per domain. Not covered: per-sequence rank. Timed on one layer of every checkpoint
+    and scaled to 8 layers (reported as such).
 Memory: peak RSS of ours (full sweep, fresh process) at 10,000 and 20,000 tokens.
 """
 
@@ -101,19 +103,38 @@ def _plain(store: Path) -> float:
 
 
 def naive_pipeline(store: Path, layers: list[int]) -> float:
-    """(c) on ``layers`` of every checkpoint, whole probe only (see the module docstring)."""
+    """(c) on ``layers`` of every checkpoint, the selections and metrics of ours (see the module
+    docstring)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import silhouette_score
+    from sklearn.preprocessing import StandardScaler
+
     from store_schema import open_store
 
     ds = open_store(store)
     keep = ~np.asarray(ds["is_sink"].values).astype(bool)
-    dom = np.asarray(ds["domain"].values)
+    dom = np.asarray(ds["domain"].values)[keep]
+    span = np.asarray(ds["span"].values)[keep]
     names = [str(x) for x in ds["name"].values]
     parents = [str(x) for x in ds["parent"].values]
     rng = np.random.default_rng(0)
-    sub = np.sort(rng.choice(np.flatnonzero(keep), NAIVE_SUBSAMPLE, replace=False))
+    selections = [np.ones(len(dom), bool)]
+    selections += [dom == d for d in np.unique(dom)] + [span == x for x in np.unique(span)]
+    # N x N matrices on at most NAIVE_SUBSAMPLE rows of each selection
+    subs = [
+        np.sort(rng.choice(np.flatnonzero(m), min(NAIVE_SUBSAMPLE, int(m.sum())), replace=False))
+        for m in selections
+    ]
+    sample = np.sort(
+        np.concatenate(
+            [rng.choice(np.flatnonzero(dom == d), 300, replace=False) for d in np.unique(dom)]
+        )
+    )
+    fit = rng.random(len(sample)) < 0.75
 
     def read(c: str, layer: int) -> np.ndarray:
-        return np.asarray(ds["hidden"].sel(checkpoint=c).isel(layer=layer).values, np.float64)
+        h = ds["hidden"].sel(checkpoint=c).isel(layer=layer).values
+        return np.asarray(h, np.float64)[keep]
 
     def spectrum_metric(H: np.ndarray, which: str) -> float:
         Hc = H - H.mean(0)
@@ -123,7 +144,8 @@ def naive_pipeline(store: Path, layers: list[int]) -> float:
         return {
             "erank": float(np.exp(-(p[p > 0] * np.log(p[p > 0])).sum())),
             "pr": float(lam.sum() ** 2 / (lam**2).sum()),
-            "topk": float(lam[:10].sum() / lam.sum()),
+            "top1": float(lam[:1].sum() / lam.sum()),
+            "top10": float(lam[:10].sum() / lam.sum()),
             "alpha": float(
                 np.polyfit(np.log(np.arange(1, len(lam) + 1)), np.log(lam + 1e-30), 1)[0]
             ),
@@ -139,24 +161,31 @@ def naive_pipeline(store: Path, layers: list[int]) -> float:
         K, L = Xc @ Xc.T, Yc @ Yc.T
         return float((K * L).sum() / np.sqrt((K * K).sum() * (L * L).sum()))
 
+    def probe(H: np.ndarray, labels: np.ndarray) -> float:
+        scaler = StandardScaler().fit(H[fit])
+        clf = LogisticRegression(max_iter=100, random_state=0)
+        clf.fit(scaler.transform(H[fit]), labels[fit])
+        return float(clf.score(scaler.transform(H[~fit]), labels[~fit]))
+
     t0 = time.perf_counter()
     for layer in layers:
         for c, p in zip(names, parents, strict=True):
-            for which in ("erank", "erank_norm", "pr", "pr_norm", "topk", "alpha"):
-                spectrum_metric(
-                    read(c, layer)[keep],
-                    "erank" if which == "erank_norm" else which.replace("_norm", ""),
-                )
-            np.linalg.svd(read(c, layer)[keep], compute_uv=False)  # rankme
-            cos_mean(read(c, layer)[sub])
-            H = read(c, layer)[sub]
-            cos_mean(H - H.mean(0))
-            for ref in ("base", p):
-                if ref in names and ref != c:
-                    hsic_cka(read(c, layer)[sub], read(ref, layer)[sub])
-            H = read(c, layer)[keep]
+            for m, sub in zip(selections, subs, strict=True):
+                for which in ("erank", "erank_norm", "pr", "pr_norm", "top1", "top10", "alpha"):
+                    spectrum_metric(read(c, layer)[m], which.replace("_norm", ""))
+                np.linalg.svd(read(c, layer)[m], compute_uv=False)  # rankme
+                cos_mean(read(c, layer)[sub])
+                H = read(c, layer)[sub]
+                cos_mean(H - H.mean(0))
+                for ref in ("base", p):
+                    if ref in names and ref != c:
+                        hsic_cka(read(c, layer)[sub], read(ref, layer)[sub])
+            H = read(c, layer)
             mu = H.mean(0)
-            sum(((H[dom[keep] == k].mean(0) - mu) ** 2).sum() for k in np.unique(dom))
+            sum(((H[dom == k].mean(0) - mu) ** 2).sum() for k in np.unique(dom))
+            probe(read(c, layer)[sample], dom[sample])
+            probe(read(c, layer)[sample], rng.permutation(dom[sample]))
+            silhouette_score(read(c, layer)[sample], dom[sample], metric="cosine")
     return time.perf_counter() - t0
 
 
