@@ -6,7 +6,9 @@ incomplete checkpoint and is refused before anything runs):
 1. the store is created from the first checkpoint (layers, width, vocab, LoRA modules, token
    coordinates, provenance attrs) or, if it exists, checked against this run before anything
    is written (extract.store_io);
-2. a checkpoint already complete in the store is skipped;
+2. a checkpoint already complete in the store is skipped; one whose weight files are those of
+   a checkpoint already complete (hard links: ``train run --reuse``) gets a copy of its data
+   (extract.twins);
 3. the unembedding is added (deduplicated by content), the slot is reserved (an incomplete
    checkpoint of the same name keeps its slot), the LoRA factors and behaviour are written, the
    probe is run batch by batch through a chunk buffer (one chunk per layer filling, one being
@@ -51,6 +53,7 @@ from extract.checkpoints import (
 )
 from extract.store_io import TOPK, Geometry, code_version, create_or_check, update_attr_list
 from extract.tokens import TokenPlan, build_plan, tokenizer_fingerprint
+from extract.twins import copy_twin, find_twin
 from store_schema.problems import Problem, SchemaError
 from store_schema.records import (
     ProbeRecord,
@@ -109,7 +112,7 @@ class ExtractConfig:
 class CheckpointResult:
     name: str
     status: str
-    """'extracted' or 'skipped' (already complete)."""
+    """'extracted', 'copied' (from a twin: extract.twins) or 'skipped' (already complete)."""
     tokens: int = 0
     seconds: float = 0.0
     """Wall time for the checkpoint, model loading included."""
@@ -274,6 +277,18 @@ def _run_checkpoint(job: Job, src: CheckpointSource) -> CheckpointResult:
         _log(config, f"{name}: complete in the store, skipped")
         return CheckpointResult(name, "skipped")
     t0 = time.perf_counter()
+    twin = None if probe_done or not gen_done else find_twin(job, src)
+    if twin is not None:
+        tokens = copy_twin(job, src, twin)
+        seconds = time.perf_counter() - t0
+        update_attr_list(
+            job.store,
+            None,
+            "extraction_log",
+            {"checkpoint": name, "copied_from": twin.manifest.name, "seconds": round(seconds, 3)},
+        )
+        _log(config, f"{name}: same weight files as {twin.manifest.name}, its data copied")
+        return CheckpointResult(name, "copied", tokens, seconds=seconds)
     model = load_model(src, job.device)
     lora = update_factors(model, src, job.by_name)
     t_load, cpu_load = time.perf_counter(), time.process_time()
