@@ -97,6 +97,27 @@ class MetricCache:
         self._done[checkpoint] |= done
         self._write(checkpoint)
 
+    def table(self, name: str, key: dict) -> pd.DataFrame | None:
+        """A whole-store table cached under ``key`` (JSON-able), or None if absent or stale."""
+        data, key_p = self.dir / f"{name}.parquet", self.dir / f"{name}.key.json"
+        if not (data.exists() and key_p.exists()):
+            return None
+        if json.loads(key_p.read_text()) != json.loads(json.dumps(key)):
+            return None
+        return pd.read_parquet(data)
+
+    def save_table(self, name: str, key: dict, df: pd.DataFrame) -> None:
+        """Cache a whole-store table (data first, then its key: a torn write reads as stale)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        data, key_p = self.dir / f"{name}.parquet", self.dir / f"{name}.key.json"
+        key_p.unlink(missing_ok=True)
+        tmp = data.with_suffix(".parquet.tmp")
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, data)
+        tmp = key_p.with_suffix(".tmp")
+        tmp.write_text(json.dumps(key))
+        os.replace(tmp, key_p)
+
     def _write(self, checkpoint: str) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         rows_p, done_p = self._paths(checkpoint)

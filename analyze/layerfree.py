@@ -101,6 +101,10 @@ def _function_rows(
     return rows, done
 
 
+LORA_TABLES_VERSION = 1
+"""Part of the cache key of lora_overlap / lora_spectrum: bump when their definition changes."""
+
+
 def lora_metrics(
     ds: Any,
     attrs: dict,
@@ -112,9 +116,20 @@ def lora_metrics(
     missing: Callable,
     computed: list,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """LoRA tables for every checkpoint (cheap: r x r SVDs) and the cached LoRA metric rows."""
+    """LoRA tables for every checkpoint (r x r SVDs, but every factor of the store is read) and
+    the cached LoRA metric rows. The tables are cached with the store's checkpoint list and
+    lora_k: a re-run that needs no LoRA metric reads them back instead of recomputing them."""
     sid, fam = str(attrs["store_id"]), str(attrs.get("model_family", ""))
     names = [str(n) for n in ds["name"].values]
+    table_key = {"checkpoints": names, "lora_k": options.lora_k, "version": LORA_TABLES_VERSION}
+    lora_wanted = [m for m in wanted if m.kind == "lora"]
+    if not any(missing(c, m, -1) for m in lora_wanted for c in ckpts):
+        overlap, spectrum = (
+            cache.table("lora_overlap", table_key),
+            cache.table("lora_spectrum", table_key),
+        )
+        if overlap is not None and spectrum is not None:
+            return overlap, spectrum
     ups = {c: updates.checkpoint_updates(ds, c) for c in names} if updates.lora_modules(ds) else {}
     spec_rows, ov_rows = [], []
     for c, mods in ups.items():
@@ -128,7 +143,7 @@ def lora_metrics(
                 ups[a], ups[b], options.lora_k
             ).items():
                 ov_rows.append((sid, fam, a, b, module, k, value, base))
-    for m in (m for m in wanted if m.kind == "lora"):
+    for m in lora_wanted:
         key = options.key(m.params)
         for c in ckpts:
             if not missing(c, m, -1):
@@ -169,4 +184,6 @@ def lora_metrics(
             "baseline",
         ],
     )
+    cache.save_table("lora_overlap", table_key, overlap)
+    cache.save_table("lora_spectrum", table_key, spectrum)
     return overlap, spectrum

@@ -83,3 +83,26 @@ def test_unknown_checkpoint_and_layer_are_refused(tmp_path) -> None:
         run_metrics(store, tmp_path / "out", checkpoints=["nope"], **QUIET)
     with pytest.raises(ValueError, match="layer 7 out of range"):
         run_metrics(store, tmp_path / "out", layers=[7], **QUIET)
+
+
+def test_lora_tables_are_read_back_not_recomputed(tmp_path, monkeypatch) -> None:
+    from analyze import updates
+
+    spec = SyntheticSpec(**{**SPEC.__dict__, "lora_rank": 4})
+    store = store_with(tmp_path / "s.zarr", spec)
+    run_metrics(store, tmp_path / "out", **QUIET)
+    first = {
+        n: pd.read_parquet(tmp_path / "out" / f"{n}.parquet")
+        for n in ("lora_overlap", "lora_spectrum")
+    }
+    assert len(first["lora_overlap"]) and len(first["lora_spectrum"])
+    calls = []
+    real = updates.checkpoint_updates
+    monkeypatch.setattr(updates, "checkpoint_updates", lambda *a: calls.append(a) or real(*a))
+    run_metrics(store, tmp_path / "out", metrics=["erank"], recompute=True, **QUIET)
+    assert calls == []  # no LoRA factor read, no SVD
+    for name, df in first.items():
+        pd.testing.assert_frame_equal(df, pd.read_parquet(tmp_path / "out" / f"{name}.parquet"))
+    # another lora_k is another table: recomputed
+    run_metrics(store, tmp_path / "out", options=Options(lora_k=2), **QUIET)
+    assert calls
