@@ -171,29 +171,20 @@ def update_factors(model: Any, src: CheckpointSource, by_name: dict[str, Checkpo
     m = src.manifest
     adapter = src.path / (m.adapter_dir or "adapter")
     if m.stage_kind == "full":
-        parent = m.resolved_config.get("parent_dir")
-        parent_dir = Path(parent) if parent else None
-        if (
-            parent_dir is not None
-            and not parent_dir.is_absolute()
-            and (src.path / parent_dir).is_dir()
-        ):
-            parent_dir = src.path / parent_dir
-        if parent_dir is None and m.parent in by_name:
-            parent_dir = by_name[m.parent].path
         if src.adapters:
             raise ValueError(
                 f"{src.path}: a full fine-tuning stage has weights, expected weights 'merged', "
                 "found 'adapter'"
             )
-        if parent_dir is None or not parent_dir.is_dir():
+        parent = parent_dir(src.path, m, {n: s.path for n, s in by_name.items()})
+        if parent is None:
             raise FileNotFoundError(
                 f"{src.path}: a full fine-tuning stage needs its parent's weights; expected "
                 f"resolved_config['parent_dir'] or the parent checkpoint {m.parent!r} among the "
-                f"checkpoints of this command, found {parent!r}"
+                f"checkpoints of this command, found {m.resolved_config.get('parent_dir')!r}"
             )
         rank = min(m.lora_rank or LORA_RANK_CAPACITY, LORA_RANK_CAPACITY)
-        return full_delta_factors(model, parent_dir, rank)
+        return full_delta_factors(model, parent, rank)
     if (adapter / "adapter_config.json").is_file():
         return read_adapter(adapter, model)
     return None
