@@ -33,6 +33,7 @@ from analyze.registry import Metric
 from analyze.spectrum import topk_metric as spectrum_topk
 from analyze.tables import checkpoints_frame, metrics_frame, write_tables
 from analyze.tokens import ALL, TokenPlan, build_plan
+from analyze.twins import alias_twins, twin_sources
 from analyze.xp import backend
 from store_schema import open_store
 from store_schema.store import read_attrs
@@ -122,8 +123,12 @@ class _Run:
     """Checkpoint name -> position in the store's checkpoint dim (complete or not)."""
     summary: RunSummary
     say: Callable[[str], None]
+    twins: dict[str, str]
+    """Checkpoint -> the checkpoint its data were copied from (analyze.twins): not computed."""
 
     def missing(self, c: str, m: Any, layer: int) -> bool:
+        if c in self.twins:
+            return False
         key = (m.name, m.version, self.options.key(m.params), layer)
         return self.recompute or key not in self.cache.done(c)
 
@@ -192,6 +197,7 @@ def run_metrics(
         raw_index=_raw_index(store, group),
         summary=summary,
         say=say,
+        twins=twin_sources(attrs.get("extraction_log", []), parent, base, ckpts),
     )
     sinks = "included" if options.include_sinks else "excluded"
     say(
@@ -222,6 +228,7 @@ def run_metrics(
         ds, attrs, ckpts, wanted, options, ancestors, run.cache, run.missing, summary.computed
     )
     summary.seconds["lora"] = time.perf_counter() - t0
+    alias_twins(run.cache, run.twins)
 
     rows = _table_rows(run.cache, ckpts, set(layer_list), options)
     derived = collapse_rows(rows) if len(rows) else pd.DataFrame()

@@ -13,12 +13,14 @@ it saves); a stage that was copied rather than linked is extracted normally.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from extract.checkpoints import CheckpointSource, checkpoint_coords
 from store_schema import schema as S
+from store_schema.store import StoreWriter
 
 if TYPE_CHECKING:
     from extract.run import Job
@@ -58,12 +60,25 @@ def find_twin(job: Job, src: CheckpointSource) -> CheckpointSource | None:
 
 def copy_twin(job: Job, src: CheckpointSource, twin: CheckpointSource) -> int:
     """Write ``src`` as a copy of ``twin``'s stored data; returns the token count."""
-    writer, counter = job.writer, job.counter
-    g = writer.g
-    t = writer.names().index(twin.manifest.name)
+    g = job.writer.g
+    t = job.writer.names().index(twin.manifest.name)
     rank, scaling, head = (g[k][t] for k in ("lora_rank", "lora_scaling", "head"))
     lora = SimpleNamespace(rank=int(rank), scaling=float(scaling)) if int(rank) else None
-    index = writer.reserve(checkpoint_coords(src, lora, int(head)))
+    coords = checkpoint_coords(src, lora, int(head))
+    return copy_slot(job.writer, twin.manifest.name, coords, src.behavior, job.counter)
+
+
+def copy_slot(
+    writer: StoreWriter,
+    source: str,
+    coords: dict[str, Any],
+    behavior: dict[str, Any],
+    counter: Callable[[], None] = lambda: None,
+) -> int:
+    """A new checkpoint ``coords['name']`` whose data are those of the complete checkpoint
+    ``source``: reserve, per-checkpoint arrays, behaviour, chunks, ``complete`` last."""
+    t = writer.names().index(source)
+    index = writer.reserve(coords)
     counter()
     g = writer.g  # reserve may have resized the arrays
     token_arrays = []
@@ -76,7 +91,7 @@ def copy_twin(job: Job, src: CheckpointSource, twin: CheckpointSource) -> int:
             continue
         arr[index] = arr[t]  # LoRA factors and any other per-checkpoint array
         counter()
-    writer.write_behavior(index, src.behavior)
+    writer.write_behavior(index, behavior)
     counter()
     hidden = g[S.HIDDEN.name]
     n_tokens, step = hidden.shape[2], writer.token_chunk
