@@ -70,10 +70,9 @@ def generated_groups(store: str | Path) -> dict[str, str]:
     return dict(root[GENERATED_GROUP].attrs.get(GENERATED_INDEX_ATTR, {}))
 
 
-def text_rows(store: str | Path, group: str, checkpoint: str) -> list[dict[str, Any]]:
+def text_rows(sub: zarr.Group, checkpoint: str) -> list[dict[str, Any]]:
     """distinct-n and mean completion length of one sub-store's completions, per domain and
     overall."""
-    sub = zarr.open_group(str(store), mode="r", zarr_format=3)[group]
     completions = list(sub.attrs["completions"])
     examples = [str(x) for x in sub["example"][:]]
     domains = [str(x) for x in sub["domain"][:]]
@@ -81,7 +80,7 @@ def text_rows(store: str | Path, group: str, checkpoint: str) -> list[dict[str, 
     missing = sorted({c["example"] for c in completions} - set(domain_of))
     if missing:
         raise ValueError(
-            f"{store}/{group}: completions {missing[:3]} have no tokens in the sub-store "
+            f"{sub.store}/{sub.path}: completions {missing[:3]} have no tokens in the sub-store "
             "(expected every completion's example among its token coordinates)"
         )
     by_domain: dict[str, list[dict[str, Any]]] = {}
@@ -143,11 +142,11 @@ def run_generated(
             group=group,
             log=say,
         )
-        attrs = zarr.open_group(str(store), mode="r", zarr_format=3)[group].attrs
+        sub = zarr.open_group(str(store), mode="r", zarr_format=3)[group]
         text = metrics_frame(
-            pd.DataFrame(text_rows(store, group, checkpoint)),
-            str(attrs.get("store_id", "")),
-            str(attrs.get("model_family", "")),
+            pd.DataFrame(text_rows(sub, checkpoint)),
+            str(sub.attrs.get("store_id", "")),
+            str(sub.attrs.get("model_family", "")),
             not (options or Options()).include_sinks,
         )
         moment = pd.read_parquet(summary.tables["metrics"])

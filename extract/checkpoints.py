@@ -48,11 +48,9 @@ def parent_dir(path: Path, manifest: CheckpointManifest, by_name: dict[str, Path
     to the checkpoint), else the parent among the command's checkpoints; None if neither."""
     given = manifest.resolved_config.get("parent_dir")
     if given:
-        found = Path(given) if Path(given).is_absolute() else path / given
-        if found.is_dir():
-            return found
-        if Path(given).is_dir():
-            return Path(given)
+        for found in (path / given, Path(given)):  # path / an absolute path is that path
+            if found.is_dir():
+                return found
     return by_name.get(manifest.parent)
 
 

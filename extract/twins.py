@@ -3,7 +3,7 @@
 `train run --reuse` hard-links a stage that several sequences share (the matched-token control's
 and the replay chain's first stage are sequence A's): the same weights and adapter give the
 same activations, logit statistics and LoRA factors, so extract copies the twin's stored arrays
-into the new slot instead of running the probe again. The copy follows the same protocol as an
+into the new slot (``StoreWriter.copy_checkpoint``) instead of running the probe again. The copy follows the same protocol as an
 extraction (slot reserved, factors, behaviour, every chunk, ``complete`` last), so a killed copy
 resumes like a killed extraction. Twins are recognised by ``os.path.samefile`` on every weight
 and adapter file (links, not equal contents: hashing 0.5 GB per checkpoint would cost more than
@@ -13,21 +13,14 @@ it saves); a stage that was copied rather than linked is extracted normally.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from extract.checkpoints import CheckpointSource, checkpoint_coords
-from store_schema import schema as S
-from store_schema.store import StoreWriter
 
 if TYPE_CHECKING:
     from extract.run import Job
-
-_WRITTEN_APART = {*S.CHECKPOINT_COORDS, S.COMPLETE.name, "behavior_json", S.HIDDEN.name}
-"""Per-checkpoint arrays not copied as a whole: coords (reserve), completion, behaviour (from the
-checkpoint's own behavior.json) and hidden (chunk by chunk)."""
 
 
 def weight_files(src: CheckpointSource) -> list[Path]:
@@ -50,10 +43,12 @@ def same_weights(a: CheckpointSource, b: CheckpointSource) -> bool:
 
 def find_twin(job: Job, src: CheckpointSource) -> CheckpointSource | None:
     """A checkpoint of this command, complete in the store, with ``src``'s very weight files."""
-    for other in job.by_name.values():
-        if other is src or job.writer.status(other.manifest.name) != "complete":
-            continue
-        if same_weights(src, other):
+    for other in job.by_name.values():  # file identity first: no store read for most
+        if (
+            other is not src
+            and same_weights(src, other)
+            and job.writer.status(other.manifest.name) == "complete"
+        ):
             return other
     return None
 
@@ -65,41 +60,4 @@ def copy_twin(job: Job, src: CheckpointSource, twin: CheckpointSource) -> int:
     rank, scaling, head = (g[k][t] for k in ("lora_rank", "lora_scaling", "head"))
     lora = SimpleNamespace(rank=int(rank), scaling=float(scaling)) if int(rank) else None
     coords = checkpoint_coords(src, lora, int(head))
-    return copy_slot(job.writer, twin.manifest.name, coords, src.behavior, job.counter)
-
-
-def copy_slot(
-    writer: StoreWriter,
-    source: str,
-    coords: dict[str, Any],
-    behavior: dict[str, Any],
-    counter: Callable[[], None] = lambda: None,
-) -> int:
-    """A new checkpoint ``coords['name']`` whose data are those of the complete checkpoint
-    ``source``: reserve, per-checkpoint arrays, behaviour, chunks, ``complete`` last."""
-    t = writer.names().index(source)
-    index = writer.reserve(coords)
-    counter()
-    g = writer.g  # reserve may have resized the arrays
-    token_arrays = []
-    for arr in writer._checkpoint_arrays():
-        name = arr.path.rsplit("/", 1)[-1]
-        if name in _WRITTEN_APART or name.startswith("behavior__"):
-            continue
-        if S.TOKEN in (arr.metadata.dimension_names or ()):
-            token_arrays.append(name)
-            continue
-        arr[index] = arr[t]  # LoRA factors and any other per-checkpoint array
-        counter()
-    writer.write_behavior(index, behavior)
-    counter()
-    hidden = g[S.HIDDEN.name]
-    n_tokens, step = hidden.shape[2], writer.token_chunk
-    for t0 in range(0, n_tokens, step):  # chunk by chunk: memory flat in the number of tokens
-        writer.write_hidden(index, t0, hidden[t, :, t0 : t0 + step, :])
-        counter()
-        writer.write_token_vars(index, t0, {k: g[k][t, t0 : t0 + step] for k in token_arrays})
-        counter()
-    writer.mark_complete(index)
-    counter()
-    return int(n_tokens)
+    return job.writer.copy_checkpoint(twin.manifest.name, coords, src.behavior, job.counter)

@@ -13,7 +13,7 @@ import fcntl
 import json
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -405,6 +405,43 @@ class StoreWriter:
     def mark_complete(self, index: int) -> None:
         """Last write of a checkpoint: only now do readers see it."""
         self.g["complete"][index] = 1
+
+    def copy_checkpoint(
+        self,
+        source: str,
+        coords: Mapping[str, Any],
+        behavior: Mapping[str, Any],
+        after_write: Callable[[], None] = lambda: None,
+    ) -> int:
+        """A new checkpoint ``coords['name']`` holding the data of the complete checkpoint
+        ``source`` (extract's twins), written like an extraction: reserve, per-checkpoint arrays,
+        behaviour, token chunks, ``complete`` last. Returns the token count."""
+        t = self.names().index(source)
+        index = self.reserve(coords)
+        after_write()
+        apart = {*S.CHECKPOINT_COORDS, S.COMPLETE.name, "behavior_json", S.HIDDEN.name}
+        token_vars = []
+        for arr in self._checkpoint_arrays():  # after reserve: resized
+            name = arr.path.rsplit("/", 1)[-1]
+            if name in apart or name.startswith("behavior__"):
+                continue
+            if S.TOKEN in (arr.metadata.dimension_names or ()):
+                token_vars.append(name)
+                continue
+            arr[index] = arr[t]  # LoRA factors and any other per-checkpoint array
+            after_write()
+        self.write_behavior(index, behavior)
+        after_write()
+        hidden = self.g[S.HIDDEN.name]
+        n_tokens, step = hidden.shape[2], self.token_chunk
+        for t0 in range(0, n_tokens, step):  # chunk by chunk: memory flat in the token count
+            self.write_hidden(index, t0, hidden[t, :, t0 : t0 + step, :])
+            after_write()
+            self.write_token_vars(index, t0, {k: self.g[k][t, t0 : t0 + step] for k in token_vars})
+            after_write()
+        self.mark_complete(index)
+        after_write()
+        return int(n_tokens)
 
 
 def store_exists(url: str | Path, group: str | None = None) -> bool:

@@ -11,7 +11,6 @@ from test_analyze_support import store_with
 
 from analyze.runner import run_metrics
 from analyze.twins import twin_sources
-from extract.twins import copy_slot
 from store_schema import StoreWriter, open_store
 from store_schema.schema import CHECKPOINT_COORDS
 from store_schema.testing import SyntheticSpec
@@ -47,7 +46,7 @@ def test_twin_rows_equal_a_computation_without_being_computed(tmp_path) -> None:
     ds = open_store(store)
     coords = {k: ds[k].sel(checkpoint="A/01-stage").values.item() for k in CHECKPOINT_COORDS}
     coords.update(name="control/01-stage", sequence="control")
-    copy_slot(StoreWriter(store), "A/01-stage", coords, {})
+    StoreWriter(store).copy_checkpoint("A/01-stage", coords, {})
     plain = tmp_path / "plain.zarr"
     shutil.copytree(store, plain)  # the same data, no record of the copy: computed normally
     g = zarr.open_group(str(store), mode="r+")
