@@ -13,10 +13,13 @@ subtracted, so that the float32 products do not cancel catastrophically when the
 next to the spread. Then the products are done in the working precision and added to float64
 accumulators: per (domain, span) cell the count, sum, sum of squared norms and sum of
 unit-normalised raw rows (all O(N d)); per domain and per span the Gram matrix and the cross-Gram
-with base and parent (d x d). A domain's rows are one contiguous run of the gathered chunk and a
-span's rows are a few runs (one per domain), so these are a handful of large products per chunk:
-per-cell products (a (domain, span) grid of ~30 cells, ~100 rows each) ran at a quarter of the
-GEMM rate and needed three times the accumulator memory. Every reported selection (the whole
+with base and parent (d x d). The products are formed per (domain, span) cell of the gathered
+chunk (a contiguous run) and each is added to its domain's and its span's accumulator, so every
+row enters one product; when a chunk holds many small cells (the per-call cost of a product is
+~140 rows' worth, ``GEMM_OVERHEAD_ROWS``) they are formed per domain run and again per span
+instead. Either way no per-cell d x d accumulator is kept (three times the memory). Measured on
+the bench store (cells of ~650 rows): a chunk's Gram 13.5 ms per cell vs 22 ms per domain + span
+(one whole-chunk product: 9.5 ms), a cross-Gram 19.6 vs 36.9 ms. Every reported selection (the whole
 probe = the sum of the domains, a domain, a span) gets its centered scatter exactly from its
 Gram and its cells' sums (``selection_scatter``), so the reference only changes rounding. The
 seeded row subsample and the per-example token-space Gram
@@ -165,6 +168,50 @@ def _rows(xp: Any, buf: Any, runs: tuple[tuple[int, int], ...]) -> Any:
     return xp.concatenate([buf[a:b] for a, b in runs])
 
 
+GEMM_OVERHEAD_ROWS = 140
+"""What one more product call costs, in rows of a single product: on this 2-core machine a
+576-wide float32 X^T X takes ~0.33 ms + 2.3 us per row (1 BLAS thread: 57 GFLOP/s at 32 rows,
+239 at 555, 281 at 4,096)."""
+
+
+def per_cell_products(cp: Any) -> bool:
+    """Whether a chunk's Grams are formed per (domain, span) cell, each added to its domain's and
+    its span's accumulator (every row enters one product), rather than per domain and again per
+    span (every row enters two, and a span's rows are gathered from one run per domain). Cells
+    win unless they are so many and so small that the per-call cost outweighs a second pass over
+    the rows: (cells - domains - spans) x overhead < rows."""
+    extra_calls = len(cp.seg_cells) - len(cp.dom_ids) - len(cp.span_runs)
+    return extra_calls * GEMM_OVERHEAD_ROWS < len(cp.order)
+
+
+def _grams(
+    xp: Any,
+    Gd: Any,
+    Gs: Any,
+    x: Any,
+    y: Any,
+    segs: list[tuple[int, int, int]],
+    doms: list[tuple[int, int, int]],
+    cp: Any,
+    plan: TokenPlan,
+    per_cell: bool,
+) -> None:
+    """Add the chunk's per-domain and per-span products ``x^T y`` of shifted rows to ``Gd``, ``Gs``
+    (``y is x``: the Gram; else a cross-Gram on the same rows)."""
+    if per_cell:
+        for ci, a, b in segs:
+            di, si = plan.cells[ci]
+            g = x[a:b].T @ y[a:b]
+            Gd[di] += g
+            Gs[si] += g
+        return
+    for di, a, b in doms:
+        Gd[di] += x[a:b].T @ y[a:b]
+    for si, runs in cp.span_runs:
+        xs = _rows(xp, x, runs)
+        Gs[si] += xs.T @ (xs if y is x else _rows(xp, y, runs))
+
+
 def step1(acc: Accumulator, k: int, *blocks: Any) -> Accumulator:
     """Fold chunk ``k`` of every member (blocks in ``config.members`` order) into ``acc``."""
     cfg, plan, d, wd = acc.config, acc.plan, acc.d, acc.dtype
@@ -182,6 +229,7 @@ def step1(acc: Accumulator, k: int, *blocks: Any) -> Accumulator:
         cp.dom_ids.tolist(), cp.dom_bounds[:-1].tolist(), cp.dom_bounds[1:].tolist(), strict=True
     )
     doms = list(doms)
+    per_cell = per_cell_products(cp)
     bufs = {}
     for m, block in zip(cfg.members, blocks, strict=True):
         st = acc.states[m]
@@ -199,11 +247,7 @@ def step1(acc: Accumulator, k: int, *blocks: Any) -> Accumulator:
                 st.ref[di] = buf[a:b].mean(axis=0, dtype=np.float64).astype(wd)
                 st.ref_set[di] = True
             buf[a:b] -= st.ref[di]
-            seg = buf[a:b]
-            st.Gd[di] += seg.T @ seg
-        for si, runs in cp.span_runs:
-            x = _rows(xp, buf, runs)
-            st.Gs[si] += x.T @ x
+        _grams(xp, st.Gd, st.Gs, buf, buf, segs, doms, cp, plan, per_cell)
         sq = xp.einsum("ij,ij->i", buf, buf)
         for ci, a, b in segs:
             seg = buf[a:b]
@@ -220,11 +264,8 @@ def step1(acc: Accumulator, k: int, *blocks: Any) -> Accumulator:
             _seq_step(st, cp, buf, xp)
         bufs[m] = buf
     for t, r in cfg.cross_pairs():
-        (kd, ks), bt, br = acc.states[t].cross[r], bufs[t], bufs[r]
-        for di, a, b in doms:
-            kd[di] += bt[a:b].T @ br[a:b]
-        for si, runs in cp.span_runs:
-            ks[si] += _rows(xp, bt, runs).T @ _rows(xp, br, runs)
+        kd, ks = acc.states[t].cross[r]
+        _grams(xp, kd, ks, bufs[t], bufs[r], segs, doms, cp, plan, per_cell)
     acc.chunks_seen.append(k)
     return acc
 

@@ -73,6 +73,32 @@ def test_chunk_size_invariance_float64_and_float32(stores, tmp_path) -> None:
         assert _rel(got[loose], ref[loose], 1e-3) <= 2e-4
 
 
+def test_per_cell_and_per_domain_span_products_agree(stores, tmp_path, monkeypatch) -> None:
+    """The Grams formed per (domain, span) cell equal those formed per domain and again per span."""
+    from analyze import moments
+
+    store = stores[600]
+    plan_chunks = _plan(store).chunks
+    opts = Options(precision="float64")
+    decisions = {}
+    for name, overhead in (("cells", 0), ("domain_span", 10**9)):
+        monkeypatch.setattr(moments, "GEMM_OVERHEAD_ROWS", overhead)
+        decisions[name] = [moments.per_cell_products(cp) for cp in plan_chunks]
+        decisions[name + "_run"] = _run(store, tmp_path / name, options=opts)
+    # the fixture must exercise both layouts, else this test could not fail
+    assert all(decisions["cells"]) and not any(decisions["domain_span"])
+    assert _rel(decisions["cells_run"], decisions["domain_span_run"], 1e-3) <= 1e-9
+
+
+def _plan(store):
+    from analyze.tokens import build_plan
+
+    ds = open_store(store)
+    names = ("example", "domain", "span", "split", "is_sink", "target_id")
+    chunk = int(ds["hidden"].data.chunks[2][0])  # as the runner plans it
+    return build_plan({k: np.asarray(ds[k].values) for k in names}, chunk)
+
+
 def test_each_hidden_chunk_is_read_once_per_pass(stores, tmp_path, monkeypatch) -> None:
     counts: collections.Counter[str] = collections.Counter()
     lock = threading.Lock()
