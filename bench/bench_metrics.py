@@ -5,14 +5,19 @@
 Store: 4 checkpoints x 8 layers x 20,000 tokens x 576 features (store_schema's synthetic
 generator; written once into WORKDIR, ~0.7 GB, a minute or two), token chunks of 4096.
 
-(a) ours: ``run_metrics`` with every metric (13 selections per checkpoint and layer: the whole
-    probe, 6 domains, 6 spans), threaded dask; and ours restricted to cka_base + cka_parent,
+(a) ours: ``run_metrics`` with every metric (12 selections per checkpoint and layer: the whole
+    probe, 6 domains, 5 spans), threaded dask; and ours restricted to cka_base + cka_parent,
     whose inputs are exactly the products of (b) (Gram per checkpoint, cross-Gram with base and
     parent) - the like-for-like comparison of the accumulator against (b).
 (b) plain NumPy loop: reads every needed chunk once (each checkpoint's chunk of a layer once),
-    casts to float32, does only the needed products (X^T X per checkpoint; X^T B and X^T P for
-    the base B and parent P), accumulates in float64. No cells, no reference shift, no metrics.
-(c) naive per-metric pipeline over the same 13 selections and moment metrics as ours (stop 10's
+    casts to float32, does only the whole probe's products (X^T X per checkpoint; X^T B and
+    X^T P for the base B and parent P), accumulates in float64. No cells, no reference shift, no
+    metrics. The issue's baseline.
+(b') the same loop with the products the 12 selections need: per (domain, span) cell of each
+    chunk (rows gathered in cell order), each added to its domain's and its span's Gram. What a
+    hand-written loop that computes what ours computes cannot avoid; BLAS at 2 threads gains
+    nothing on products of a few hundred rows.
+(c) naive per-metric pipeline over the same 12 selections and moment metrics as ours (stop 10's
     version covered the whole probe only): for every metric a fresh read of the (checkpoint,
     layer) matrix; the spectrum metrics each from a full SVD of the centered selection (RankMe:
     of the raw one); anisotropy from the N x N cosine matrix and CKA from N x N Gram matrices
@@ -20,7 +25,10 @@ generator; written once into WORKDIR, ~0.7 GB, a minute or two), token chunks of
     float64: the subsample is what a naive user does); the probes and silhouette as ours, on
     300 rows per domain. Not covered: per-sequence rank. Timed on one layer of every checkpoint
     and scaled to 8 layers (reported as such).
-Memory: peak RSS of ours (full sweep, fresh process) at 10,000 and 20,000 tokens.
+Large: (b), (b') and ours at LARGE_TOKENS = 160,000 tokens (a 5.9 GB store, written once in
+about three minutes): the derivation (eigenvalues of 24 d x d matrices, two probes and a
+silhouette per checkpoint and layer) costs the same at any N, the products grow with N.
+Memory: peak RSS of ours (full sweep, fresh process) at 10,000, 20,000 and 160,000 tokens.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ sys.path.insert(0, str(REPO))
 from store_schema.testing import SyntheticSpec, make_synthetic_store  # noqa: E402
 
 N_CKPT, N_LAYERS, N_FEAT, CHUNK = 4, 8, 576, 4096
+LARGE_TOKENS = 160_000
 NAIVE_SUBSAMPLE = 5000
 
 
@@ -78,7 +87,8 @@ def plain_numpy_loop(store: Path, blas_threads: int | None = None) -> float:
         return _plain(store)
 
 
-def _plain(store: Path) -> float:
+def _plain(store: Path, cells: list | None = None, n_domains: int = 0, n_spans: int = 0) -> float:
+    """(b), or (b') when ``cells`` gives each chunk's cell order and cuts."""
     g = zarr.open_group(str(store), mode="r")
     hidden = g["hidden"]
     names = [str(x) for x in g["name"][:]]
@@ -88,6 +98,9 @@ def _plain(store: Path) -> float:
     n_tokens, d = hidden.shape[2], hidden.shape[3]
     t0 = time.perf_counter()
     for layer in range(hidden.shape[1]):
+        if cells is not None:
+            _cell_layer(hidden, layer, cells, len(names), base, parent, n_domains, n_spans, d)
+            continue
         gram = np.zeros((len(names), d, d))
         cross = {}
         for a in range(0, n_tokens, CHUNK):
@@ -100,6 +113,69 @@ def _plain(store: Path) -> float:
                 for ref in {base, parent[c]} - {None, c}:
                     cross[(c, ref)] = cross.get((c, ref), 0.0) + x[c].T @ x[ref]
     return time.perf_counter() - t0
+
+
+def _cell_layer(
+    hidden: zarr.Array,
+    layer: int,
+    cells: list,
+    n_ckpt: int,
+    base: int,
+    parent: dict,
+    n_domains: int,
+    n_spans: int,
+    d: int,
+) -> None:
+    """(b') for one layer: per-domain and per-span Grams and cross-Grams from cell products."""
+    acc = {}  # (checkpoint, reference) -> (per-domain, per-span) float64 sums
+    pairs = [(c, c) for c in range(n_ckpt)]
+    pairs += [(c, r) for c in range(n_ckpt) for r in {base, parent[c]} - {None, c}]
+    for c, r in pairs:
+        acc[(c, r)] = (np.zeros((n_domains, d, d)), np.zeros((n_spans, d, d)))
+    for k, (order, cuts) in enumerate(cells):
+        a0 = k * CHUNK
+        x = [
+            np.asarray(hidden[c, layer, a0 : a0 + CHUNK])[order].astype(np.float32)
+            for c in range(n_ckpt)
+        ]
+        for (c, r), (gd, gs) in acc.items():
+            for di, si, a, b in cuts:
+                g = x[c][a:b].T @ x[r][a:b]
+                gd[di] += g
+                gs[si] += g
+
+
+def plain_cell_loop(store: Path, blas_threads: int | None = None) -> float:
+    """(b'): (b) with the products the 12 selections need: per (domain, span) cell of each chunk
+    (rows gathered in cell order, once), each product added to its domain's and its span's Gram
+    (the whole probe's is the sum of the domains'). Still no shift, no sums, no metrics."""
+    from threadpoolctl import threadpool_limits
+
+    from store_schema import open_store
+
+    ds = open_store(store)
+    keep = ~np.asarray(ds["is_sink"].values).astype(bool)
+    dom = np.unique(np.asarray(ds["domain"].values).astype(str), return_inverse=True)[1]
+    span = np.unique(np.asarray(ds["span"].values).astype(str), return_inverse=True)[1]
+    cell = dom * (span.max() + 1) + span
+    cuts = []  # per chunk: (rows in cell order, [(domain, span, a, b) per cell])
+    for t0 in range(0, len(cell), CHUNK):
+        rel = np.flatnonzero(keep[t0 : t0 + CHUNK])
+        order = rel[np.argsort(cell[t0 + rel], kind="stable")]
+        c = cell[t0 + order]
+        starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+        ends = np.r_[starts[1:], len(c)]
+        cuts.append(
+            (
+                order,
+                [
+                    (dom[t0 + order[a]], span[t0 + order[a]], a, b)
+                    for a, b in zip(starts, ends, strict=True)
+                ],
+            )
+        )
+    with threadpool_limits(blas_threads):
+        return _plain(store, cuts, dom.max() + 1, span.max() + 1)
 
 
 def naive_pipeline(store: Path, layers: list[int]) -> float:
@@ -208,19 +284,46 @@ def ours(
     }
 
 
-def peak_rss_mb(store: Path, out: Path) -> float:
-    """Peak RSS (VmHWM: ru_maxrss survives fork + exec on Linux) of a fresh process running our
-    full sweep."""
+def ours_fresh(store: Path, out: Path) -> dict:
+    """Our full sweep in a fresh process: its wall time (around ``run_metrics``) and peak RSS
+    (VmHWM: ru_maxrss survives fork + exec on Linux)."""
     shutil.rmtree(out, ignore_errors=True)
     code = (
-        f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
+        f"import sys, time; sys.path.insert(0, {str(REPO)!r})\n"
         "from analyze.runner import run_metrics\n"
+        "t0 = time.perf_counter()\n"
         f"run_metrics({str(store)!r}, {str(out)!r}, log=lambda _: None)\n"
+        "seconds = time.perf_counter() - t0\n"
         "hwm = [x for x in open('/proc/self/status') if x.startswith('VmHWM')][0]\n"
-        "print(int(hwm.split()[1]))\n"
+        "print(seconds, int(hwm.split()[1]))\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return int(res.stdout.strip().splitlines()[-1]) / 1024
+    seconds, kib = res.stdout.strip().splitlines()[-1].split()
+    return {"seconds": round(float(seconds), 2), "peak_rss_mb": round(int(kib) / 1024, 1)}
+
+
+def best_plain(store: Path) -> dict:
+    """(b) and (b') with 1 BLAS thread and the default, the page cache warmed first."""
+    plain_numpy_loop(store, 1)
+    return {
+        "b_blas_1_thread": round(plain_numpy_loop(store, 1), 2),
+        "b_blas_default_threads": round(plain_numpy_loop(store, None), 2),
+        "b_cells_blas_1_thread": round(plain_cell_loop(store, 1), 2),
+        "b_cells_blas_default_threads": round(plain_cell_loop(store, None), 2),
+    }
+
+
+def large(workdir: Path) -> dict:
+    """The full sweep against (b) and (b') at LARGE_TOKENS: the derivation (eigenvalues,
+    probes, silhouette) costs the same per (checkpoint, layer) at any N, the products grow with N."""
+    store, write_s = ensure_store(workdir, LARGE_TOKENS)
+    out = {"tokens": LARGE_TOKENS, "write_seconds": round(write_s, 1), **best_plain(store)}
+    out["ours_full_sweep"] = ours_fresh(store, workdir / "out_large")
+    b = min(out["b_blas_1_thread"], out["b_blas_default_threads"])
+    bc = min(out["b_cells_blas_1_thread"], out["b_cells_blas_default_threads"])
+    out["ratio_full_vs_best_b"] = round(out["ours_full_sweep"]["seconds"] / b, 2)
+    out["ratio_full_vs_best_b_cells"] = round(out["ours_full_sweep"]["seconds"] / bc, 2)
+    return out
 
 
 def run(workdir: str | Path) -> dict:
@@ -238,16 +341,13 @@ def run(workdir: str | Path) -> dict:
             "write_seconds": round(write_s, 1),
         }
     }
-    results["peak_rss_mb"] = {  # first: fresh processes, nothing else running here yet
-        "tokens_10000": round(peak_rss_mb(small, workdir / "out_mem10k"), 1),
-        "tokens_20000": round(peak_rss_mb(store, workdir / "out_mem20k"), 1),
+    # first: fresh processes, nothing else running here yet
+    results["peak_rss_mb"] = {
+        "tokens_10000": ours_fresh(small, workdir / "out_mem10k")["peak_rss_mb"],
+        "tokens_20000": ours_fresh(store, workdir / "out_mem20k")["peak_rss_mb"],
     }
-    plain_numpy_loop(store, 1)  # warm the page cache: every method then reads from memory
     # BLAS threads matter on a shared machine: OpenBLAS with 2 threads on 2 busy cores collapses.
-    results["b_plain_numpy_loop_s"] = {
-        "blas_1_thread": round(plain_numpy_loop(store, 1), 2),
-        "blas_default_threads": round(plain_numpy_loop(store, None), 2),
-    }
+    results["plain_s"] = best_plain(store)
     results["a_ours_products_only"] = {
         "threads": ours(store, workdir / "out_cka", ["cka_base", "cka_parent"]),
         "sync": ours(store, workdir / "out_cka1", ["cka_base", "cka_parent"], "sync"),
@@ -260,67 +360,95 @@ def run(workdir: str | Path) -> dict:
         "measured_s": round(t, 1),
         "scaled_to_all_layers_s": round(t * N_LAYERS / len(naive_layers), 1),
     }
-    b = min(results["b_plain_numpy_loop_s"].values())
-    prod = results["a_ours_products_only"]
-    results["ratio_ours_products_only_vs_best_b"] = {
-        k: round(v["seconds"] / b, 2) for k, v in prod.items()
+    results["large"] = large(workdir)
+    plain = results["plain_s"]
+    b = min(plain["b_blas_1_thread"], plain["b_blas_default_threads"])
+    bc = min(plain["b_cells_blas_1_thread"], plain["b_cells_blas_default_threads"])
+    prod, full = results["a_ours_products_only"], results["a_ours_full_sweep"]["seconds"]
+    results["ratios"] = {
+        "products_only_threads_vs_best_b": round(prod["threads"]["seconds"] / b, 2),
+        "products_only_threads_vs_best_b_cells": round(prod["threads"]["seconds"] / bc, 2),
+        "full_vs_best_b": round(full / b, 2),
+        "full_vs_best_b_cells": round(full / bc, 2),
+        "naive_vs_full": round(results["c_naive"]["scaled_to_all_layers_s"] / full, 1),
     }
-    results["ratio_ours_full_vs_best_b"] = round(results["a_ours_full_sweep"]["seconds"] / b, 2)
-    results["ratio_naive_vs_ours_full"] = round(
-        results["c_naive"]["scaled_to_all_layers_s"] / results["a_ours_full_sweep"]["seconds"], 1
-    )
     results["load_average_1min_at_end"] = round(__import__("os").getloadavg()[0], 2)
-    results["lines"] = _lines(results, b)
+    results["lines"] = _lines(results, b, bc)
     return results
 
 
-def _lines(r: dict, best_plain: float) -> list[tuple]:
+def _lines(r: dict, b: float, bc: float) -> list[tuple]:
     """run_all's one line per figure: (label, value, unit, ratio or None, target or None)."""
     prod, full = r["a_ours_products_only"], r["a_ours_full_sweep"]["seconds"]
-    mem = r["peak_rss_mb"]
+    mem, plain, big = r["peak_rss_mb"], r["plain_s"], r["large"]
+    big_full = big["ours_full_sweep"]["seconds"]
+    big_b = min(big["b_blas_1_thread"], big["b_blas_default_threads"])
+    big_bc = min(big["b_cells_blas_1_thread"], big["b_cells_blas_default_threads"])
+    naive = r["c_naive"]["scaled_to_all_layers_s"]
+    n_big = f"{big['tokens']:,}"
     return [
         (
-            "(b) plain NumPy loop, 1 BLAS thread",
-            r["b_plain_numpy_loop_s"]["blas_1_thread"],
+            "(b) plain loop, whole-probe products, 1 thread",
+            plain["b_blas_1_thread"],
+            "s",
+            None,
+            None,
+        ),
+        ("(b) the same, default BLAS threads", plain["b_blas_default_threads"], "s", None, None),
+        (
+            "(b') plain loop, per-cell products, 1 thread",
+            plain["b_cells_blas_1_thread"],
             "s",
             None,
             None,
         ),
         (
-            "(b) plain NumPy loop, default BLAS threads",
-            r["b_plain_numpy_loop_s"]["blas_default_threads"],
+            "(b') the same, default BLAS threads",
+            plain["b_cells_blas_default_threads"],
             "s",
             None,
             None,
         ),
         (
-            "(a) ours, the same products (threads)",
+            "(a) ours, products only, vs best (b)",
             prod["threads"]["seconds"],
             "s",
-            prod["threads"]["seconds"] / best_plain,
+            prod["threads"]["seconds"] / b,
             None,
         ),
         (
-            "(a) ours, the same products (sync)",
+            "(a) ours, products only, sync, vs best (b)",
             prod["sync"]["seconds"],
             "s",
-            prod["sync"]["seconds"] / best_plain,
+            prod["sync"]["seconds"] / b,
             None,
         ),
-        ("(a) ours, full sweep (every metric)", full, "s", full / best_plain, "<= 1.3x"),
+        ("(a) ours, full sweep, vs best (b)", full, "s", full / b, "<= 1.3x"),
+        ("(a) ours, full sweep, vs best (b')", full, "s", full / bc, None),
+        ("(c) naive per-metric pipeline (scaled)", naive, "s", naive / full, ">= 10x ours"),
+        (f"(b) best, {n_big} tokens", big_b, "s", None, None),
+        (f"(b') best, {n_big} tokens", big_bc, "s", None, None),
         (
-            "(c) naive per-metric pipeline (scaled)",
-            r["c_naive"]["scaled_to_all_layers_s"],
+            f"(a) ours, full sweep, {n_big} tokens, vs (b)",
+            big_full,
             "s",
-            r["c_naive"]["scaled_to_all_layers_s"] / full,
-            ">= 10x ours",
+            big_full / big_b,
+            "<= 1.3x",
         ),
+        (f"(a) ours, full sweep, {n_big} tokens, vs (b')", big_full, "s", big_full / big_bc, None),
         ("peak RSS, full sweep, 10,000 tokens", mem["tokens_10000"], "MiB", None, None),
         (
             "peak RSS, full sweep, 20,000 tokens",
             mem["tokens_20000"],
             "MiB",
             mem["tokens_20000"] / mem["tokens_10000"],
+            "flat (1x)",
+        ),
+        (
+            f"peak RSS, full sweep, {n_big} tokens",
+            big["ours_full_sweep"]["peak_rss_mb"],
+            "MiB",
+            big["ours_full_sweep"]["peak_rss_mb"] / mem["tokens_10000"],
             "flat (1x)",
         ),
     ]
