@@ -9,6 +9,11 @@
   all centering done algebraically from the sums. The base against itself is 1.
 - ``drift_base`` / ``drift_parent`` = 1 - CKA. Not reported for a checkpoint without a base /
   parent in the store.
+- ``cka_base_debiased`` / ``cka_parent_debiased``: the same with the unbiased HSIC estimator
+  (Song et al. 2012; Kornblith et al. 2019), from the same pass plus O(N d) fourth-moment sums
+  per cell (analyze.debias). Biased CKA drifts towards 1 when a selection has not many more
+  tokens than features (independent Gaussians at N = 2d: ~0.5); the debiased one stays near 0
+  there. It may be negative.
 """
 
 from __future__ import annotations
@@ -43,6 +48,13 @@ def _cka(role: str):  # noqa: ANN202
         st = view.stats(sel)
         cs = st.cross(role)
         return None if cs is None else cs.cka
+
+    return compute
+
+
+def _cka_debiased(role: str):  # noqa: ANN202
+    def compute(view: LayerView, sel: Selection) -> float | None:
+        return view.stats(sel).cka_debiased(role)
 
     return compute
 
@@ -98,5 +110,16 @@ for _role in ("base", "parent"):
             "moment",
             _needs,
             _drift(_role),
+        )
+    )
+    register(
+        Metric(
+            f"cka_{_role}_debiased",
+            1,
+            f"debiased linear CKA (unbiased HSIC) against the {_role} checkpoint on the same "
+            "tokens",
+            "moment",
+            (*_needs, "debias"),
+            _cka_debiased(_role),
         )
     )

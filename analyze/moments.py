@@ -39,6 +39,9 @@ from typing import Any
 
 import numpy as np
 
+from analyze import debias
+from analyze.debias import PairSums
+from analyze.seqrank import erank_of, fold_sequences
 from analyze.tokens import ALL, TokenPlan
 from analyze.xp import by_name, to_numpy
 
@@ -94,6 +97,8 @@ class MemberState:
     unit: Any = None
     cross: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     """Reference checkpoint -> (per-domain, per-span) cross-Gram of shifted rows."""
+    deb: dict[str, PairSums] = field(default_factory=dict)
+    """Debiased CKA's per-cell sums with a reference checkpoint, and with itself (own name)."""
     rows: np.ndarray | None = None
     seq_sum: np.ndarray | None = None
     seq_cnt: np.ndarray | None = None
@@ -142,18 +147,11 @@ def init(config: PassConfig, plan: TokenPlan, d: int) -> Accumulator:
         for t, r in pairs:
             if t == m:
                 st.cross[r] = (xp.zeros((nd, d, d)), xp.zeros((ns, d, d)))
+        if "debias" in config.needs:
+            st.deb[m] = PairSums.zeros(xp, C, d)
+            st.deb.update({r: PairSums.zeros(xp, C, d) for t, r in pairs if t == m})
         states[m] = st
     return Accumulator(config=config, plan=plan, d=d, states=states)
-
-
-def erank_of(eigs: Any, axis: int = -1) -> Any:
-    """exp(entropy) of eigenvalues normalised to sum 1 (0 log 0 = 0); NaN where all zero."""
-    xp = by_name("cupy") if type(eigs).__module__.startswith("cupy") else np
-    lam = xp.clip(eigs, 0.0, None)
-    tot = lam.sum(axis=axis, keepdims=True)
-    p = lam / xp.where(tot > 0, tot, 1.0)
-    ent = -(xp.where(p > 0, p * xp.log(xp.where(p > 0, p, 1.0)), 0.0)).sum(axis=axis)
-    return xp.where(tot[..., 0] > 0, xp.exp(ent), xp.nan)
 
 
 def _gather(xp: Any, block: Any, order: np.ndarray, d: int, wd: type) -> Any:
@@ -230,7 +228,7 @@ def step1(acc: Accumulator, k: int, *blocks: Any) -> Accumulator:
     )
     doms = list(doms)
     per_cell = per_cell_products(cp)
-    bufs = {}
+    bufs, sqs = {}, {}
     for m, block in zip(cfg.members, blocks, strict=True):
         st = acc.states[m]
         is_t = m in cfg.targets
@@ -261,62 +259,17 @@ def step1(acc: Accumulator, k: int, *blocks: Any) -> Accumulator:
                     ws.sum(dtype=np.float64)
                 )
         if is_t and st.seq_sum is not None:
-            _seq_step(st, cp, buf, xp)
-        bufs[m] = buf
+            fold_sequences(st, cp, buf, xp)
+        bufs[m], sqs[m] = buf, sq
     for t, r in cfg.cross_pairs():
         kd, ks = acc.states[t].cross[r]
         _grams(xp, kd, ks, bufs[t], bufs[r], segs, doms, cp, plan, per_cell)
+    for m, st in acc.states.items():  # debiased CKA: with itself and with its references
+        for other, sums in st.deb.items():
+            x, y, rx, ry = bufs[m], bufs[other], st.ref, acc.states[other].ref
+            debias.fold(sums, x, y, sqs[m], sqs[other], rx, ry, segs, plan)
     acc.chunks_seen.append(k)
     return acc
-
-
-def _seq_step(st: MemberState, cp: Any, buf: Any, xp: Any) -> None:
-    """Per-sequence effective rank of complete examples (and their spans) in this chunk."""
-    n_spans = st.seq_sum.shape[1] - 1
-    # Example-centered token Grams, one batched product per example length; a span subset's
-    # centered Gram is the double-centered sub-block (J K J removes any common shift exactly).
-    grams = xp.zeros((cp.seq_slots, cp.seq_len, cp.seq_len))
-    for batch in cp.seq_batches:
-        x = buf[xp.asarray(batch.index)]
-        x = x - x.mean(axis=1, keepdims=True)
-        k = (x @ x.transpose(0, 2, 1)).astype(np.float64)
-        L = k.shape[1]
-        grams[xp.asarray(batch.slot), :L, :L] = k
-        e = to_numpy(erank_of(xp.linalg.eigvalsh(k)))
-        np.add.at(st.seq_sum, (batch.domain, n_spans), e)
-        np.add.at(st.seq_cnt, (batch.domain, n_spans), 1)
-    for sb in cp.span_batches:
-        loc = xp.asarray(sb.local)
-        k = grams[xp.asarray(sb.slot)[:, None, None], loc[:, :, None], loc[:, None, :]]
-        k = (
-            k
-            - k.mean(axis=1, keepdims=True)
-            - k.mean(axis=2, keepdims=True)
-            + k.mean(axis=(1, 2), keepdims=True)
-        )
-        e = to_numpy(erank_of(xp.linalg.eigvalsh(k)))
-        np.add.at(st.seq_sum, (sb.domain, sb.span), e)
-        np.add.at(st.seq_cnt, (sb.domain, sb.span), 1)
-    for piece in cp.seq_pieces:
-        st.pending.setdefault(piece.example, []).append(
-            (buf[xp.asarray(piece.rows)].copy(), piece.spans)
-        )
-        if not piece.last:
-            continue
-        parts = st.pending.pop(piece.example)
-        rows = xp.concatenate([p[0] for p in parts])
-        spans = np.concatenate([p[1] for p in parts])
-        sets = [(np.arange(len(spans)), n_spans)] + [
-            (np.flatnonzero(spans == s), int(s)) for s in np.unique(spans)
-        ]
-        for idx, s in sets:
-            if len(idx) < 2:
-                continue
-            x = rows[xp.asarray(idx)]
-            x = x - x.mean(axis=0, keepdims=True)
-            e = float(to_numpy(erank_of(xp.linalg.eigvalsh((x @ x.T).astype(np.float64)))))
-            st.seq_sum[piece.domain, s] += e
-            st.seq_cnt[piece.domain, s] += 1
 
 
 def finish1(acc: Accumulator) -> Accumulator:
@@ -396,6 +349,10 @@ class CellMoments:
     Gd: np.ndarray
     Gs: np.ndarray
     unit: np.ndarray | None = None
+    ref: np.ndarray | None = None
+    """Per domain: the reference subtracted before the products (working precision, as float64)."""
+    deb_self: PairSums | None = None
+    """Debiased CKA's sums of the member with itself."""
     combined: dict[Any, Any] = field(default_factory=dict, repr=False)
     """Selections' (n, mean, scatter) by key, shared by every target that reads this member
     (its own metrics, and its children's CKA)."""
@@ -461,6 +418,8 @@ class LayerMoments:
     rows: np.ndarray | None = None
     seq_sum: np.ndarray | None = None
     seq_cnt: np.ndarray | None = None
+    ref_deb: dict[str, PairSums] = field(default_factory=dict)
+    """role -> debiased CKA's sums of target and reference."""
 
 
 def _own(acc: Accumulator, m: str) -> CellMoments:
@@ -473,6 +432,8 @@ def _own(acc: Accumulator, m: str) -> CellMoments:
         Gd=to_numpy(st.Gd),
         Gs=to_numpy(st.Gs),
         unit=None if st.unit is None else to_numpy(st.unit),
+        ref=np.asarray(to_numpy(st.ref), np.float64),
+        deb_self=st.deb[m].to_host() if m in st.deb else None,
     )
 
 
@@ -492,6 +453,8 @@ def results(acc: Accumulator) -> dict[str, LayerMoments]:
             else:
                 kd, ks = st.cross[ref]
                 lm.refs[role] = (own[ref], (to_numpy(kd), to_numpy(ks)))
+            if ref in st.deb:
+                lm.ref_deb[role] = own[t].deb_self if ref == t else st.deb[ref].to_host()
         lm.cunit = None if st.cunit is None else to_numpy(st.cunit)
         lm.rows, lm.seq_sum, lm.seq_cnt = st.rows, st.seq_sum, st.seq_cnt
         out[t] = lm

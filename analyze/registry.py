@@ -26,6 +26,7 @@ NEEDS: tuple[str, ...] = (
     "centered_unit",  # per-selection sum of unit-normalised centered rows (second pass)
     "cross_base",  # per-cell cross-Gram with the base checkpoint on the same tokens
     "cross_parent",  # per-cell cross-Gram with the parent checkpoint
+    "debias",  # per-cell fourth-moment sums of each cross pair and member (debiased CKA)
     "rows",  # seeded per-domain subsample of rows (probe, silhouette)
     "seq",  # per-example token-space Gram (per-sequence effective rank)
     "logit_stats",

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from analyze.debias import centered_fourth, debiased_cka, unbiased_hsic
 from analyze.moments import (
     CellMoments,
     LayerMoments,
@@ -40,6 +41,18 @@ def _fro(cm: CellMoments, sel: Selection, plan: Any) -> float:
     if key not in cm.combined:
         M = _combine(cm, sel, plan)[2]
         cm.combined[key] = float(np.sqrt(np.vdot(M, M)))
+    return cm.combined[key]
+
+
+def _self_fourth(cm: CellMoments, sel: Selection, plan: Any) -> float:
+    """sum over the selection's rows of ||x_i - mu||^4, cached beside its combined moments."""
+    key = ("fourth", sel)
+    if key not in cm.combined:
+        _, mu, _ = _combine(cm, sel, plan)
+        cells = plan.cells_of(sel)
+        cm.combined[key] = centered_fourth(
+            cm.deb_self, cm, cm, cells, plan, mu, mu, cm.gram(sel, plan)
+        )
     return cm.combined[key]
 
 
@@ -131,6 +144,31 @@ class SelectionStats:
             cka = float(np.vdot(K, K)) / den if den > 0 else None
             self._cross[role] = CrossStats(K=K, cka=cka)
         return self._cross[role]
+
+    def cka_debiased(self, role: str) -> float | None:
+        """Debiased linear CKA against the 'base' or 'parent' checkpoint (analyze.debias); None
+        without that reference, without the pass's debias sums, or below 4 rows."""
+        cs = self.cross(role)
+        if cs is None or role not in self.lm.ref_deb or self.n < 4:
+            return None
+        ref, (kd, ks) = self.lm.refs[role]
+        plan, own, sel, n = self.lm.plan, self.lm.own, self.sel, self.n
+        _, mu_r, M_r = _combine(ref, sel, plan)
+        fourth = centered_fourth(
+            self.lm.ref_deb[role],
+            own,
+            ref,
+            self.cells,
+            plan,
+            self.mu,
+            mu_r,
+            group_gram(kd, ks, sel, plan),
+        )
+        tr_x, tr_y = float(np.trace(self.M)), float(np.trace(M_r))
+        h_xy = unbiased_hsic(float(np.vdot(cs.K, cs.K)), fourth, tr_x, tr_y, n)
+        h_xx = unbiased_hsic(_fro(own, sel, plan) ** 2, _self_fourth(own, sel, plan), tr_x, tr_x, n)
+        h_yy = unbiased_hsic(_fro(ref, sel, plan) ** 2, _self_fourth(ref, sel, plan), tr_y, tr_y, n)
+        return debiased_cka(h_xy, h_xx, h_yy)
 
     def domain_groups(self) -> list[tuple[int, np.ndarray, float]]:
         """Per domain inside the selection: (count, mean, trace of its scatter), from the cells'
