@@ -59,7 +59,7 @@ def test_debiased_cka_matches_the_gram_form_on_raw_rows(tmp_path, precision: str
     )
     table = pd.read_parquet(tmp_path / "out" / "metrics.parquet")
     ds = open_store(store)
-    rel = 1e-8 if precision == "float64" else 1e-4
+    rel = 1e-8 if precision == "float64" else 2e-5  # float32 products: measured 3.4e-6
     checked = 0
     for c, (base, parent) in REFS.items():
         for dom, span in _selections(ds):
