@@ -267,7 +267,8 @@ def run_metrics(
     summary.seconds["total"] = time.perf_counter() - t_start
     say(
         f"wrote {len(table)} metric rows to {out_dir} in {summary.seconds['total']:.1f}s "
-        f"({summary.passes} passes, {len(summary.computed)} values computed, the rest cached)"
+        f"({summary.passes} passes; {len(summary.computed)} (checkpoint, metric, layer) results "
+        "computed in this run, any others served by the cache)"
     )
     return summary
 
