@@ -7,7 +7,9 @@
   max_iter 100, random_state = seed; in float32, the rows' precision) on the seeded per-domain row subsample taken during the
   pass (``Options.sample_per_domain`` rows per domain, split by the store's per-example
   ``split``): standardised with the fit rows' statistics, fit on split == 'fit', accuracy on
-  split == 'heldout'. Whole probe only.
+  split == 'heldout'. Whole probe only. lbfgs usually stops at max_iter before it converges; on the
+  demo store (SmolLM2, 6 layer/checkpoint pairs) 1,000 iterations moved the held-out accuracy
+  by at most 0.0021 for 1.4x the time, so the cap stays.
 - ``probe_acc_shuffled``: the same with the labels permuted (seed + 1) - the falsification
   control; it must fall to chance (1 / number of domains).
 - ``silhouette``: sklearn.metrics.silhouette_score with cosine distance on the same subsample,
