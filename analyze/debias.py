@@ -35,6 +35,7 @@ rkr = r_d^T K_c r'_d per cell). The same with y = x gives H(X, X).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -88,7 +89,7 @@ def fold(
     b: Any,
     rx: Any,
     ry: Any,
-    segs: list[tuple[int, int, int]],
+    segs: Sequence[tuple[int, int, int]],
     plan: TokenPlan,
 ) -> None:
     """Add a chunk's rows to ``sums``: ``x``, ``y`` the shifted rows in cell order (``y is x`` for

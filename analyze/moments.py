@@ -178,32 +178,21 @@ def per_cell_products(cp: Any) -> bool:
     span (every row enters two, and a span's rows are gathered from one run per domain). Cells
     win unless they are so many and so small that the per-call cost outweighs a second pass over
     the rows: (cells - domains - spans) x overhead < rows."""
-    extra_calls = len(cp.seg_cells) - len(cp.dom_ids) - len(cp.span_runs)
+    extra_calls = len(cp.segments) - len(cp.domain_runs) - len(cp.span_runs)
     return extra_calls * GEMM_OVERHEAD_ROWS < len(cp.order)
 
 
-def _grams(
-    xp: Any,
-    Gd: Any,
-    Gs: Any,
-    x: Any,
-    y: Any,
-    segs: list[tuple[int, int, int]],
-    doms: list[tuple[int, int, int]],
-    cp: Any,
-    plan: TokenPlan,
-    per_cell: bool,
-) -> None:
+def _grams(xp: Any, Gd: Any, Gs: Any, x: Any, y: Any, cp: Any, plan: TokenPlan) -> None:
     """Add the chunk's per-domain and per-span products ``x^T y`` of shifted rows to ``Gd``, ``Gs``
     (``y is x``: the Gram; else a cross-Gram on the same rows)."""
-    if per_cell:
-        for ci, a, b in segs:
+    if per_cell_products(cp):
+        for ci, a, b in cp.segments:
             di, si = plan.cells[ci]
             g = x[a:b].T @ y[a:b]
             Gd[di] += g
             Gs[si] += g
         return
-    for di, a, b in doms:
+    for di, a, b in cp.domain_runs:
         Gd[di] += x[a:b].T @ y[a:b]
     for si, runs in cp.span_runs:
         xs = _rows(xp, x, runs)
@@ -215,19 +204,6 @@ def step1(acc: Accumulator, k: int, *blocks: Any) -> Accumulator:
     cfg, plan, d, wd = acc.config, acc.plan, acc.d, acc.dtype
     xp = by_name(cfg.xp)
     cp = plan.chunks[k]
-    segs = list(
-        zip(
-            cp.seg_cells.tolist(),
-            cp.seg_bounds[:-1].tolist(),
-            cp.seg_bounds[1:].tolist(),
-            strict=True,
-        )
-    )
-    doms = zip(
-        cp.dom_ids.tolist(), cp.dom_bounds[:-1].tolist(), cp.dom_bounds[1:].tolist(), strict=True
-    )
-    doms = list(doms)
-    per_cell = per_cell_products(cp)
     bufs, sqs = {}, {}
     for m, block in zip(cfg.members, blocks, strict=True):
         st = acc.states[m]
@@ -240,14 +216,14 @@ def step1(acc: Accumulator, k: int, *blocks: Any) -> Accumulator:
         if is_t and st.unit is not None:
             norms = xp.sqrt(xp.einsum("ij,ij->i", buf, buf))
             w = xp.where(norms > 0, 1.0 / xp.where(norms > 0, norms, 1.0), 0.0).astype(wd)
-        for di, a, b in doms:
+        for di, a, b in cp.domain_runs:
             if not st.ref_set[di]:
                 st.ref[di] = buf[a:b].mean(axis=0, dtype=np.float64).astype(wd)
                 st.ref_set[di] = True
             buf[a:b] -= st.ref[di]
-        _grams(xp, st.Gd, st.Gs, buf, buf, segs, doms, cp, plan, per_cell)
+        _grams(xp, st.Gd, st.Gs, buf, buf, cp, plan)
         sq = xp.einsum("ij,ij->i", buf, buf)
-        for ci, a, b in segs:
+        for ci, a, b in cp.segments:
             seg = buf[a:b]
             st.n[ci] += b - a
             st.s[ci] += seg.sum(axis=0, dtype=np.float64)
@@ -263,11 +239,11 @@ def step1(acc: Accumulator, k: int, *blocks: Any) -> Accumulator:
         bufs[m], sqs[m] = buf, sq
     for t, r in cfg.cross_pairs():
         kd, ks = acc.states[t].cross[r]
-        _grams(xp, kd, ks, bufs[t], bufs[r], segs, doms, cp, plan, per_cell)
+        _grams(xp, kd, ks, bufs[t], bufs[r], cp, plan)
     for m, st in acc.states.items():  # debiased CKA: with itself and with its references
         for other, sums in st.deb.items():
             x, y, rx, ry = bufs[m], bufs[other], st.ref, acc.states[other].ref
-            debias.fold(sums, x, y, sqs[m], sqs[other], rx, ry, segs, plan)
+            debias.fold(sums, x, y, sqs[m], sqs[other], rx, ry, cp.segments, plan)
     acc.chunks_seen.append(k)
     return acc
 
@@ -313,15 +289,11 @@ def step2(acc: Accumulator, k: int, *blocks: Any) -> Accumulator:
     cfg, d, wd = acc.config, acc.d, acc.dtype
     xp = by_name(cfg.xp)
     cp = acc.plan.chunks[k]
-    segs = zip(
-        cp.seg_cells.tolist(), cp.seg_bounds[:-1].tolist(), cp.seg_bounds[1:].tolist(), strict=True
-    )
-    segs = list(segs)
     for t, block in zip(cfg.targets, blocks, strict=True):
         st = acc.states[t]
         buf = _gather(xp, block, cp.order, d, wd)
         delta64, delta_w, sel_of_cell = acc.delta[t]
-        for ci, a, b in segs:
+        for ci, a, b in cp.segments:
             seg = buf[a:b]
             seg -= acc.mu_cell[t][ci]
             dc = delta_w[ci].T  # (d, 3): mu_S - mu_cell for S in (all, domain, span)

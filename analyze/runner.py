@@ -87,6 +87,17 @@ def scheduler(address: str | None) -> Iterator[int]:
             cluster.close()
 
 
+def store_plan(ds: Any, options: Options) -> TokenPlan:
+    """The token plan of an opened store: its token coords, chunked as its hidden array is."""
+    return build_plan(
+        {k: np.asarray(ds[k].values) for k in TOKEN_VARS},
+        int(ds["hidden"].data.chunks[2][0]),
+        include_sinks=options.include_sinks,
+        sample_per_domain=options.sample_per_domain,
+        seed=options.seed,
+    )
+
+
 def lineage(
     info: pd.DataFrame,
 ) -> tuple[dict[str, str | None], dict[str, str | None], dict[str, list[str]]]:
@@ -176,14 +187,7 @@ def run_metrics(
     n_layers = ds.sizes["layer"]
     layer_list = list(range(n_layers)) if layers is None else [_layer(x, n_layers) for x in layers]
     parent, base, ancestors = lineage(info)
-    coords = {k: np.asarray(ds[k].values) for k in TOKEN_VARS}
-    plan = build_plan(
-        coords,
-        int(ds["hidden"].data.chunks[2][0]),
-        include_sinks=options.include_sinks,
-        sample_per_domain=options.sample_per_domain,
-        seed=options.seed,
-    )
+    plan = store_plan(ds, options)
     run = _Run(
         ds=ds,
         plan=plan,

@@ -66,13 +66,10 @@ class ChunkPlan:
     t1: int
     order: np.ndarray
     """Chunk-relative indices of kept tokens, sorted by cell (stable: token order within)."""
-    seg_cells: np.ndarray
-    """Cell id of each contiguous segment of ``order``."""
-    seg_bounds: np.ndarray
-    """Segment boundaries into ``order`` (len(seg_cells) + 1)."""
-    dom_ids: np.ndarray
-    """Domain index of each domain run of ``order`` (cells sort by domain first)."""
-    dom_bounds: np.ndarray
+    segments: tuple[tuple[int, int, int], ...]
+    """(cell id, start, stop) of each contiguous run of ``order`` holding one cell."""
+    domain_runs: tuple[tuple[int, int, int], ...]
+    """(domain index, start, stop) of each domain's run of ``order`` (cells sort by domain first)."""
     span_runs: tuple[tuple[int, tuple[tuple[int, int], ...]], ...]
     """Per span present: (span index, its runs [a, b) of ``order``), one run per domain."""
     sample_rel: np.ndarray
@@ -248,17 +245,18 @@ def _chunk_plan(
     starts = (
         np.flatnonzero(np.r_[True, sorted_cells[1:] != sorted_cells[:-1]]) if len(order) else []
     )
-    seg_bounds = np.r_[starts, len(order)].astype(np.int64)
-    seg_cells = sorted_cells[np.asarray(starts, np.int64)]
-    doms = np.array([cells[c][0] for c in sorted_cells], np.int64)
-    dstarts = np.flatnonzero(np.r_[True, doms[1:] != doms[:-1]]) if len(order) else []
-    dom_bounds = np.r_[dstarts, len(order)].astype(np.int64)
-    dom_ids = doms[np.asarray(dstarts, np.int64)]
+    bounds = np.r_[starts, len(order)].astype(np.int64).tolist()
+    seg_cells = sorted_cells[np.asarray(starts, np.int64)].tolist()
+    segments = tuple(zip(seg_cells, bounds[:-1], bounds[1:], strict=True))
+    domain_runs: list[tuple[int, int, int]] = []
     runs: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    for c, a, b in zip(
-        seg_cells.tolist(), seg_bounds[:-1].tolist(), seg_bounds[1:].tolist(), strict=True
-    ):
-        runs[cells[c][1]].append((a, b))
+    for c, a, b in segments:  # cells sort by domain first: a domain's cells are adjacent
+        di, si = cells[c]
+        if domain_runs and domain_runs[-1][0] == di:
+            domain_runs[-1] = (di, domain_runs[-1][1], b)
+        else:
+            domain_runs.append((di, a, b))
+        runs[si].append((a, b))
     span_runs = tuple((si, tuple(r)) for si, r in sorted(runs.items()))
 
     lo, hi = np.searchsorted(samples, [t0, t1])
@@ -316,10 +314,8 @@ def _chunk_plan(
         t0=t0,
         t1=t1,
         order=order,
-        seg_cells=seg_cells,
-        seg_bounds=seg_bounds,
-        dom_ids=dom_ids,
-        dom_bounds=dom_bounds,
+        segments=segments,
+        domain_runs=tuple(domain_runs),
         span_runs=span_runs,
         sample_rel=sample_rel,
         sample_slot=sample_slot,

@@ -12,7 +12,7 @@ from test_analyze_support import SMALL, bf_spectrum, rows_of, store_with
 from zarr.storage import LocalStore
 
 from analyze.options import Options
-from analyze.runner import run_metrics
+from analyze.runner import run_metrics, store_plan
 from store_schema import open_store
 from store_schema.testing import SyntheticSpec, make_synthetic_store
 
@@ -78,7 +78,7 @@ def test_per_cell_and_per_domain_span_products_agree(stores, tmp_path, monkeypat
     from analyze import moments
 
     store = stores[600]
-    plan_chunks = _plan(store).chunks
+    plan_chunks = store_plan(open_store(store), Options()).chunks
     opts = Options(precision="float64")
     decisions = {}
     for name, overhead in (("cells", 0), ("domain_span", 10**9)):
@@ -88,15 +88,6 @@ def test_per_cell_and_per_domain_span_products_agree(stores, tmp_path, monkeypat
     # the fixture must exercise both layouts, else this test could not fail
     assert all(decisions["cells"]) and not any(decisions["domain_span"])
     assert _rel(decisions["cells_run"], decisions["domain_span_run"], 1e-3) <= 1e-9
-
-
-def _plan(store):
-    from analyze.tokens import build_plan
-
-    ds = open_store(store)
-    names = ("example", "domain", "span", "split", "is_sink", "target_id")
-    chunk = int(ds["hidden"].data.chunks[2][0])  # as the runner plans it
-    return build_plan({k: np.asarray(ds[k].values) for k in names}, chunk)
 
 
 def test_each_hidden_chunk_is_read_once_per_pass(stores, tmp_path, monkeypatch) -> None:
