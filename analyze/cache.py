@@ -39,8 +39,16 @@ def rows_frame(rows: Iterable[tuple]) -> pd.DataFrame:
 
 
 def _safe(name: str) -> str:
+    """A file-name stem for ``name``: a readable prefix, then a hash of the exact name.
+
+    The prefix alone is not injective ('a/b' and 'a b' both read 'a_b'; case-insensitive
+    filesystems fold 'Base' and 'base'); the hash of the exact name is, so it stays in the
+    stem. Suffixes are appended to the stem, never put with ``Path.with_suffix``, which would
+    cut a name like 'lr0.001-<hash>' at its dot and make 'lr0.001' and 'lr0.0001' one file.
+    """
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60]
-    return f"{stem}-{hashlib.sha1(name.encode()).hexdigest()[:10]}"
+    digest = hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{stem}-{digest}"
 
 
 class MetricCache:
@@ -50,8 +58,8 @@ class MetricCache:
         self._done: dict[str, set[DoneKey]] = {}
 
     def _paths(self, checkpoint: str) -> tuple[Path, Path]:
-        stem = self.dir / _safe(checkpoint)
-        return stem.with_suffix(".parquet"), stem.with_suffix(".done.json")
+        stem = _safe(checkpoint)
+        return self.dir / f"{stem}.parquet", self.dir / f"{stem}.done.json"
 
     def _load(self, checkpoint: str) -> None:
         if checkpoint in self._rows:
@@ -121,9 +129,9 @@ class MetricCache:
     def _write(self, checkpoint: str) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         rows_p, done_p = self._paths(checkpoint)
-        tmp = rows_p.with_suffix(".parquet.tmp")
+        tmp = rows_p.parent / f"{rows_p.name}.tmp"
         self._rows[checkpoint].to_parquet(tmp, index=False)
         os.replace(tmp, rows_p)
-        tmp = done_p.with_suffix(".tmp")
+        tmp = done_p.parent / f"{done_p.name}.tmp"
         tmp.write_text(json.dumps(sorted(self._done[checkpoint])))
         os.replace(tmp, done_p)
