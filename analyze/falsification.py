@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from analyze.tables_io import Tables, select_metrics, with_parent
+from store_schema.lineage import noop_mask
 
 if TYPE_CHECKING:
     from analyze.stats import StatsConfig
@@ -55,7 +56,7 @@ def _not_run(check: str, why: str) -> dict:
 
 
 def is_noop(ck: pd.DataFrame) -> pd.Series:
-    return ck["mitigation"].str.startswith("noop") | (ck["stage_kind"] == "noop")
+    return pd.Series(noop_mask(ck["mitigation"]), index=ck.index)
 
 
 def shuffled_probe(tables: Tables) -> list[dict]:

@@ -23,6 +23,7 @@ import pandas as pd
 from analyze.pareto import pareto_table
 from analyze.stats import StatsConfig, checkpoint_frame
 from analyze.tables_io import Tables, layerwise, read_tables, select_metrics, with_parent
+from store_schema.lineage import CONTROL_SEQUENCE, NO_MITIGATION
 from store_schema.records import SPANS as SPANS_ORDER
 
 STAGE_COLORS: dict[str, str] = {
@@ -92,7 +93,7 @@ class Ctx:
 
 def choose_sequence(ck: pd.DataFrame) -> str:
     """The chain shown in per-stage figures: 'A' if present, else the longest plain chain."""
-    plain = ck[(ck["mitigation"] == "none") & ~ck["sequence"].isin(["", "control", "noop"])]
+    plain = ck[(ck["mitigation"] == NO_MITIGATION) & ~ck["sequence"].isin(["", CONTROL_SEQUENCE])]
     if plain.empty:
         raise SkipFigure("no sequence of stages without mitigation")
     if "A" in set(plain["sequence"]):
@@ -169,7 +170,7 @@ def fig_objectives(ctx: Ctx) -> tuple[alt.TopLevelMixin, pd.DataFrame, str]:
     if not metrics:
         raise SkipFigure("none of the metrics it compares are in the tables")
     d = with_parent(ctx.ck, metrics)
-    d = d[(d["stage_index"] > 0) & (d["mitigation"] == "none") & (d["sequence"] != "noop")]
+    d = d[(d["stage_index"] > 0) & (d["mitigation"] == NO_MITIGATION)]
     long = d.melt(
         id_vars=["stage_kind", "stage"],
         value_vars=[f"delta_{x}" for x in metrics],
@@ -244,7 +245,7 @@ def fig_lora_overlap(ctx: Ctx) -> tuple[alt.TopLevelMixin, pd.DataFrame, str]:
         raise SkipFigure("lora_overlap.parquet missing or empty")
     ck = ctx.ck
     # One seed of the plain chains keeps the matrix readable; the table has every pair.
-    keep = ck[(ck["mitigation"] == "none") & (ck["stage_index"] > 0) & (ck["sequence"] != "noop")]
+    keep = ck[(ck["mitigation"] == NO_MITIGATION) & (ck["stage_index"] > 0)]
     keep = keep[keep["seed"] == keep.groupby("store_id")["seed"].transform("min")]
     pair = lo.groupby(
         ["store_id", "model_family", "checkpoint_a", "checkpoint_b"], as_index=False

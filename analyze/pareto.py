@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from store_schema.lineage import CONTROL_SEQUENCE, noop_mask
+
 OBJECTIVES: tuple[tuple[str, bool], ...] = (
     ("target_score", True),
     ("collapse_index", False),
@@ -81,7 +83,8 @@ def pareto_table(ck: pd.DataFrame, notes: dict[str, list[str]] | None = None) ->
     missing = [c for c, _ in OBJECTIVES if c not in dict(objectives)]
     if missing:
         sec.append(f"Not in the tables, left out of the frontier: {', '.join(missing)}.")
-    stages = ck[(ck["stage_index"] > 0) & ~ck["sequence"].isin(["control", "noop"])]
+    real = (ck["sequence"] != CONTROL_SEQUENCE) & ~noop_mask(ck["mitigation"])
+    stages = ck[(ck["stage_index"] > 0) & real]
     stages = stages.assign(step=_steps(stages)).dropna(subset=["step"])
     if stages.empty or not objectives:
         sec.append("No stage checkpoints with the objectives: no Pareto analysis.")

@@ -18,6 +18,7 @@ import pandas as pd
 from analyze.figures import make_figures
 from analyze.stats import StatsConfig, run_stats
 from analyze.tables_io import LayerConvention, checkpoint_table, read_tables, sinks_excluded
+from store_schema.lineage import NO_MITIGATION
 
 TABLE4: dict[str, str] = {
     "target_score": "Target score",
@@ -90,9 +91,7 @@ def stage_table(
     ]
     ck = checkpoint_table(tables, names, conv)
     ck["cka_base"] = ck["cka_base"].fillna(1.0 - ck["drift_base"])
-    keep = (ck["stage_index"] == 0) | (
-        (ck["mitigation"] == "none") & ~ck["sequence"].isin(["noop"])
-    )
+    keep = (ck["stage_index"] == 0) | (ck["mitigation"] == NO_MITIGATION)
     if sequence is not None:
         keep &= (ck["stage_index"] == 0) | (ck["sequence"] == sequence)
     ck = ck[keep].assign(sequence=lambda d: d["sequence"].where(d["stage_index"] > 0, ""))

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from analyze.tables_io import LayerConvention, Tables, checkpoint_table, read_tables
+from store_schema.lineage import CONTROL_SEQUENCE, noop_mask
 
 PREDICTORS: tuple[str, ...] = (
     "erank_norm",
@@ -61,8 +62,6 @@ REG_COLUMNS: list[str] = [
     "n_obs",
     "scale",
 ]
-CONTROL_SEQUENCE = "control"
-NOOP_SEQUENCES: tuple[str, ...] = ("noop",)
 
 Notes = dict[str, list[str]]
 
@@ -98,7 +97,15 @@ def regression(ck: pd.DataFrame, cfg: StatsConfig, notes: Notes) -> pd.DataFrame
     ``estimate / scale`` is the effect per raw unit).
     """
     sec = "regression"
-    d = ck.copy()
+    # A no-op checkpoint equals its parent: as a row it would count the parent twice.
+    noop = noop_mask(ck["mitigation"])
+    d = ck[~noop].copy()
+    if noop.any():
+        add_note(
+            notes,
+            sec,
+            f"{int(noop.sum())} no-op checkpoint(s) left out (they equal their parents).",
+        )
     if "lora_overlap_prev" in d:
         # A first stage has no earlier update to overlap with: its overlap is 0 by definition
         # (an empty subspace), not missing. Later stages with no value stay missing.

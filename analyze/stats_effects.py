@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from analyze.stats import NOOP_SEQUENCES, Notes, StatsConfig, add_note
+from analyze.stats import Notes, StatsConfig, add_note
 from analyze.tables_io import with_parent
 
 
@@ -67,7 +67,7 @@ def stage_effects(ck: pd.DataFrame, cfg: StatsConfig, notes: Notes) -> pd.DataFr
     d = with_parent(ck, metrics)
     plain = (d["mitigation"] == "none") & (d["stage_index"] > 0)
     ctrl = d[plain & (d["sequence"] == cfg.control_sequence)]
-    main = d[plain & ~d["sequence"].isin([cfg.control_sequence, *NOOP_SEQUENCES])]
+    main = d[plain & (d["sequence"] != cfg.control_sequence)]
     if ctrl.empty:
         add_note(
             notes,
@@ -190,7 +190,7 @@ def order_effects(
     plain = ck[
         (ck["mitigation"] == "none")
         & (ck["stage_index"] > 0)
-        & ~ck["sequence"].isin([cfg.control_sequence, *NOOP_SEQUENCES])
+        & (ck["sequence"] != cfg.control_sequence)
     ]
     rows = []
     for fam, g in plain.groupby("model_family"):

@@ -74,7 +74,8 @@ class SyntheticTablesSpec:
     mitigated_sequence: str = "A"
     mitigations: tuple[str, ...] = tuple(MITIGATIONS)
     noop: bool = True
-    """Add a matched no-op adapter stage (sequence 'noop', mitigation 'noop') after base."""
+    """Add a matched no-op adapter stage after base: sequence 'A' with mitigation 'noop', the
+    shape ``train/configs/A_noop.toml`` trains."""
     noise_sd: float = 0.01
     family_sd: float = 0.03
     sequence_sd: float = 0.01
@@ -170,8 +171,8 @@ def _family_checkpoints(
         if spec.noop:
             rows.append(
                 dict(
-                    checkpoint=f"noop/s{seed}/01-general",
-                    sequence="noop",
+                    checkpoint=f"A[noop]/s{seed}/01-general",
+                    sequence="A",
                     stage_index=1,
                     stage_kind="sft",
                     stage_domain="general",

@@ -96,7 +96,7 @@ def test_objectives_data_matches_tables(figs: Path, syn: SyntheticTruth) -> None
     v = ck.set_index(KEY).assign(erank=_layer_mean(m, "erank_norm")).reset_index()
     par = v[KEY + ["erank"]].rename(columns={"checkpoint": "parent", "erank": "erank_parent"})
     v = v.merge(par, on=["store_id", "parent"])
-    v = v[(v["stage_index"] > 0) & (v["mitigation"] == "none") & (v["sequence"] != "noop")]
+    v = v[(v["stage_index"] > 0) & (v["mitigation"] == "none")]
     stage = np.where(v["stage_kind"] == "dpo", "preference", v["stage_domain"])
     exp = (v["erank"] - v["erank_parent"]).groupby(stage).mean()
     got = _data(figs, "objectives").query("metric == 'erank_norm'").set_index("objective")

@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from store_schema.lineage import NO_MITIGATION, NOOP_MITIGATION
+
 SFT_DOMAINS: tuple[str, ...] = ("general", "math", "code", "safety", "long_cot")
 STAGE_DOMAINS: tuple[str, ...] = (*SFT_DOMAINS, "preference")
 TRAIN_KINDS: tuple[str, ...] = ("sft", "dpo", "full", "refresh")
@@ -186,8 +188,8 @@ class Mitigation:
         if self.rank > 0:
             parts.append(f"rank:{self.rank}")
         if self.noop:
-            parts.append("noop")
-        return "+".join(parts) or "none"
+            parts.append(NOOP_MITIGATION)  # the part store_schema.lineage.is_noop looks for
+        return "+".join(parts) or NO_MITIGATION
 
 
 @dataclass(frozen=True)
