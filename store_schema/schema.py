@@ -127,6 +127,16 @@ COMPLETE = VariableSpec(
     "1 once every chunk of the checkpoint is written (written last); readers ignore 0",
 )
 
+CHECKSUMS = VariableSpec(
+    "checksums_json",
+    (CHECKPOINT,),
+    "str",
+    "sha256 of every chunk of the checkpoint's slot, per variable (JSON: algorithm, chunks: "
+    "{variable: {chunk key: hex}}), written just before complete; '' in stores written before "
+    "checksums existed",
+)
+"""Optional in schema v1: stores written before it lack the array (validated with a warning)."""
+
 HIDDEN = VariableSpec(
     "hidden",
     (CHECKPOINT, LAYER, TOKEN, FEATURE),

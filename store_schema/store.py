@@ -24,6 +24,7 @@ import xarray as xr
 import zarr
 
 from store_schema import schema as S
+from store_schema.checksums import ChecksumLog, slot_record
 from store_schema.problems import Problem, SchemaError
 
 _LOCAL_LOCK = threading.Lock()
@@ -172,6 +173,7 @@ def create_store(
     for spec in S.CHECKPOINT_COORDS.values():
         _create(g, spec, (0,), (1,))
     _create(g, S.COMPLETE, (0,), (1,))
+    _create(g, S.CHECKSUMS, (0,), (1,))
     # Hidden states compress only ~1.08x with zstd: store them raw, save the CPU.
     _create(
         g,
@@ -294,6 +296,7 @@ class StoreWriter:
             raise SchemaError(problems, f"cannot write to {url}")
         self.g = _open_group(url, group, "r+")
         self.token_chunk = int(self.attrs["token_chunk"])
+        self.checksums = ChecksumLog()
 
     # -- slots ---------------------------------------------------------------------------------
     def _checkpoint_arrays(self) -> list[zarr.Array]:
@@ -371,9 +374,10 @@ class StoreWriter:
             raise ValueError(
                 f"write_hidden: t0 must be a multiple of token_chunk={self.token_chunk}, found {t0}"
             )
-        self.g["hidden"][index, :, t0 : t0 + block.shape[1], :] = block.astype(
-            np.float16, copy=False
-        )
+        arr = self.g["hidden"]
+        data = block.astype(np.float16, copy=False)
+        arr[index, :, t0 : t0 + block.shape[1], :] = data
+        self.checksums.add(index, arr, (0, t0, 0), data)
 
     def write_token_vars(self, index: int, t0: int, values: Mapping[str, np.ndarray]) -> None:
         """Logit statistics and top-k for tokens [t0, t0 + n)."""
@@ -382,7 +386,10 @@ class StoreWriter:
                 raise KeyError(
                     f"unknown token variable {name!r}; expected one of {[*S.LOGIT_STATS, 'topk_ids', 'topk_logprobs']}"
                 )
-            self.g[name][index, t0 : t0 + arr.shape[0]] = arr
+            target = self.g[name]
+            data = np.asarray(arr, dtype=target.dtype)
+            target[index, t0 : t0 + data.shape[0]] = data
+            self.checksums.add(index, target, (t0,) + (0,) * (data.ndim - 1), data)
 
     def write_lora(self, index: int, module: str, a: np.ndarray, b: np.ndarray) -> None:
         """a: (block, r, in), b: (block, out, r); zero-padded to the store's rank capacity."""
@@ -393,17 +400,33 @@ class StoreWriter:
         pa = np.zeros((a.shape[0], cap, a.shape[2]), np.float32)
         pb = np.zeros((b.shape[0], b.shape[1], cap), np.float32)
         pa[:, :r], pb[:, :, :r] = a, b
-        self.g[S.lora_a_name(module)][index] = pa
-        self.g[S.lora_b_name(module)][index] = pb
+        for name, data in ((S.lora_a_name(module), pa), (S.lora_b_name(module), pb)):
+            arr = self.g[name]
+            arr[index] = data
+            self.checksums.add(index, arr, (0, 0, 0), data)
 
     def write_behavior(self, index: int, behavior: Mapping[str, Any]) -> None:
         for key in S.BEHAVIOR_KEYS:
             value = behavior.get(key)
-            self.g[f"behavior__{key}"][index] = np.nan if value is None else float(value)
+            arr = self.g[f"behavior__{key}"]
+            data = np.asarray(np.nan if value is None else float(value), dtype=arr.dtype)
+            arr[index] = data
+            self.checksums.add(index, arr, (), data)
+        # behavior_json is a checkpoint coordinate: hashed from the store at completion.
         self.g["behavior_json"][index] = json.dumps(behavior, sort_keys=True, default=str)
+
+    def record_checksums(self, index: int) -> None:
+        """Write the slot's ``checksums_json`` (store_schema.checksums); before ``complete``.
+
+        Stores created before checksums existed have no such array: they stay without.
+        """
+        known = self.checksums.pop(index)
+        if S.CHECKSUMS.name in self.g:
+            self.g[S.CHECKSUMS.name][index] = slot_record(self.g, index, known)
 
     def mark_complete(self, index: int) -> None:
         """Last write of a checkpoint: only now do readers see it."""
+        self.record_checksums(index)
         self.g["complete"][index] = 1
 
     def copy_checkpoint(
