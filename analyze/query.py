@@ -1,4 +1,14 @@
-"""SQL over the metric tables: DuckDB with one view per Parquet file, named after its stem."""
+"""Read-only SQL over the metric tables: DuckDB with one relation per Parquet file.
+
+Each ``DIR/<name>.parquet`` is read into an Arrow table and registered as the view ``<name>``
+*before* the connection is locked down: then external access is disabled (no file is opened,
+created, listed or removed: no ``COPY ... TO``, ``ATTACH`` of a file, ``read_text``, ``glob``,
+``read_csv``/``read_parquet`` of any path, ``INSTALL``/``LOAD``) and the configuration is
+locked (no ``SET``/``RESET``/``PRAGMA`` can turn it back on). A view over ``read_parquet``
+would stop working once file access is off, hence the Arrow tables. What a query may still
+do is change the in-memory database (``CREATE TABLE``, ``INSERT``, ``DROP``, a view replaced):
+nothing of it reaches the disk and it is gone when the query returns.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +16,47 @@ from pathlib import Path
 
 import pandas as pd
 
+LOCKDOWN: tuple[tuple[str, str], ...] = (
+    # extensions are files: neither installed nor loaded, not even the known ones implicitly
+    ("autoinstall_known_extensions", "false"),
+    ("autoload_known_extensions", "false"),
+    # no scan of Python variables by name (only the registered tables are relations)
+    ("python_enable_replacements", "false"),
+    ("enable_external_access", "false"),
+    ("lock_configuration", "true"),  # last: after it nothing above can be changed back
+)
+
+
+class TablesError(ValueError):
+    """A tables directory or file that cannot be read; the message names the path."""
+
+
+class RefusedQuery(ValueError):
+    """A statement that needs file access, an extension or a setting; refused."""
+
 
 def connect(tables_dir: str | Path):  # noqa: ANN201 (duckdb.DuckDBPyConnection)
-    """An in-memory DuckDB connection with a view per ``*.parquet`` in ``tables_dir``."""
+    """An in-memory, locked-down DuckDB connection with a view per ``*.parquet`` in ``tables_dir``."""
     import duckdb
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     root = Path(tables_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"tables directory {str(root)!r} does not exist")
-    con = duckdb.connect(":memory:")
+        raise TablesError(f"tables directory {str(root)!r}: expected a directory, found none")
+    tables = {}
     for path in sorted(root.glob("*.parquet")):
-        escaped = str(path.resolve()).replace("'", "''")
-        con.execute(f"CREATE VIEW \"{path.stem}\" AS SELECT * FROM read_parquet('{escaped}')")
+        try:
+            tables[path.stem] = pq.read_table(path)
+        except (OSError, pa.ArrowException) as exc:
+            raise TablesError(
+                f"table {str(path)!r}: expected a Parquet file, could not read it ({exc})"
+            ) from exc
+    con = duckdb.connect(":memory:")
+    for name, table in tables.items():
+        con.register(name, table)
+    for option, value in LOCKDOWN:
+        con.execute(f"SET {option} = {value}")
     return con
 
 
@@ -25,10 +64,31 @@ def views(tables_dir: str | Path) -> list[str]:
     return sorted(p.stem for p in Path(tables_dir).glob("*.parquet"))
 
 
+def _refused(exc: Exception) -> bool:
+    import duckdb
+
+    text = str(exc)
+    return isinstance(exc, duckdb.PermissionException) or (
+        isinstance(exc, duckdb.InvalidInputException) and "configuration has been locked" in text
+    )
+
+
 def query(sql: str, tables_dir: str | Path) -> pd.DataFrame:
-    """Run ``sql`` against the tables; returns a DataFrame."""
+    """Run ``sql`` against the tables (read-only, see the module doc); returns a DataFrame.
+
+    Raises ``TablesError`` for an unreadable tables directory or file, ``RefusedQuery`` for a
+    statement that needs file access, an extension or a setting, ``duckdb.Error`` otherwise.
+    """
     con = connect(tables_dir)
     try:
         return con.execute(sql).df()
+    except Exception as exc:
+        if _refused(exc):
+            first = str(exc).splitlines()[0]
+            raise RefusedQuery(
+                "refused: queries are read-only over the registered tables (no file access, "
+                f"no extensions, no settings); DuckDB said: {first}"
+            ) from exc
+        raise
     finally:
         con.close()

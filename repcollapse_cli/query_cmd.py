@@ -1,11 +1,22 @@
-"""`repcollapse query "SQL" --tables DIR`: DuckDB over the metric tables (a view per file)."""
+"""`repcollapse query "SQL" --tables DIR`: read-only DuckDB over the metric tables (a view per file)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+
+DESCRIPTION = (
+    "Run SQL (DuckDB) over the metric tables: each DIR/<name>.parquet is a view <name>. "
+    "Read-only: the files are loaded first, then the connection has no file access and a "
+    "locked configuration, so COPY ... TO/FROM, ATTACH of a file, EXPORT DATABASE, "
+    "read_text/read_blob/read_csv/read_parquet/glob of any path, INSTALL/LOAD and "
+    "SET/RESET/PRAGMA are refused (exit 2). CREATE TABLE, INSERT, DROP and views change "
+    "only the in-memory database of this one query: nothing is written to disk."
+)
 
 
 def register(parser: argparse.ArgumentParser) -> None:
+    parser.description = DESCRIPTION
     parser.add_argument(
         "sql", help='SQL; each DIR/<name>.parquet is a view <name>, e.g. "SELECT * FROM metrics"'
     )
@@ -31,17 +42,17 @@ def _query(args: argparse.Namespace) -> int:
     import duckdb
     import pandas as pd
 
-    from analyze.query import query, views
+    from analyze.query import RefusedQuery, TablesError, query, views
 
     try:
         df = query(args.sql, args.tables)
-    except FileNotFoundError as exc:
-        print(f"repcollapse query: {exc}")
+    except (TablesError, RefusedQuery) as exc:
+        print(f"repcollapse query: {exc}", file=sys.stderr)
         return 2
     except duckdb.Error as exc:
-        print(
-            f"repcollapse query: {exc}\nviews in {args.tables}: {', '.join(views(args.tables)) or 'none'}"
-        )
+        names = ", ".join(views(args.tables)) or "none"
+        first = str(exc).strip().splitlines()[0]
+        print(f"repcollapse query: {first} (views in {args.tables}: {names})", file=sys.stderr)
         return 1
     if args.format == "csv":
         print(df.to_csv(index=False), end="")

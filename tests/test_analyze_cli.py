@@ -91,7 +91,7 @@ def test_query_prints_a_table(tables: Path, capsys) -> None:
 
 def test_query_error_names_the_views(tables: Path, capsys) -> None:
     assert main(["query", "SELECT * FROM nope", "--tables", str(tables)]) == 1
-    assert "views in" in capsys.readouterr().out
+    assert "views in" in capsys.readouterr().err
 
 
 def test_unknown_metric_is_refused_with_a_suggestion(tables: Path, capsys) -> None:
