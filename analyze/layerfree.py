@@ -16,6 +16,7 @@ from analyze import passes, updates
 from analyze.cache import MetricCache, rows_frame
 from analyze.function import FunctionSums, sums_from_stats
 from analyze.options import Options
+from analyze.plugins import metric_failed
 from analyze.registry import Metric
 from analyze.tokens import ALL, TokenPlan
 from store_schema import schema as S
@@ -92,7 +93,10 @@ def _function_rows(
         key = options.key(m.params)
         for sel in plan.selections():
             s = sums.select(plan.cells_of(sel))
-            value = m.compute(s)
+            try:
+                value = m.compute(s)
+            except Exception as exc:  # a plugin's bug: name it, where, and stop the run
+                raise metric_failed(m, c, -1, sel, exc, m.name + suffix) from exc
             if value is not None and np.isfinite(value):
                 rows.append(
                     (m.name + suffix, m.version, key, c, -1, sel[0], sel[1], float(value), int(s.n))

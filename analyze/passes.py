@@ -34,6 +34,7 @@ from dask import delayed
 from analyze import moments
 from analyze.function import FunctionSums, sums_from_hidden
 from analyze.options import Options
+from analyze.plugins import metric_failed
 from analyze.registry import Metric
 from analyze.tokens import ALL, TokenPlan
 from analyze.view import LayerView
@@ -66,7 +67,10 @@ def derive(
             per_sel.setdefault(sel, []).append(metric)
     for sel, sel_metrics in per_sel.items():  # selection by selection: one d x d set alive
         for metric in sel_metrics:
-            value = metric.compute(view, sel)
+            try:
+                value = metric.compute(view, sel)
+            except Exception as exc:  # a plugin's bug: name it, where, and stop the run
+                raise metric_failed(metric, target, lm.layer, sel, exc) from exc
             if value is None or not math.isfinite(value):
                 continue
             rows_used = "rows" in metric.needs and lm.rows is not None

@@ -23,6 +23,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 ENV_VAR = "REPCOLLAPSE_METRIC_PLUGINS"
 _LOADED: dict[str, ModuleType] = {}
@@ -30,6 +31,13 @@ _LOADED: dict[str, ModuleType] = {}
 
 class PluginError(ImportError):
     """A plugin that cannot be found or imported; the message names the spec and the cause."""
+
+
+class MetricFailed(Exception):  # noqa: N818 (it is the error users see: "metric ... failed")
+    """A metric whose compute function raised. One message: the metric, where its code comes
+    from (the plugin file), the checkpoint, layer and selection, and the exception. Not a
+    ValueError/RuntimeError: the CLI reports it as a failed run (exit 1), not a usage error.
+    One string argument, so it pickles back from dask.distributed workers unchanged."""
 
 
 def plugin_specs(explicit: Sequence[str] = ()) -> list[str]:
@@ -85,3 +93,35 @@ def load_plugins(explicit: Sequence[str] = ()) -> list[ModuleType]:
 def file_plugins() -> list[Path]:
     """The files of the file plugins loaded in this process (for upload to workers)."""
     return [Path(k) for k in _LOADED if k.endswith(".py")]
+
+
+def metric_origin(metric: Any) -> str:
+    """Where a metric's compute function lives: the plugin spec (file) that registered it, else
+    its module (the worker's copy of a file plugin under dask.distributed, or a built-in)."""
+    module_name = getattr(metric.compute, "__module__", None) or "?"
+    for key, module in _LOADED.items():
+        if module.__name__ == module_name:
+            return f"plugin {key}"
+    if module_name.split(".")[0] == "analyze":
+        return f"built-in, {module_name}"
+    file = getattr(sys.modules.get(module_name), "__file__", None)
+    return f"plugin {file}" if file else f"module {module_name}"
+
+
+def metric_failed(
+    metric: Any,
+    checkpoint: str,
+    layer: int,
+    selection: tuple[str, str],
+    exc: BaseException,
+    name: str | None = None,
+) -> MetricFailed:
+    """The error for ``metric.compute`` raising ``exc`` (``name``: the reported metric name,
+    e.g. ``entropy@T2``)."""
+    at_layer = "layer -1 (function metric)" if layer == -1 else f"layer {layer}"
+    text = " ".join(str(exc).split()) or "(no message)"
+    return MetricFailed(
+        f"metric {name or metric.name!r} ({metric_origin(metric)}) failed on checkpoint "
+        f"{checkpoint!r}, {at_layer}, domain {selection[0]!r}, span {selection[1]!r}: "
+        f"{type(exc).__name__}: {text}"
+    )

@@ -154,9 +154,11 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def _metrics(args: argparse.Namespace) -> int:
+    import sys
+
     from analyze import registry
     from analyze.options import Options
-    from analyze.plugins import PluginError, load_plugins
+    from analyze.plugins import MetricFailed, PluginError, load_plugins
     from analyze.runner import run_metrics
 
     try:
@@ -200,6 +202,9 @@ def _metrics(args: argparse.Namespace) -> int:
             recompute=args.recompute,
             plugins=args.plugin,
         )
+    except MetricFailed as exc:  # a metric's code raised: a failed run, the cache kept
+        print(f"repcollapse analyze metrics: {exc}", file=sys.stderr)
+        return 1
     except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
         print(f"repcollapse analyze metrics: {exc}")
         return 2
