@@ -12,19 +12,24 @@ nothing of it reaches the disk and it is gone when the query returns.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pandas as pd
 
-LOCKDOWN: tuple[tuple[str, str], ...] = (
+HARDENING: tuple[tuple[str, str], ...] = (
     # extensions are files: neither installed nor loaded, not even the known ones implicitly
     ("autoinstall_known_extensions", "false"),
     ("autoload_known_extensions", "false"),
     # no scan of Python variables by name (only the registered tables are relations)
     ("python_enable_replacements", "false"),
+)
+"""Belt and braces under the lockdown; an older DuckDB without one of them still locks down."""
+LOCKDOWN: tuple[tuple[str, str], ...] = (
     ("enable_external_access", "false"),
     ("lock_configuration", "true"),  # last: after it nothing above can be changed back
 )
+"""Required: the connection is not handed out unless both are set."""
 
 
 class TablesError(ValueError):
@@ -55,6 +60,10 @@ def connect(tables_dir: str | Path):  # noqa: ANN201 (duckdb.DuckDBPyConnection)
     con = duckdb.connect(":memory:")
     for name, table in tables.items():
         con.register(name, table)
+    for option, value in HARDENING:
+        # an option this DuckDB version does not have is skipped
+        with contextlib.suppress(duckdb.CatalogException):
+            con.execute(f"SET {option} = {value}")
     for option, value in LOCKDOWN:
         con.execute(f"SET {option} = {value}")
     return con
