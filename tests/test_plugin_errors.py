@@ -135,3 +135,25 @@ def test_the_api_raises_metric_failed_with_the_threaded_scheduler(
             scheduler_address="threads",
             log=lambda _: None,
         )
+
+
+def test_a_worker_process_reports_the_same_error(store: Path, tmp_path: Path) -> None:
+    """Under dask.distributed the error is raised in a worker process and must arrive intact."""
+    distributed = pytest.importorskip("distributed")
+    plugin = tmp_path / "boom_metrics.py"
+    plugin.write_text(MOMENT)
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        pytest.raises(MetricFailed, match=r"'plugin_boom' \(plugin .*boom_metrics\.py\) failed"),
+    ):
+        run_metrics(
+            store,
+            tmp_path / "t",
+            metrics=["plugin_boom"],
+            layers=[1],
+            plugins=[str(plugin)],
+            scheduler_address=cluster.scheduler_address,
+            log=lambda _: None,
+        )
