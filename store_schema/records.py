@@ -130,7 +130,16 @@ def validate_probe_record(obj: Any, location: str = "record") -> list[Problem]:
                 )
             )
         start, end = span["start"], span["end"]
-        if not (isinstance(start, int) and isinstance(end, int)) or not 0 <= start < end:
+        if isinstance(start, bool) or isinstance(end, bool):
+            # bool is an int subclass: true/false would pass as offsets 1/0.
+            problems.append(
+                Problem(
+                    where,
+                    f"expected integer offsets, found bool start={start!r} end={end!r}",
+                    "wrong_type",
+                )
+            )
+        elif not (isinstance(start, int) and isinstance(end, int)) or not 0 <= start < end:
             problems.append(
                 Problem(
                     where,
@@ -166,14 +175,31 @@ def parse_probe_record(obj: Any, location: str = "record") -> ProbeRecord:
 def read_probe_jsonl(path: str | Path) -> list[ProbeRecord]:
     """Read a probe corpus; one error lists every bad line, naming the line and field."""
     path = Path(path)
+    if not path.is_file():
+        found = "a directory" if path.is_dir() else "nothing (the path does not exist)"
+        raise SchemaError(
+            [Problem(str(path), f"expected a probe.jsonl file, found {found}", "not_a_file")]
+        )
     records: list[ProbeRecord] = []
     problems: list[Problem] = []
     seen: dict[str, int] = {}
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    # Bytes, decoded line by line: a bad byte is reported with its line, not as a traceback.
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                problems.append(
+                    Problem(
+                        where,
+                        f"expected UTF-8 text, found byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the line",
+                        "bad_encoding",
+                    )
+                )
+                continue
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
@@ -317,6 +343,16 @@ def validate_manifest(obj: Any, location: str = "manifest.json") -> list[Problem
                     "wrong_type",
                 )
             )
+    name = obj.get("name")
+    if isinstance(name, str) and not name.strip():
+        # The name is the checkpoint's key in the store: an empty one cannot be told apart.
+        problems.append(
+            Problem(
+                f"{location} field 'name'",
+                f"expected a non-empty checkpoint name, found {name!r}",
+                "bad_value",
+            )
+        )
     kind = obj.get("stage_kind")
     if isinstance(kind, str) and kind not in STAGE_KINDS:
         problems.append(
@@ -352,7 +388,19 @@ def parse_manifest(obj: Any, location: str = "manifest.json") -> CheckpointManif
 
 def read_manifest(checkpoint_dir: str | Path) -> CheckpointManifest:
     """Read ``manifest.json``; a directory without one is an incomplete checkpoint."""
-    path = Path(checkpoint_dir) / "manifest.json"
+    folder = Path(checkpoint_dir)
+    if not folder.is_dir():
+        found = "a file" if folder.exists() else "nothing: the path does not exist"
+        raise SchemaError(
+            [
+                Problem(
+                    str(folder),
+                    f"expected a checkpoint directory, found {found}",
+                    "not_a_checkpoint",
+                )
+            ]
+        )
+    path = folder / "manifest.json"
     if not path.is_file():
         raise SchemaError(
             [
