@@ -108,6 +108,158 @@ def read_checkpoint(
     )
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+"""Weight formats torch unpickles: loading one can run code, so they are refused, never read."""
+
+
+def safetensors_problems(path: Path) -> list[Problem]:
+    """A safetensors file whose header is unreadable or whose data ends early (a truncated copy),
+    found from the header and the file size alone, before a store is touched."""
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as fh:
+            n = int.from_bytes(fh.read(8), "little") if size >= 8 else -1
+            if n < 2 or 8 + n > size:
+                raise ValueError(f"a header of {n} bytes in a file of {size}")
+            header = json.loads(fh.read(n))
+        end = max(
+            (int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
+            default=0,
+        )
+    except (ValueError, KeyError, TypeError, IndexError) as e:
+        return [
+            Problem(
+                str(path),
+                f"expected a safetensors file, found an unreadable header ({e}): truncated or not "
+                "safetensors",
+                "bad_weights",
+            )
+        ]
+    if 8 + n + end > size:
+        return [
+            Problem(
+                str(path),
+                f"expected {8 + n + end} bytes (header and tensors), found {size}: the file is "
+                "truncated",
+                "bad_weights",
+            )
+        ]
+    return []
+
+
+def _pickles(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES and p.is_file())
+
+
+def weight_problems(folder: Path, *, adapter: bool = False) -> list[Problem]:
+    """Every reason ``folder``'s weights (or a peft adapter's) must not be loaded: safetensors
+    only, never pickle; complete files; a config.json for a model."""
+    index = folder / "model.safetensors.index.json"
+    single = folder / ("adapter_model.safetensors" if adapter else "model.safetensors")
+    problems: list[Problem] = []
+    if not adapter and not (folder / "config.json").is_file():
+        problems.append(
+            Problem(
+                str(folder),
+                "expected an HF model directory with config.json, found none",
+                "missing_config",
+            )
+        )
+    if single.is_file():
+        files = [single]
+    elif not adapter and index.is_file():
+        try:
+            shards = sorted(
+                set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+            )
+        except (ValueError, KeyError, AttributeError) as e:
+            return [
+                *problems,
+                Problem(
+                    str(index), f"expected a weight_map, found invalid JSON ({e})", "bad_weights"
+                ),
+            ]
+        files = [folder / s for s in shards]
+        problems += [
+            Problem(
+                str(f), "expected this shard (named in the index), found none", "missing_weights"
+            )
+            for f in files
+            if not f.is_file()
+        ]
+        files = [f for f in files if f.is_file()]
+    else:
+        pickles = _pickles(folder)
+        if pickles:
+            found = ", ".join(p.name for p in pickles)
+            problems.append(
+                Problem(
+                    str(pickles[0]),
+                    f"expected safetensors weights ({single.name}), found only pickle weights "
+                    f"({found}): pickle files can run code when loaded and are never read; convert "
+                    "them with save_pretrained(safe_serialization=True) where you trust them",
+                    "pickle_weights",
+                )
+            )
+        else:
+            problems.append(
+                Problem(
+                    str(folder),
+                    f"expected weights ({single.name}{'' if adapter else ' or ' + index.name}), "
+                    "found none",
+                    "missing_weights",
+                )
+            )
+        files = []
+    for f in files:
+        problems += safetensors_problems(f)
+    return problems
+
+
+def check_loadable(src: CheckpointSource) -> None:
+    """Refuse, before anything runs, a checkpoint whose weights or adapters cannot be loaded
+    safely: missing, truncated or pickle-only."""
+    problems = weight_problems(src.model_dir)
+    own = src.path / (src.manifest.adapter_dir or "adapter")
+    adapters = list(src.adapters)
+    if (own / "adapter_config.json").is_file() and own not in adapters:
+        adapters.append(own)  # a merged stage's own adapter is read for its LoRA factors
+    for adapter in adapters:
+        problems += weight_problems(adapter, adapter=True)
+    if problems:
+        raise SchemaError(problems, f"refusing checkpoint {src.path}")
+
+
+def load_config(model_dir: Path) -> Any:
+    """The model's config; a model type transformers does not implement is refused, since
+    loading it would mean running the directory's own code (``auto_map``), which never happens."""
+    from transformers import AutoConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    where = model_dir / "config.json"
+    try:
+        raw = json.loads(where.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SchemaError(
+            [Problem(str(where), f"expected JSON, found invalid JSON ({e})", "bad_json")]
+        ) from e
+    model_type = raw.get("model_type") if isinstance(raw, dict) else None
+    if model_type not in CONFIG_MAPPING:
+        code = (
+            f" and auto_map {raw['auto_map']} (custom code, never run)" if "auto_map" in raw else ""
+        )
+        raise SchemaError(
+            [
+                Problem(
+                    f"{where} field 'model_type'",
+                    f"expected a model type transformers implements, found {model_type!r}{code}",
+                    "unsupported_model",
+                )
+            ]
+        )
+    return AutoConfig.from_pretrained(str(model_dir), trust_remote_code=False)
+
+
 def model_geometry(config: Any) -> Geometry:
     """Store shape of a model, from its config (LoRA modules via a weightless meta model)."""
     import torch
@@ -116,7 +268,7 @@ def model_geometry(config: Any) -> Geometry:
     from extract.lora import lora_module_shapes
 
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
     return Geometry(
         n_layers=int(config.num_hidden_layers) + 1,
         n_features=int(config.hidden_size),
@@ -150,7 +302,10 @@ def load_model(src: CheckpointSource, device: Any) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(src.model_dir), dtype=torch.float32)
+    # Safetensors only and never a repository's own code (check_loadable ran before).
+    model = AutoModelForCausalLM.from_pretrained(
+        str(src.model_dir), dtype=torch.float32, trust_remote_code=False, use_safetensors=True
+    )
     if src.adapters:
         from peft import PeftModel
 
