@@ -58,8 +58,9 @@ def _extract(args: argparse.Namespace) -> int:
     # threads make a forward pass several times slower.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from extract.run import ExtractConfig, extract
-    from store_schema.problems import SchemaError
 
+    # Errors (a bad flag value: UsageError, exit 2; bad data: SchemaError, exit 1) go to
+    # repcollapse_cli.main, which prints them as one line on stderr.
     config = ExtractConfig(
         batch_size=args.batch_size,
         max_length=args.max_length,
@@ -70,11 +71,7 @@ def _extract(args: argparse.Namespace) -> int:
         token_chunk=args.token_chunk,
         progress=not args.no_progress,
     )
-    try:
-        results = extract(args.store, args.probe, args.checkpoints, config)
-    except (SchemaError, FileNotFoundError, ValueError) as e:
-        print(f"repcollapse extract: {e}")
-        return 1
+    results = extract(args.store, args.probe, args.checkpoints, config)
     for r in results:
         rate = f", {r.tokens / r.seconds:.0f} tok/s" if r.tokens and r.seconds else ""
         extra = f", generated -> {r.generated}" if r.generated else ""

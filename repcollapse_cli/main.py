@@ -32,14 +32,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe_error(error: BaseException) -> str:
+    """One line where there is one problem: the path or field, what was expected, what was
+    found. A SchemaError with several problems keeps one line per problem."""
+    from store_schema.problems import SchemaError
+
+    if isinstance(error, SchemaError) and len(error.problems) == 1:
+        p = error.problems[0]
+        return f"{p.location}: {p.message}"
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.filename}: {error.strerror or error}"
+    return str(error)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    prog = " ".join(
+        ["repcollapse", args.group, *[str(getattr(args, "train_cmd", "") or "")]]
+    ).strip()
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (ValueError, OSError) as e:
+        # Bad input reaches the user as one message, never a traceback: SchemaError and
+        # the packages' usage errors are ValueErrors (usage errors carry exit_code 2), an
+        # unreadable or unwritable path an OSError. Handlers may still map their own first.
+        print(f"{prog}: {describe_error(e)}", file=sys.stderr)
+        return int(getattr(e, "exit_code", 1))
 
 
 if __name__ == "__main__":

@@ -124,6 +124,13 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"repcollapse train run: {e}", file=sys.stderr)
         return 2
+    for flag, path in (("--out", args.out), ("--base", args.base), ("--data", args.data)):
+        if path is not None and path.exists() and not path.is_dir():
+            print(
+                f"repcollapse train run: {flag} {path}: expected a directory, found a file",
+                file=sys.stderr,
+            )
+            return 1
     base = args.base or args.out / "base"
     if not (base / "manifest.json").is_file():
         if args.base is not None:

@@ -79,7 +79,10 @@ def load_model(path: str | Path, device: str = "cpu", *, train: bool = False) ->
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    # Safetensors only (pickle weights can run code) and never a directory's own code.
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path), dtype=torch.float32, trust_remote_code=False, use_safetensors=True
+    )
     model.to(device)
     model.train(train)
     return model
@@ -88,7 +91,7 @@ def load_model(path: str | Path, device: str = "cpu", *, train: bool = False) ->
 def load_tokenizer(path: str | Path) -> Any:
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(path))
+    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if not getattr(tok, "chat_template", None):
@@ -100,6 +103,36 @@ def load_tokenizer(path: str | Path) -> Any:
             "{% if add_generation_prompt %}Answer: {% endif %}"
         )
     return tok
+
+
+def check_base_inputs(out: Path, model: str | Path | None) -> None:
+    """Refuse, before anything is removed or written, an ``--out`` that is a file and a
+    ``--model`` that is not a loadable HF directory (no config.json, pickle-only, truncated or
+    custom-code weights)."""
+    from store_schema.problems import Problem, SchemaError
+
+    if out.exists() and not out.is_dir():
+        raise SchemaError(
+            [
+                Problem(
+                    str(out), "expected a checkpoint directory to write, found a file", "not_a_dir"
+                )
+            ]
+        )
+    if model is None:
+        return
+    from extract.checkpoints import load_config, weight_problems
+
+    src = Path(model)
+    if not src.is_dir():
+        found = "a file" if src.exists() else "nothing: the path does not exist"
+        raise SchemaError(
+            [Problem(str(src), f"expected an HF model directory, found {found}", "no_model")]
+        )
+    problems = weight_problems(src)
+    if problems:
+        raise SchemaError(problems, f"refusing --model {src}")
+    load_config(src)  # a model type transformers does not implement needs custom code: refused
 
 
 def read_model_id(path: Path) -> str:
@@ -130,6 +163,7 @@ def materialize_base(
     evaluation sizes of ``budget`` (a ``train.config.Budget``; the demo budget when None).
     """
     out = Path(out)
+    check_base_inputs(out, model)
     if (out / "manifest.json").is_file():
         if eval_data is not None and not (out / "behavior.json").is_file():
             _evaluate_base(out, eval_data, budget, device, seed)
@@ -143,8 +177,13 @@ def materialize_base(
 
     if model is None:
         gguf = find_embedded_gguf()
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        lm = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        # The embedded GGUF is read by transformers' GGUF parser (no pickle, no custom code).
+        tok = AutoTokenizer.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, trust_remote_code=False
+        )
+        lm = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, trust_remote_code=False
+        )
         # The GGUF loader attaches a quantizer; without removing it save/train refuse to run.
         if getattr(lm, "hf_quantizer", None) is not None:
             lm.hf_quantizer.remove_quantization_config(lm)
@@ -156,7 +195,9 @@ def materialize_base(
                 f"--model {src}: expected an HF model directory with config.json"
             )
         tok = load_tokenizer(src)
-        lm = AutoModelForCausalLM.from_pretrained(str(src))
+        lm = AutoModelForCausalLM.from_pretrained(
+            str(src), trust_remote_code=False, use_safetensors=True
+        )
         model_id, family, source = read_model_id(src), lm.config.model_type, str(src.resolve())
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
