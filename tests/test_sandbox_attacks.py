@@ -152,7 +152,9 @@ def test_process_count_is_limited_even_as_root() -> None:
 
 
 def test_uid_is_not_root_inside() -> None:
-    result = run_python_tests("import os\ndef uid():\n    return os.getuid()", ["assert uid() != 0"])
+    result = run_python_tests(
+        "import os\ndef uid():\n    return os.getuid()", ["assert uid() != 0"]
+    )
     assert result.passed, result.stderr_tail
 
 

@@ -72,19 +72,30 @@ def test_unbounded_allocation_fails_fast() -> None:
 @pytest.mark.parametrize(
     "body",
     [
-        "import socket\nsocket.socket()",
-        "import socket\nsocket.create_connection(('127.0.0.1', 9))",
-        "import _socket\n_socket.socket()",
-        "import os\nos.system('echo hi')",
-        "import subprocess\nsubprocess.run(['true'])",
-        "import os\nos.fork()",
-        "import ctypes",
-        "import os\nos.kill(os.getppid(), 9)",
+        "import socket\nsocket.create_connection(('127.0.0.1', 9), timeout=1)",
+        "import socket\nsocket.create_connection(('example.com', 80), timeout=1)",
+        "import os\nos.kill(os.getppid(), 9)",  # the namespace's init, not the scorer
+        "import os\nos.kill(1, 9)",
     ],
 )
-def test_network_processes_and_ctypes_refused(body: str) -> None:
+def test_network_and_parent_unreachable(body: str) -> None:
     score, took = _score(body + "\ndef f(x):\n    return x * 2")
     assert score == 0.0 and took < 5.0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "import os\nos.system('echo hi')",
+        "import subprocess\nsubprocess.run(['true'])",
+        "import os\nif os.fork() == 0:\n    os._exit(0)",
+        "import ctypes\nctypes.CDLL(None).getpid()",
+    ],
+)
+def test_processes_and_ctypes_are_contained_not_refused(body: str) -> None:
+    # OS isolation, not a Python hook: these run, inside the namespaces (see the attack tests).
+    score, took = _score(body + "\ndef f(x):\n    return x * 2")
+    assert score == 1.0 and took < 5.0
 
 
 def test_early_exit_does_not_fake_success() -> None:
