@@ -27,6 +27,7 @@ import zarr
 from analyze import layerfree, moments, passes, registry
 from analyze.cache import ROW_COLUMNS, MetricCache, rows_frame
 from analyze.collapse import collapse_rows
+from analyze.integrity import layers_to_read, refuse_damaged
 from analyze.options import Options
 from analyze.plugins import file_plugins, load_plugins
 from analyze.registry import Metric
@@ -202,6 +203,19 @@ def run_metrics(
         summary=summary,
         say=say,
         twins=twin_sources(attrs.get("extraction_log", []), parent, base, ckpts),
+    )
+    refuse_damaged(
+        store,
+        group,
+        layers_to_read(
+            ckpts,
+            layer_list,
+            n_layers,
+            wanted,
+            run.missing,
+            {"cross_base": base, "cross_parent": parent},
+        ),
+        say,
     )
     sinks = "included" if options.include_sinks else "excluded"
     say(

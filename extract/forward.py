@@ -30,6 +30,15 @@ from store_schema.store import StoreWriter
 FLOAT16_MAX = 65504.0
 
 
+class HiddenRangeError(ValueError):
+    """Hidden states that float16 cannot hold: refused rather than stored as inf/NaN.
+
+    A ValueError, so the CLI prints it as one message. Storing bfloat16 instead would keep such
+    a model but change the dtype of ``hidden`` for every reader; a model whose residual stream
+    exceeds 65504 is rare and almost always broken, so the extraction stops and says where.
+    """
+
+
 def make_batches(
     examples: Sequence[TokenizedExample], batch_size: int
 ) -> list[list[TokenizedExample]]:
@@ -157,7 +166,13 @@ class ChunkBuffer:
         self.t0 = 0
         self.fill = 0
 
-    def add(self, hidden: np.ndarray, stats: dict[str, np.ndarray]) -> None:
+    def add(
+        self, hidden: np.ndarray, stats: dict[str, np.ndarray], max_abs: np.ndarray | None = None
+    ) -> None:
+        """Buffer a batch; ``max_abs`` (per layer, before the float16 cast) is range-checked
+        first, so no chunk holding an out-of-range value is ever written."""
+        if max_abs is not None:
+            self.check_range(max_abs)
         n, pos = hidden.shape[1], 0
         while pos < n:
             take = min(self.chunk - self.fill, n - pos)
@@ -169,6 +184,25 @@ class ChunkBuffer:
             pos += take
             if self.fill == self.chunk:
                 self.flush()
+
+    def check_range(self, max_abs: np.ndarray) -> None:
+        """Raise HiddenRangeError naming checkpoint, layer and largest |h| if float16 overflows."""
+        max_abs = np.asarray(max_abs, dtype=np.float64)
+        bad = ~np.isfinite(max_abs) | (max_abs > FLOAT16_MAX)
+        if not bad.any():
+            return
+        layers = np.flatnonzero(bad).tolist()
+        # NaN first: a NaN layer has no magnitude to report.
+        nan = [layer for layer in layers if np.isnan(max_abs[layer])]
+        worst = nan[0] if nan else int(layers[int(np.argmax(max_abs[layers]))])
+        found = "NaN" if nan else f"max |h| {max_abs[worst]:.6g}"
+        name = self.writer.names()[self.index]
+        raise HiddenRangeError(
+            f"checkpoint {name!r}: hidden states do not fit float16 (at most {FLOAT16_MAX:.0f}): "
+            f"found {found} in layer {worst} (layers out of range: {layers}, tokens "
+            f"{self.t0 + self.fill} onwards); refused: the checkpoint is not marked complete, so "
+            "readers do not see it"
+        )
 
     def _write(self, buf: _Chunk, t0: int, n: int) -> _Chunk:
         self.writer.write_hidden(self.index, t0, buf.hidden[:, :n])

@@ -328,7 +328,7 @@ def write_checkpoint(
     """Write one checkpoint's slot completely, the completion mark last; returns tokens."""
     from tqdm.auto import tqdm
 
-    from extract.forward import FLOAT16_MAX, ChunkBuffer, iterate_outputs
+    from extract.forward import ChunkBuffer, iterate_outputs
     from extract.logits import LogitStatistics
 
     config, counter, tokenizer = job.config, job.counter, job.tokenizer
@@ -379,18 +379,11 @@ def write_checkpoint(
         device=job.device,
         stats=stats,
     ):
-        buffer.add(out.hidden, out.stats)
+        buffer.add(out.hidden, out.stats, out.max_abs)  # refuses |h| beyond float16 first
         max_abs = np.maximum(max_abs, out.max_abs)
         bar.update(n)
     buffer.close()
     bar.close()
-    if (max_abs > FLOAT16_MAX).any():
-        layers = np.flatnonzero(max_abs > FLOAT16_MAX).tolist()
-        print(
-            f"warning: {src.manifest.name}: |hidden| exceeds the float16 range in layers {layers} "
-            f"(max {max_abs.max():.0f}); those values are stored as inf",
-            file=sys.stderr,
-        )
     writer.mark_complete(index)
     counter()
     _log(

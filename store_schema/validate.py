@@ -1,6 +1,8 @@
 """``validate_store``: every problem of a store, each naming what was expected and found.
 
-Opens the store read-only: validation never modifies a store.
+Opens the store read-only: validation never modifies a store. Besides the layout, every
+complete checkpoint's data is checked against the sha256 per (variable, chunk) recorded at write
+time (``store_schema.checksums``); ``scan_values=False`` reads no chunk (presence only).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import numpy as np
 import zarr
 
 from store_schema import schema as S
+from store_schema.checksums import as_problems, verify_heads, verify_slot
 from store_schema.problems import Problem
 from store_schema.store import _open_group, check_schema_version
 
@@ -25,6 +28,9 @@ def _dtype_name(arr: zarr.Array) -> str:
     if dt.kind in ("T", "U", "O"):
         return "str"
     return np.dtype(dt).name
+
+
+_LAYOUT_KINDS = {"missing_variable", "wrong_dims", "wrong_dtype", "wrong_length"}
 
 
 def _check_variable(
@@ -70,8 +76,13 @@ def _check_variable(
 
 
 def validate_group(
-    g: zarr.Group, where: str, *, scan_values: bool = True
+    g: zarr.Group,
+    where: str,
+    *,
+    scan_values: bool = True,
+    warnings: list[Problem] | None = None,
 ) -> tuple[list[Problem], dict[str, Any]]:
+    """Problems of one store group; ``warnings`` (if given) collects what is not a problem."""
     problems: list[Problem] = []
     attrs = dict(g.attrs)
     problems += check_schema_version(attrs, where)
@@ -125,7 +136,34 @@ def validate_group(
             )
         if scan_values and "hidden" in g and _dims(g["hidden"]) == S.HIDDEN.dims:
             problems += _scan_hidden(g["hidden"], names, complete)
+        if not any(p.kind in _LAYOUT_KINDS for p in problems):  # on a well-formed layout only
+            problems += _check_sums(g, names, complete, scan_values, warnings)
     return problems, summary
+
+
+def _check_sums(
+    g: zarr.Group,
+    names: list[str],
+    complete: np.ndarray,
+    scan_values: bool,
+    warnings: list[Problem] | None,
+) -> list[Problem]:
+    """Every complete checkpoint against its checksums, and the unembedding heads they use."""
+    problems: list[Problem] = []
+    unrecorded = []
+    for i, name in enumerate(names):
+        if i >= len(complete) or not complete[i]:
+            continue
+        found, recorded = verify_slot(g, i, name, values=scan_values)
+        problems += found
+        if not recorded:
+            unrecorded.append(name)
+    if warnings is not None:
+        warnings += as_problems(unrecorded)
+    if scan_values and "head" in g:
+        heads = np.asarray(g["head"][:])
+        problems += verify_heads(g, [int(heads[i]) for i in np.flatnonzero(complete)])
+    return problems
 
 
 def _scan_hidden(hidden: zarr.Array, names: list[str], complete: np.ndarray) -> list[Problem]:
@@ -150,8 +188,13 @@ def _scan_hidden(hidden: zarr.Array, names: list[str], complete: np.ndarray) -> 
     return problems
 
 
-def validate_store(url: str | Path, *, scan_values: bool = True) -> tuple[list[Problem], str]:
-    """All problems of the store at ``url`` (and its generated-probe group) plus a summary line."""
+def validate_store(
+    url: str | Path, *, scan_values: bool = True, warnings: list[Problem] | None = None
+) -> tuple[list[Problem], str]:
+    """All problems of the store at ``url`` (and its generated-probe group) plus a summary line.
+
+    ``warnings``, if given, receives what does not make a store invalid (checkpoints written
+    before checksums existed)."""
     try:
         g = _open_group(url, None, "r")
     except Exception as e:  # noqa: BLE001 - any failure to open is itself the problem
@@ -162,7 +205,7 @@ def validate_store(url: str | Path, *, scan_values: bool = True) -> tuple[list[P
                 "not_a_store",
             )
         ], ""
-    problems, summary = validate_group(g, str(url), scan_values=scan_values)
+    problems, summary = validate_group(g, str(url), scan_values=scan_values, warnings=warnings)
     if S.GENERATED_GROUP in g:
         gen = g[S.GENERATED_GROUP]
         # Either one store in `generated` itself, or one per checkpoint in its sub-groups
@@ -171,8 +214,15 @@ def validate_store(url: str | Path, *, scan_values: bool = True) -> tuple[list[P
         subs = sorted(gen.group_keys()) if "hidden" not in gen else []
         targets = [(f"{S.GENERATED_GROUP}/{k}", gen[k]) for k in subs] or [(S.GENERATED_GROUP, gen)]
         for where, sub in targets:
-            gp, _ = validate_group(sub, f"{url}/{where}", scan_values=scan_values)
+            sub_warnings: list[Problem] = []
+            gp, _ = validate_group(
+                sub, f"{url}/{where}", scan_values=scan_values, warnings=sub_warnings
+            )
             problems += [Problem(f"{where}/{p.location}", p.message, p.kind) for p in gp]
+            if warnings is not None:
+                warnings += [
+                    Problem(f"{where}/{p.location}", p.message, p.kind) for p in sub_warnings
+                ]
         for name, path in listed.items():
             if path.split("/", 1)[-1] not in subs:
                 problems.append(
