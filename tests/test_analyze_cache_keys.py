@@ -7,15 +7,18 @@ shared one file and a cached re-run listed one checkpoint twice and dropped the 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import zarr
+import pytest
 from test_analyze_support import store_with
 
 from analyze.cache import MetricCache, rows_frame
 from analyze.runner import run_metrics
+from store_schema import StoreWriter
 from store_schema.testing import SyntheticSpec
 
 NAMES = [
@@ -72,18 +75,26 @@ def test_file_names_stay_readable(tmp_path: Path) -> None:
     assert all(n.startswith("sweep_lr0.001-") for n in names), names
 
 
-def _dotted_store(path: Path) -> tuple[Path, list[str]]:
-    """A synthetic chain whose checkpoint names differ only after a dot."""
-    store = store_with(path, SyntheticSpec(n_checkpoints=3, n_layers=2, n_tokens=120))
-    names = ["base", "sweep/lr0.001", "sweep/lr0.0001"]
-    g = zarr.open_group(str(store), mode="r+")
-    g["name"][:] = np.array(names, dtype=object)
-    g["parent"][:] = np.array(["", names[0], names[1]], dtype=object)
-    return store, names
+def _dotted_store(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, list[str]]:
+    """A synthetic chain whose checkpoint names differ only after a dot, written as such (the
+    real writer, so its checksums match: renaming afterwards would be refused as damage)."""
+    rename = {"A/01-stage": "sweep/lr0.001", "A/02-stage": "sweep/lr0.0001"}
+    reserve = StoreWriter.reserve
+
+    def renamed(self: StoreWriter, coords: Mapping[str, Any]) -> int:
+        coords = {**coords, **{k: rename.get(coords[k], coords[k]) for k in ("name", "parent")}}
+        return reserve(self, coords)
+
+    with monkeypatch.context() as m:
+        m.setattr(StoreWriter, "reserve", renamed)
+        store = store_with(path, SyntheticSpec(n_checkpoints=3, n_layers=2, n_tokens=120))
+    return store, ["base", *rename.values()]
 
 
-def test_cached_rerun_keeps_both_dotted_checkpoints(tmp_path: Path) -> None:
-    store, names = _dotted_store(tmp_path / "s.zarr")
+def test_cached_rerun_keeps_both_dotted_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, names = _dotted_store(tmp_path / "s.zarr", monkeypatch)
     out = tmp_path / "tables"
     quiet = {"log": lambda _: None, "metrics": ["erank"]}
     run_metrics(store, out, **quiet)
