@@ -195,3 +195,30 @@ def test_expected_values_on_disk_are_not_readable(tmp_path: Path) -> None:
         + "def f(x):\n    return _want.get(x)\n"
     )
     assert _score(body) == 0.0
+
+
+def test_timeout_kills_setsid_children_too() -> None:
+    marker = f"repcollapse-survivor-{uuid.uuid4().hex}"
+    body = (
+        "import os, sys\nif os.fork() == 0:\n    os.setsid()\n"
+        f"    os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(20)', {marker!r}])\n"
+        "while True:\n    pass\n"
+    )
+    result = run_python_tests(body, ["assert True"], SandboxConfig(timeout_s=1.5))
+    time.sleep(0.3)
+    survivors = _pids_with(marker)
+    for pid in survivors:
+        os.kill(pid, signal.SIGKILL)
+    assert result.timed_out and not result.passed
+    assert survivors == []
+
+
+def test_scratch_space_is_bounded() -> None:
+    body = (
+        "import os\n_mb = 0\ntry:\n    while _mb < 200:\n"
+        "        with open(f'/tmp/fill{_mb}', 'wb') as fh:\n            fh.write(b'x' * 2**20)\n"
+        "        _mb += 1\nexcept OSError:\n    pass\n"
+        "def written():\n    return _mb\n"
+    )
+    result = run_python_tests(body, ["assert written() < 65"], SandboxConfig(scratch_mb=64))
+    assert result.passed, result.reason + result.stderr_tail

@@ -197,10 +197,14 @@ def generation_cap(tok: Any, records: Sequence[dict[str, Any]], cap: int) -> int
 
 
 def _score(records: Sequence[dict[str, Any]], comps: Sequence[str], scorer: Scorer) -> float:
+    from train.scorers.sandbox import SandboxUnavailable
+
     total = 0.0
     for r, c in zip(records, comps, strict=True):
         try:
             total += float(scorer(r, c))
+        except SandboxUnavailable:  # not one bad record: every code score would be a fake 0
+            raise
         except Exception as e:  # noqa: BLE001 - one bad record must not discard a trained stage
             SCORER_ERRORS.append(f"{r.get('id')}: {type(e).__name__}: {e}")
     return total / len(records)

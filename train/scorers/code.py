@@ -1,11 +1,17 @@
-"""Code scorer: pull the program out of a completion and run the task's tests in the sandbox."""
+"""Code scorer: pull the program out of a completion and run the task's tests in the sandbox.
+
+The tests (``meta['tests']``, top-level ``assert <call> == <value>`` lines, or a HumanEval-style
+``def check(candidate)`` plus ``check(name)``) are planned once per record: the calls go to the
+sandbox, the expected values stay in this process (``train.scorers.checks``)."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
 
+from train.scorers.checks import CheckError, Plan, plan_tests
 from train.scorers.sandbox import SandboxConfig, run_python_tests
 
 _FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:```|\Z)", re.S | re.I)
@@ -26,12 +32,26 @@ def extract_code(completion: str, entry_point: str = "") -> str:
     return completion[start.start() :] if start else completion
 
 
+@functools.lru_cache(maxsize=4096)
+def _plan(tests: tuple[str, ...]) -> Plan:
+    return plan_tests(tests)
+
+
 def score_code(
     record: Mapping[str, Any], completion: str, config: SandboxConfig | None = None
 ) -> float:
     meta = record.get("meta") or {}
-    tests = list(meta.get("tests") or [])
+    tests = meta.get("tests") or []
+    if not isinstance(tests, (list, tuple)) or not all(isinstance(t, str) for t in tests):
+        raise ValueError(
+            f"code record {record.get('id')!r}: meta['tests']: expected a list of strings, "
+            f"found {type(tests).__name__}"
+        )
     if not tests:
         raise ValueError(f"code record {record.get('id')!r} has no meta['tests']")
+    try:
+        plan = _plan(tuple(tests))
+    except CheckError as exc:
+        raise CheckError(f"code record {record.get('id')!r}: meta.{exc}") from None
     code = extract_code(completion, str(meta.get("entry_point", "")))
-    return 1.0 if run_python_tests(code, tests, config).passed else 0.0
+    return 1.0 if run_python_tests(code, plan, config).passed else 0.0
