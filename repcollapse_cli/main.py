@@ -25,7 +25,8 @@ GROUPS: dict[str, str] = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="repcollapse", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="group", metavar="GROUP", required=True)
+    # not "group": `analyze metrics --group` (a store sub-group) would overwrite it with None
+    sub = parser.add_subparsers(dest="cli_group", metavar="GROUP", required=True)
     for name, help_text in GROUPS.items():
         module = importlib.import_module(f"repcollapse_cli.{name}_cmd")
         module.register(sub.add_parser(name, help=help_text, description=help_text))
@@ -49,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = " ".join(
-        ["repcollapse", args.group, *[str(getattr(args, "train_cmd", "") or "")]]
+        ["repcollapse", args.cli_group, *[str(getattr(args, "train_cmd", "") or "")]]
     ).strip()
     try:
         return int(args.handler(args) or 0)
