@@ -3,6 +3,8 @@
 # Idempotent; safe to re-run. Keeps an existing torch (e.g. a CUDA build on a GPU machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The code sandbox runs generated code under bubblewrap (docs/sandbox.md); without it, code scoring refuses.
+command -v bwrap >/dev/null || (apt-get update -qq && apt-get install -y -qq bubblewrap) >/dev/null 2>&1 || echo "WARNING: bubblewrap (bwrap) is missing and could not be installed (needs root and apt): scoring code will refuse to run; see docs/sandbox.md" >&2
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
