@@ -44,13 +44,16 @@ import numpy as np
 
 from extract.checkpoints import (
     CheckpointSource,
+    check_loadable,
     check_same_model,
     checkpoint_coords,
+    load_config,
     load_model,
     model_geometry,
     read_checkpoint,
     update_factors,
 )
+from extract.preflight import UsageError, check_reused_names, check_store_path, weights_sha256
 from extract.store_io import TOPK, Geometry, code_version, create_or_check, update_attr_list
 from extract.tokens import TokenPlan, build_plan, tokenizer_fingerprint
 from extract.twins import copy_twin, find_twin
@@ -88,24 +91,43 @@ class ExtractConfig:
     progress: bool = field(default=True, metadata={"help": "tqdm progress bar"})
 
     def __post_init__(self) -> None:
-        for name in (
-            "batch_size",
-            "max_length",
-            "token_chunk",
-            "logit_slice",
-            "gen_max_new_tokens",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(
-                    f"ExtractConfig.{name}: expected >= 1, found {getattr(self, name)}"
-                )
+        minimum = {
+            "batch_size": 1,
+            "max_length": 1,
+            "token_chunk": 1,
+            "logit_slice": 1,
+            "gen_max_new_tokens": 1,
+            "generate": 0,
+            "token_cap_per_span": 1,
+        }
+        for name, low in minimum.items():
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or value < low):
+                raise UsageError(f"{_field(name)}: expected an integer >= {low}, found {value!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ValueError(
-                f"ExtractConfig.device: expected auto, cpu or cuda, found {self.device!r}"
+            raise UsageError(
+                f"{_field('device')}: expected auto, cpu or cuda, found {self.device!r}"
             )
 
     def recorded(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "progress"}
+
+
+_FLAGS = (
+    "batch_size",
+    "max_length",
+    "token_cap_per_span",
+    "seed",
+    "generate",
+    "device",
+    "token_chunk",
+)
+
+
+def _field(name: str) -> str:
+    """The field and, where the CLI sets it, its flag: the user typed the flag."""
+    flag = f" (--{name.replace('_', '-')})" if name in _FLAGS else ""
+    return f"ExtractConfig.{name}{flag}"
 
 
 @dataclass
@@ -141,17 +163,26 @@ class WriteCounter:
 
 
 def resolve_device(name: str) -> Any:
+    """The torch device; a CUDA device that this machine does not have is a usage error."""
     import torch
 
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index or 0) >= count:
+            raise UsageError(
+                f"--device {name}: expected a CUDA device, found {count} on this machine "
+                "(use --device cpu or auto)"
+            )
+    return device
 
 
 def _tokenizer_of(path: Path) -> Any:
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(path))
+    return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
 
 
 @contextmanager
@@ -181,6 +212,14 @@ class Job:
     writer: StoreWriter
     counter: WriteCounter
     by_name: dict[str, CheckpointSource]
+    hashes: dict[str, str] = field(default_factory=dict)
+    """Weights sha256 per checkpoint name, where already computed (extract.preflight)."""
+
+    def weights_sha256(self, src: CheckpointSource) -> str:
+        name = src.manifest.name
+        if name not in self.hashes:
+            self.hashes[name] = weights_sha256(src)
+        return self.hashes[name]
 
 
 def extract(
@@ -189,19 +228,26 @@ def extract(
     checkpoints: Sequence[str | Path],
     config: ExtractConfig = ExtractConfig(),
 ) -> list[CheckpointResult]:
-    """Extract every checkpoint into ``store``; returns what was done per checkpoint."""
-    from transformers import AutoConfig
+    """Extract every checkpoint into ``store``; returns what was done per checkpoint.
 
+    Everything is checked before anything is written (the store path, the probe, every
+    checkpoint's manifest, weights and config, the device, the tokenizers, a reused name's
+    weights): a bad input leaves no store, lock file or partial slot behind."""
     if not checkpoints:
-        raise ValueError("extract: expected at least one checkpoint directory, found none")
+        raise UsageError("extract: expected at least one checkpoint directory, found none")
+    check_store_path(store)
     records = read_probe_jsonl(probe)
     dirs = {read_manifest(p).name: Path(p) for p in checkpoints}
     sources = [read_checkpoint(p, dirs) for p in checkpoints]
     names = [s.manifest.name for s in sources]
     if len(set(names)) != len(names):
-        raise ValueError(f"extract: checkpoint names must be unique, found {names}")
-    configs = [AutoConfig.from_pretrained(str(s.model_dir)) for s in sources]
+        raise UsageError(f"extract: checkpoint names must be unique, found {names}")
+    for src in sources:
+        check_loadable(src)
+    configs = [load_config(s.model_dir) for s in sources]
     check_same_model(sources, configs)
+    device = resolve_device(config.device)
+    hashes = check_reused_names(store, sources)
     tokenizer = _tokenizer_of(sources[0].tokenizer_dir)
     fingerprint = tokenizer_fingerprint(tokenizer)
     for src in sources[1:]:
@@ -258,10 +304,11 @@ def extract(
         geometry=geometry,
         attrs=attrs,
         config=config,
-        device=resolve_device(config.device),
+        device=device,
         writer=StoreWriter(store),
         counter=WriteCounter(),
         by_name={s.manifest.name: s for s in sources},
+        hashes=hashes,
     )
     with _deterministic():
         return [_run_checkpoint(job, src) for src in sources]
@@ -285,7 +332,12 @@ def _run_checkpoint(job: Job, src: CheckpointSource) -> CheckpointResult:
             job.store,
             None,
             "extraction_log",
-            {"checkpoint": name, "copied_from": twin.manifest.name, "seconds": round(seconds, 3)},
+            {
+                "checkpoint": name,
+                "copied_from": twin.manifest.name,
+                "seconds": round(seconds, 3),
+                "weights_sha256": job.weights_sha256(src),
+            },
         )
         _log(config, f"{name}: same weight files as {twin.manifest.name}, its data copied")
         return CheckpointResult(name, "copied", tokens, seconds=seconds)
@@ -307,6 +359,7 @@ def _run_checkpoint(job: Job, src: CheckpointSource) -> CheckpointResult:
                 "batch_size": config.batch_size,
                 "seconds": round(time.perf_counter() - t0, 3),
                 "tokens": tokens,
+                "weights_sha256": job.weights_sha256(src),
             },
         )
     generated = run_generated(job, src, model, lora) if config.generate and not gen_done else ""
