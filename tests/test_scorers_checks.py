@@ -152,3 +152,23 @@ def test_evaluation_stops_on_a_missing_sandbox(
         _score([rec], ["def f(x):\n    return x * 2"], score_completion)
     assert len(SCORER_ERRORS) == before
     assert os.environ["PATH"] == str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("script", "reason"),
+    [
+        ("echo 'bwrap: No permissions to create new namespace' >&2; exit 1", "No permissions"),
+        ("exit 0", "failed"),  # "works" but runs nothing: the probe wants the bootstrap's report
+    ],
+)
+def test_a_bwrap_that_cannot_run_the_sandbox_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, script: str, reason: str
+) -> None:
+    fake = tmp_path / "bwrap"
+    fake.write_text(f"#!/bin/sh\n{script}\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    monkeypatch.delenv("REPCOLLAPSE_SANDBOX", raising=False)
+    assert reason in (bwrap_problem() or "")
+    with pytest.raises(SandboxUnavailable, match=f"bubblewrap cannot run.*{reason}"):
+        run_python_tests("def f(x):\n    return x * 2", ["assert f(2) == 4"])

@@ -16,6 +16,7 @@ What the child gets (see docs/sandbox.md for the threat model):
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import subprocess
@@ -107,7 +108,13 @@ def _probe(bwrap: str | None) -> str | None:
 
     with tempfile.TemporaryDirectory() as tmp:
         os.chmod(tmp, 0o755)
-        Path(tmp, "_bootstrap.py").write_text("", encoding="utf-8")  # exits 0 at once
+        # The real bootstrap with nothing to run: checks the namespaces, the mounts and (as
+        # root) the drop to nobody, whose failure would otherwise read as failing code.
+        boot = Path(__file__).with_name("_sandbox_bootstrap.py").read_text(encoding="utf-8")
+        Path(tmp, "_bootstrap.py").write_text(boot, encoding="utf-8")
+        Path(tmp, "solution.py").write_text("", encoding="utf-8")
+        program = {"limits": [], "steps": [], "drop_to": NOBODY if drop_to_nobody() else None}
+        Path(tmp, "program.json").write_text(json.dumps(program), encoding="utf-8")
         r, w = os.pipe()
         try:
             proc = subprocess.run(
@@ -121,9 +128,9 @@ def _probe(bwrap: str | None) -> str | None:
         finally:
             os.close(r)
             os.close(w)
-    if proc.returncode != 0:
+    if proc.returncode != 0 or proc.stdout != b'{"values": []}':
         err = proc.stderr.decode("utf-8", "replace").strip()[-300:]
-        return f"{bwrap} failed (exit {proc.returncode}): {err}"
+        return f"{bwrap} failed (exit {proc.returncode}): {err or proc.stdout[:200]!r}"
     return None
 
 
