@@ -38,6 +38,17 @@ def test_generated_code_references_pass_in_sandbox(built: Path) -> None:
     assert bad == []
 
 
+def test_generated_code_tasks_cannot_be_faked(built: Path) -> None:
+    # Each record's entry point returning an always-equal object (the old sandbox's fake pass)
+    # or the wrong value scores 0: the verdict is the parent's, on plain data.
+    recs = _jsonl(built / "pools/code.eval.jsonl")[:12]
+    for r in recs:
+        name = r["meta"]["entry_point"]
+        fake = f"class _Eq:\n    def __eq__(self, o):\n        return True\ndef {name}(*a):\n    return _Eq()"
+        assert score_completion(r, fake) == 0.0, r["id"]
+        assert score_completion(r, f"def {name}(*a):\n    return None") == 0.0, r["id"]
+
+
 @pytest.mark.parametrize("task", FUTURE_TASKS)
 def test_future_references_score_one(built: Path, task: str) -> None:
     recs = _jsonl(built / f"future/{task}.eval.jsonl")
