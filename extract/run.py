@@ -23,15 +23,14 @@ Resuming: a killed run leaves the checkpoint incomplete; re-running the same com
 every chunk of that slot with the same values (fixed batch composition, deterministic
 algorithms on CPU) and then marks it complete, so the store equals an uninterrupted run.
 
-``REPCOLLAPSE_EXTRACT_KILL_AT=n`` (tests only) SIGKILLs the process right after its n-th store
-write (add_head, reserve, each LoRA module, behaviour, each hidden chunk, each token-variable
-chunk, the completion mark), to prove resumability.
+``REPCOLLAPSE_EXTRACT_KILL_AT=n`` (tests only) SIGKILLs the process right after its n-th step
+of the store's write protocol (store_schema.protocol: the steps inside create, add_head and
+reserve, each LoRA module, behaviour, each hidden chunk, each token-variable chunk, the
+completion mark), to prove resumability.
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -58,6 +57,8 @@ from extract.store_io import TOPK, Geometry, code_version, create_or_check, upda
 from extract.tokens import TokenPlan, build_plan, tokenizer_fingerprint
 from extract.twins import copy_twin, find_twin
 from store_schema.problems import Problem, SchemaError
+from store_schema.protocol import KILL_ENV as PROTOCOL_KILL_ENV
+from store_schema.protocol import protocol_step
 from store_schema.records import (
     ProbeRecord,
     probe_corpus_hash,
@@ -66,7 +67,7 @@ from store_schema.records import (
 )
 from store_schema.store import StoreWriter
 
-KILL_ENV = "REPCOLLAPSE_EXTRACT_KILL_AT"
+KILL_ENV = PROTOCOL_KILL_ENV
 
 
 @dataclass(frozen=True)
@@ -148,18 +149,12 @@ class CheckpointResult:
 
 
 class WriteCounter:
-    """Counts store writes; SIGKILLs the process at the n-th when the test hook asks."""
-
-    def __init__(self) -> None:
-        value = os.environ.get(KILL_ENV, "")
-        self.kill_at = int(value) if value.strip() else 0
-        self.count = 0
+    """Marks each store write of extract as a step of the write protocol: store_schema.protocol
+    counts these and its own steps (inside create, each resize of reserve, ...) as one sequence,
+    and SIGKILLs the process at the n-th when ``KILL_ENV`` asks."""
 
     def __call__(self) -> None:
-        self.count += 1
-        if self.count == self.kill_at:
-            sys.stdout.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
+        protocol_step("extract: write")
 
 
 def resolve_device(name: str) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from store_schema import schema as S
 from store_schema.problems import Problem, SchemaError
 from store_schema.store import (
     StoreLayout,
+    StoreWriter,
     as_str_array,
     create_store,
     read_attrs,
@@ -164,7 +166,12 @@ def create_or_check(
     attrs: Mapping[str, Any],
     token_chunk: int,
 ) -> bool:
-    """Create the store if absent (True), else check it matches (False). Atomic across processes."""
+    """Create the store if absent (True), else check it matches (False). Atomic across processes.
+
+    An existing store that matches is repaired first (``StoreWriter.repair``: the orphan tail of
+    a killed reservation), so every later step, and every reader, sees consistent lengths. A
+    killed creation leaves no store (store_schema.creation): it is created again here.
+    """
     with store_lock(url):
         if store_exists(url, group):
             check_store(
@@ -175,6 +182,8 @@ def create_or_check(
                 geometry=geometry,
                 coords=coords,
             )
+            for action in StoreWriter(url, group=group).repair():
+                print(f"repaired {url}: {action} (left by a killed extraction)", file=sys.stderr)
             return False
         n_tokens = len(coords["position"])
         layout = StoreLayout(

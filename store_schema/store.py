@@ -26,8 +26,12 @@ import zarr
 from store_schema import schema as S
 from store_schema.checksums import ChecksumLog, slot_record
 from store_schema.problems import Problem, SchemaError
+from store_schema.protocol import checkpoint_arrays, committed_slots, protocol_step, repair_slots
 
-_LOCAL_LOCK = threading.Lock()
+# Re-entrant, with a per-path depth: create_store and repair take the lock themselves and are
+# also called by code that already holds it (a second flock on a new descriptor would block).
+_LOCAL_LOCK = threading.RLock()
+_HELD: dict[Path, int] = {}
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,8 @@ def _local_path(url: str | Path) -> Path:
 
 @contextlib.contextmanager
 def store_lock(url: str | Path) -> Iterator[None]:
-    """Exclusive lock for the steps that change shared metadata (slot reservation)."""
+    """Exclusive lock for the steps that change shared metadata (creation, slot reservation,
+    heads, repair). Re-entrant within a process; the kernel drops it when a holder is killed."""
     with _LOCAL_LOCK:
         if not _is_local(url):
             # fsspec stores have no portable lock: one writer process per remote store.
@@ -91,12 +96,21 @@ def store_lock(url: str | Path) -> Iterator[None]:
         # Beside the store, not inside it: zarr warns about foreign objects in a hierarchy.
         store_path = _local_path(url).resolve()
         path = store_path.with_name(store_path.name + ".lock")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+        if _HELD.get(path):
+            _HELD[path] += 1
             try:
                 yield
             finally:
+                _HELD[path] -= 1
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            _HELD[path] = 1
+            try:
+                yield
+            finally:
+                del _HELD[path]
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
 
@@ -135,15 +149,13 @@ def create_store(
     *,
     group: str | None = None,
 ) -> None:
-    """Create an empty store (no checkpoints). Refuses to overwrite an existing one."""
-    try:
-        _open_group(url, group, "r")
-    except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
-        pass
-    else:
-        raise FileExistsError(
-            f"a store already exists at {url}{'/' + group if group else ''}; open it instead"
-        )
+    """Create an empty store (no checkpoints). Refuses to overwrite an existing one or other data.
+
+    Atomic (store_schema.creation): a killed creation leaves no store, and the next one cleans up.
+    """
+    from store_schema.creation import begin_creation, creation_state, refuse_existing
+
+    refuse_existing(url, group, creation_state(url, group))  # before validating: cheap, clear
     problems = [
         Problem(
             f"token coord '{k}'",
@@ -165,11 +177,27 @@ def create_store(
     ]
     if problems:
         raise SchemaError(problems, "cannot create store")
+    with store_lock(url):
+        build_url, build_group, finish = begin_creation(url, group)
+        _build_store(build_url, build_group, layout, token_coords, attrs)
+        finish()
+
+
+def _build_store(
+    url: str | Path,
+    group: str | None,
+    layout: StoreLayout,
+    token_coords: Mapping[str, np.ndarray],
+    attrs: Mapping[str, Any],
+) -> None:
+    """Every array, then the root attributes last (what marks a remote store created)."""
     g = _open_group(url, group, "a")
+    protocol_step("create: group")
     T, tc = layout.n_tokens, min(layout.token_chunk, layout.n_tokens)
     for name, spec in S.TOKEN_COORDS.items():
         arr = _create(g, spec, (T,), (T,))
         arr[:] = np.asarray(token_coords[name]).astype(str if spec.dtype == "str" else spec.dtype)
+    protocol_step("create: token coords")
     for spec in S.CHECKPOINT_COORDS.values():
         _create(g, spec, (0,), (1,))
     _create(g, S.COMPLETE, (0,), (1,))
@@ -199,6 +227,7 @@ def create_store(
         _create(g, b, (0, layout.n_blocks, fout, R), (1, layout.n_blocks, fout, R))
     # xarray reads non-dimension coordinates from this CF attribute.
     g["hidden"].attrs["coordinates"] = " ".join([*S.TOKEN_COORDS, *S.CHECKPOINT_COORDS])
+    protocol_step("create: arrays")
     full_attrs = {
         **dict(attrs),
         "schema_version": S.SCHEMA_VERSION,
@@ -211,6 +240,7 @@ def create_store(
         "head_hashes": [],
     }
     g.attrs.update(_jsonable(full_attrs))
+    protocol_step("create: attrs")
 
 
 def _jsonable(obj: Any) -> Any:
@@ -243,8 +273,9 @@ def check_schema_version(attrs: Mapping[str, Any], where: str) -> list[Problem]:
 
 
 def complete_mask(url: str | Path, group: str | None = None) -> np.ndarray:
+    """``complete`` of the committed slots (an orphan tail of a killed reservation left out)."""
     g = _open_group(url, group, "r")
-    return np.asarray(g["complete"][:]).astype(bool)
+    return np.asarray(g["complete"][: committed_slots(g)]).astype(bool)
 
 
 def open_store(
@@ -253,13 +284,16 @@ def open_store(
     """Open a store as a lazy (dask) xarray Dataset listing only complete checkpoints.
 
     The ``checkpoint`` dimension is indexed by checkpoint name, so ``ds.sel(checkpoint=name)``
-    works. Refuses a store written by a newer schema version.
+    works. Refuses a store written by a newer schema version. Safe while another process
+    writes, and on a store left by a killed writer (store_schema.opening).
     """
+    from store_schema.opening import open_committed
+
     attrs = read_attrs(url, group)
     problems = check_schema_version(attrs, str(url))
     if problems:
         raise SchemaError(problems, f"cannot open {url}")
-    ds = xr.open_zarr(str(url), group=group, consolidated=False, zarr_format=3)
+    ds = open_committed(url, group)
     if not include_incomplete:
         keep = np.flatnonzero(np.asarray(ds["complete"].values).astype(bool))
         ds = ds.isel(checkpoint=keep)
@@ -300,14 +334,19 @@ class StoreWriter:
 
     # -- slots ---------------------------------------------------------------------------------
     def _checkpoint_arrays(self) -> list[zarr.Array]:
-        arrays = []
-        for _, arr in self.g.arrays():
-            if arr.metadata.dimension_names and arr.metadata.dimension_names[0] == S.CHECKPOINT:
-                arrays.append(arr)
-        return arrays
+        """Every checkpoint-dim array, ``name`` last (the order reserve resizes in)."""
+        return checkpoint_arrays(self.g)
 
     def names(self) -> list[str]:
-        return [str(x) for x in self.g["name"][:]]
+        """Names of the committed slots (not an orphan tail of a killed reservation)."""
+        return [str(x) for x in self.g["name"][: committed_slots(self.g)]]
+
+    def repair(self) -> list[str]:
+        """Cut off what killed reservations and head writes left (store_schema.protocol); returns
+        what was cut. Safe beside live writers: their slots have names, and this holds the lock."""
+        with store_lock(self.url):
+            self.g = _open_group(self.url, self.group, "r+")
+            return repair_slots(self.g)
 
     def status(self, name: str) -> str:
         """'absent', 'incomplete' or 'complete'."""
@@ -321,16 +360,25 @@ class StoreWriter:
 
         Re-using the slot of an incomplete checkpoint is what makes extraction resumable: the
         rerun overwrites the same chunks and only then sets ``complete``.
+
+        The protocol (docs/store.md): under the lock, repair any orphan tail, resize every
+        checkpoint array but ``name``, write the coordinates and ``complete = 0``, resize
+        ``name``, write the name. The slot is the checkpoint's from that last write on; a kill
+        before it leaves an orphan that the next writer cuts off.
         """
         missing = [k for k in S.CHECKPOINT_COORDS if k not in coords]
         if missing:
             raise SchemaError(
                 [Problem(f"checkpoint coord '{k}'", "missing", "missing_coord") for k in missing]
             )
+        if not str(coords["name"]):  # an empty name is what marks an uncommitted slot
+            raise ValueError("reserve: coords['name']: expected a non-empty name, found ''")
         with store_lock(self.url):
             self.g = _open_group(self.url, self.group, "r+")  # re-read shapes under the lock
+            repair_slots(self.g)
             names = self.names()
-            if coords["name"] in names:
+            new = coords["name"] not in names
+            if not new:
                 index = names.index(coords["name"])
                 if int(self.g["complete"][index]):
                     raise FileExistsError(
@@ -338,11 +386,20 @@ class StoreWriter:
                     )
             else:
                 index = len(names)
-                for arr in self._checkpoint_arrays():
+                for arr in self._checkpoint_arrays()[:-1]:  # all but `name`
                     arr.resize((index + 1, *arr.shape[1:]))
+                    protocol_step(f"reserve: resize {arr.path.rsplit('/', 1)[-1]}")
             for key in S.CHECKPOINT_COORDS:
-                self.g[key][index] = coords[key]
+                if key != "name":
+                    self.g[key][index] = coords[key]
             self.g["complete"][index] = 0
+            protocol_step("reserve: coords")
+            if new:
+                name = self.g["name"]
+                name.resize((index + 1,))
+                protocol_step("reserve: resize name")
+            self.g["name"][index] = coords["name"]
+            protocol_step("reserve: name (slot committed)")
         return index
 
     def add_head(self, weight: np.ndarray) -> int:
@@ -362,9 +419,12 @@ class StoreWriter:
             index = len(hashes)
             if arr.shape[0] <= index:
                 arr.resize((index + 1, *arr.shape[1:]))
+                protocol_step("head: resize unembedding")
             arr[index] = w16
+            protocol_step("head: unembedding written")
             # The hash is recorded only after the data is written: a killed write re-adds it.
             self.g.attrs["head_hashes"] = [*hashes, digest]
+            protocol_step("head: hash recorded")
             return index
 
     # -- data ----------------------------------------------------------------------------------
@@ -428,6 +488,7 @@ class StoreWriter:
         """Last write of a checkpoint: only now do readers see it."""
         self.record_checksums(index)
         self.g["complete"][index] = 1
+        protocol_step("complete")
 
     def copy_checkpoint(
         self,
@@ -468,8 +529,9 @@ class StoreWriter:
 
 
 def store_exists(url: str | Path, group: str | None = None) -> bool:
+    """True once a creation finished (its attributes, written last, are there)."""
     try:
-        _open_group(url, group, "r")
+        g = _open_group(url, group, "r")
     except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
         return False
-    return True
+    return "schema_version" in g.attrs

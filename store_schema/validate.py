@@ -16,6 +16,7 @@ import zarr
 from store_schema import schema as S
 from store_schema.checksums import as_problems, verify_heads, verify_slot
 from store_schema.problems import Problem
+from store_schema.protocol import committed_slots, orphan_problems
 from store_schema.store import _open_group, check_schema_version
 
 
@@ -113,8 +114,11 @@ def validate_group(
             _check_variable(g, spec, sizes, problems)
     summary: dict[str, Any] = {"checkpoints": 0, "complete": 0}
     if "complete" in g and "name" in g:
-        complete = np.asarray(g["complete"][:]).astype(bool)
-        names = [str(x) for x in g["name"][:]]
+        # A killed reservation's tail is one problem with its repair, not a nameless checkpoint.
+        problems += orphan_problems(g)
+        n = committed_slots(g)
+        complete = np.asarray(g["complete"][:n]).astype(bool)
+        names = [str(x) for x in g["name"][:n]]
         summary = {"checkpoints": len(names), "complete": int(complete.sum()), "sizes": sizes}
         for i, name in enumerate(names):
             if i < len(complete) and not complete[i]:
