@@ -172,3 +172,17 @@ def test_a_bwrap_that_cannot_run_the_sandbox_is_refused(
     assert reason in (bwrap_problem() or "")
     with pytest.raises(SandboxUnavailable, match=f"bubblewrap cannot run.*{reason}"):
         run_python_tests("def f(x):\n    return x * 2", ["assert f(2) == 4"])
+
+
+@needs_bwrap
+def test_every_plain_type_round_trips_through_the_child() -> None:
+    tail = ', {frozenset([1])}, 3j, -0.0, float("inf"), 10**300]'
+    text = '"\\ud800\u00e9\\n\\""'  # a lone surrogate, a non-ASCII letter, a newline, a quote
+    code = (
+        f"def f(x):\n    return [x, str(x) * 2, {{x: (1.5, None, True)}}, b'\\xff', {text}{tail}\n"
+    )
+    test = f"assert f(2) == [2, '22', {{2: (1.5, None, True)}}, b'\\xff', {text}{tail}"
+    assert run_python_tests(code, [test]).passed, (code, test)
+    assert not run_python_tests(code.replace("10**300", "10**301"), [test]).passed
+    # A lone surrogate in the code fails in the child, not in the scorer.
+    assert not run_python_tests("def f():\n    return '\ud800'", ["assert f() == 1"]).passed

@@ -218,8 +218,9 @@ def plan_tests(tests: Sequence[str]) -> Plan:
     for i, src in enumerate(tests):
         try:
             tree = ast.parse(src)
-        except SyntaxError as exc:
-            raise CheckError(f"tests[{i}]: not valid Python ({exc.msg}): {src!r}") from None
+        except (SyntaxError, ValueError) as exc:  # ValueError: NUL bytes, lone surrogates
+            msg = exc.msg if isinstance(exc, SyntaxError) else str(exc)
+            raise CheckError(f"tests[{i}]: not valid Python ({msg}): {src!r}") from None
         stmts.extend((i, s) for s in tree.body)
     checkers: dict[str, ast.FunctionDef] = {}
     steps: list[dict[str, Any]] = []
@@ -278,6 +279,8 @@ def decode(obj: Any, depth: int = 0) -> Any:
                 return float(v)
             if tag == "c" and isinstance(v, list) and len(v) == 2:
                 return complex(float(v[0]), float(v[1]))
+            if tag == "x" and isinstance(v, str):
+                return bytes.fromhex(v).decode("utf-8", "surrogatepass")
             if tag == "b" and isinstance(v, str):
                 return bytes.fromhex(v)
             if tag in ("t", "s", "fs") and isinstance(v, list):

@@ -16,7 +16,7 @@ What the child gets (see docs/sandbox.md for the threat model):
 from __future__ import annotations
 
 import functools
-import json
+import marshal
 import os
 import shutil
 import subprocess
@@ -114,7 +114,7 @@ def _probe(bwrap: str | None) -> str | None:
         Path(tmp, "_bootstrap.py").write_text(boot, encoding="utf-8")
         Path(tmp, "solution.py").write_text("", encoding="utf-8")
         program = {"limits": [], "steps": [], "drop_to": NOBODY if drop_to_nobody() else None}
-        Path(tmp, "program.json").write_text(json.dumps(program), encoding="utf-8")
+        Path(tmp, "program.marshal").write_bytes(marshal.dumps(program))
         r, w = os.pipe()
         try:
             proc = subprocess.run(
@@ -128,7 +128,7 @@ def _probe(bwrap: str | None) -> str | None:
         finally:
             os.close(r)
             os.close(w)
-    if proc.returncode != 0 or proc.stdout != b'{"values": []}':
+    if proc.returncode != 0 or proc.stdout != b'{"values":[]}':
         err = proc.stderr.decode("utf-8", "replace").strip()[-300:]
         return f"{bwrap} failed (exit {proc.returncode}): {err or proc.stdout[:200]!r}"
     return None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import marshal
 import math
 import os
 import select
@@ -48,8 +49,9 @@ ISOLATIONS = ("bwrap", "process")
 _MAX_REPORT = 16 * 1024 * 1024
 
 
-class SandboxUnavailable(RuntimeError):
-    """bubblewrap cannot run here and the caller did not opt into the unsafe process mode."""
+class SandboxUnavailable(OSError):
+    """bubblewrap cannot run here and the caller did not opt into the unsafe process mode
+    (an OSError: a problem of the machine, reported by the CLI as one line)."""
 
 
 def _default_isolation() -> str:
@@ -211,7 +213,8 @@ def run_python_tests(
         indir.mkdir(mode=0o755)
         work.mkdir(mode=0o700)
         os.chmod(indir, 0o755)  # readable by nobody: only the bind mount reaches it
-        (indir / "solution.py").write_text(code, encoding="utf-8")
+        # surrogatepass: a lone surrogate must fail in the child (unreadable code), not here.
+        (indir / "solution.py").write_text(code, encoding="utf-8", errors="surrogatepass")
         program = {
             "limits": _limits(cfg),
             "steps": plan.child_program(),
@@ -223,7 +226,7 @@ def run_python_tests(
                 else None
             ),
         }
-        (indir / "program.json").write_text(json.dumps(program), encoding="utf-8")
+        (indir / "program.marshal").write_bytes(marshal.dumps(program))
         (indir / "_bootstrap.py").write_text(_BOOTSTRAP.read_text(encoding="utf-8"), "utf-8")
         out_path, err_path = Path(tmp, "stdout"), Path(tmp, "stderr")
         timed_out = False
