@@ -1,8 +1,10 @@
-"""Kill-and-resume (SIGKILL at store writes, then re-run) and concurrent writers on one store.
+"""Kill-and-resume (SIGKILL at protocol steps, then re-run) and concurrent writers on one store.
 
-Store writes of the chain below, in order (REPCOLLAPSE_EXTRACT_KILL_AT counts them): base:
-add_head, reserve, behaviour, (hidden, token vars) per chunk, complete; then the LoRA stage:
-add_head, reserve, 7 LoRA modules, behaviour, (hidden, token vars) per chunk, complete.
+REPCOLLAPSE_EXTRACT_KILL_AT counts the steps of the store's write protocol
+(store_schema.protocol): inside create, add_head and reserve (each resize), then extract's
+writes (LoRA modules, behaviour, (hidden, token vars) per chunk) and the completion marks. The
+reference run records every step's label, and the kill points are chosen by label.
+tests/test_store_faults.py kills at every step of the same protocol without a model.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import zarr
 from test_extract_fixtures import make_lora_stage, make_tiny_checkpoint, write_probe
 
 from extract.run import KILL_ENV, ExtractConfig, extract
-from store_schema import open_store
+from store_schema import open_store, store_exists
+from store_schema.protocol import observe_steps
 from store_schema.validate import validate_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +38,9 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict:
     sft, _ = make_lora_stage(base, root / "sft")
     probe = write_probe(root / "probe.jsonl")
     reference = root / "reference.zarr"
-    extract(reference, probe, [base, sft], _config())
+    labels: list[str] = []
+    with observe_steps(labels.append):
+        extract(reference, probe, [base, sft], _config())
     g = zarr.open_group(str(reference), mode="r")
     n_chunks = math.ceil(g["hidden"].shape[2] / g.attrs["token_chunk"])
     assert n_chunks >= 4
@@ -46,6 +51,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "probe": probe,
         "reference": reference,
         "n_chunks": n_chunks,
+        "labels": labels,
     }
 
 
@@ -84,30 +90,40 @@ def assert_same_store(a: Path, b: Path) -> None:
     assert ga.attrs["head_hashes"] == gb.attrs["head_hashes"]
 
 
-def _kill_points(n_chunks: int) -> list[int]:
-    base_total = 3 + 2 * n_chunks + 1
-    return [
-        2,  # slot reserved, nothing else
-        3 + n_chunks,  # in the middle of the hidden chunks
-        base_total - 2,  # during the last chunk: its hidden written, its token vars not
-        base_total - 1,  # between the last chunk and the completion mark
-        base_total + 2 + 4,  # base complete, LoRA stage halfway through its modules
+def _kill_points(labels: list[str]) -> list[tuple[int, int]]:
+    """(step to kill at, checkpoints complete after the kill), by protocol-step label."""
+    resizes = [i for i, label in enumerate(labels) if label.startswith("reserve: resize ")]
+    names = [i for i, label in enumerate(labels) if label == "reserve: resize name"]
+    done = [i for i, label in enumerate(labels) if label == "complete"]
+    writes = [i for i, label in enumerate(labels) if label == "extract: write"]
+    base_writes = [i for i in writes if names[0] < i < done[0]]
+    lora_writes = [i for i in writes if names[1] < i < done[1]]
+    points = [
+        (labels.index("create: arrays"), 0),  # inside create: every array, no attrs
+        (resizes[len(resizes) // 4], 0),  # between two resizes of the base's reservation
+        (names[0], 0),  # every array resized, the name not yet written
+        (base_writes[len(base_writes) // 2], 0),  # in the middle of the hidden chunks
+        (base_writes[-2], 0),  # between the last chunk and the completion mark
+        (lora_writes[4], 1),  # base complete, LoRA stage halfway through its modules
     ]
+    return [(i + 1, complete) for i, complete in points]
 
 
-@pytest.mark.parametrize("point", range(5))
+@pytest.mark.parametrize("point", range(6))
 def test_kill_and_resume_is_identical(chain: dict, tmp_path: Path, point: int) -> None:
-    kill_at = _kill_points(chain["n_chunks"])[point]
+    kill_at, n_complete = _kill_points(chain["labels"])[point]
     store = tmp_path / "s.zarr"
     proc = _cli(store, chain, [chain["base"], chain["sft"]], kill_at)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
-    problems, _ = validate_store(store)
-    assert [p.kind for p in problems] == ["incomplete_checkpoint"]
-    assert len(open_store(store)["checkpoint"]) == (1 if point == 4 else 0)
+    assert store_exists(store) == (point > 0)  # a killed creation leaves no store
+    if point > 0:
+        kinds = {p.kind for p in validate_store(store)[0]}
+        assert kinds <= {"incomplete_checkpoint", "orphan_slot", "wrong_length"}, kinds
+        assert len(open_store(store)["checkpoint"]) == n_complete  # readers never crash
     results = extract(store, chain["probe"], [chain["base"], chain["sft"]], _config())
     assert [r.status for r in results] == (
-        ["skipped", "extracted"] if point == 4 else ["extracted", "extracted"]
+        ["skipped", "extracted"] if n_complete else ["extracted", "extracted"]
     )
     assert validate_store(store)[0] == []
     assert_same_store(store, chain["reference"])
