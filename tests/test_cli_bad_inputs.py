@@ -223,6 +223,43 @@ def train_base_pickle_only_model(good: Inputs, case: Path) -> tuple[list[str], i
     return args, 1, ["pytorch_model.bin", "pickle"]
 
 
+def probe_missing(good: Inputs, case: Path) -> tuple[list[str], int, list[str]]:
+    probe = case / "no_probe.jsonl"
+    return extract_args(case / "s.zarr", probe, good.ckpt), 1, [str(probe), "does not exist"]
+
+
+def checkpoint_is_file(good: Inputs, case: Path) -> tuple[list[str], int, list[str]]:
+    ckpt = case / "ckpt.txt"
+    ckpt.write_text("not a checkpoint\n")
+    return extract_args(case / "s.zarr", good.probe, ckpt), 1, [str(ckpt), "found a file"]
+
+
+def missing_shard(good: Inputs, case: Path) -> tuple[list[str], int, list[str]]:
+    ckpt = copy_ckpt(good, case)
+    (ckpt / "model.safetensors").rename(ckpt / "model-00001-of-00002.safetensors")
+    weight_map = {"model.embed_tokens.weight": "model-00001-of-00002.safetensors"}
+    weight_map["lm_head.weight"] = "model-00002-of-00002.safetensors"
+    index = {"metadata": {}, "weight_map": weight_map}
+    (ckpt / "model.safetensors.index.json").write_text(json.dumps(index))
+    shard = ckpt / "model-00002-of-00002.safetensors"
+    return extract_args(case / "s.zarr", good.probe, ckpt), 1, [str(shard), "found none"]
+
+
+def train_device_cuda(command: str) -> Case:
+    def case_fn(good: Inputs, case: Path) -> tuple[list[str], int, list[str]]:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+        out = case / "out"
+        args = ["train", command, *(["A", "--no-eval"] if command == "run" else [])]
+        args += ["--out", str(out), "--device", "cuda"]
+        args += ["--model", str(good.ckpt)] if command == "base" else []
+        return args, 2, ["--device cuda", "CUDA"]
+
+    return case_fn
+
+
 CASES: dict[str, Case] = {
     "non_utf8_probe": non_utf8_probe,
     "probe_is_directory": probe_is_directory,
@@ -238,6 +275,12 @@ CASES: dict[str, Case] = {
     "batch_size_0": zero_flag("--batch-size", "batch_size"),
     "token_chunk_0": zero_flag("--token-chunk", "token_chunk"),
     "max_length_0": zero_flag("--max-length", "max_length"),
+    "token_cap_per_span_0": zero_flag("--token-cap-per-span", "token_cap_per_span"),
+    "probe_missing": probe_missing,
+    "checkpoint_is_file": checkpoint_is_file,
+    "missing_shard": missing_shard,
+    "train_base_device_cuda": train_device_cuda("base"),
+    "train_run_device_cuda": train_device_cuda("run"),
     "empty_checkpoint_name": empty_checkpoint_name,
     "reused_name_other_weights": reused_name_other_weights,
     "train_base_out_is_file": train_base_out_is_file,

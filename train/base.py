@@ -48,11 +48,28 @@ def find_embedded_gguf() -> Path:
 
 
 def resolve_device(device: str | None = None) -> str:
+    """The device to train and evaluate on; a CUDA device this machine lacks is a usage error
+    (found before anything is written, not as a traceback after the weights are saved)."""
     import torch
 
-    if device:
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    from extract.preflight import UsageError
+
+    if not device:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as e:
+        raise UsageError(
+            f"--device {device}: expected cpu, cuda or cuda:N, found {device!r}"
+        ) from e
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (parsed.index or 0) >= count:
+            raise UsageError(
+                f"--device {device}: expected a CUDA device, found {count} on this machine "
+                "(use --device cpu, or leave it out)"
+            )
+    return device
 
 
 def library_versions() -> dict[str, str]:
@@ -164,6 +181,7 @@ def materialize_base(
     """
     out = Path(out)
     check_base_inputs(out, model)
+    device = resolve_device(device)
     if (out / "manifest.json").is_file():
         if eval_data is not None and not (out / "behavior.json").is_file():
             _evaluate_base(out, eval_data, budget, device, seed)
