@@ -19,13 +19,33 @@ from store_schema.records import DOMAINS, probe_corpus_hash
 from train.data import future_tasks, preference_tasks
 from train.data.common import GENERATOR_SOURCE, Example
 from train.data.config import POOL_DOMAINS, DataConfig
-from train.data.probe import GENERATORS, build_probe, stream_rng, unique_examples
+from train.data.probe import (
+    GENERATORS,
+    PROBE_GENERATORS,
+    IndexedGenerator,
+    build_probe,
+    stream_rng,
+    unique_examples,
+)
+from train.data.real import compose
+from train.data.real.supply import Supplies, load_supplies
 
 SPLITS = ("eval", "train")
 
 
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, sort_keys=True)
+
+
+def _provenance(ex: Example) -> dict[str, str]:
+    """source/license (and response_source) fields; none for a synthetic build, whose files
+    stay as they were before real data existed."""
+    if not ex.source:
+        return {}
+    out = {"source": ex.source, "license": ex.license}
+    if ex.response_source:
+        out["response_source"] = ex.response_source
+    return out
 
 
 def sft_record(rid: str, domain: str, ex: Example) -> dict[str, Any]:
@@ -35,6 +55,7 @@ def sft_record(rid: str, domain: str, ex: Example) -> dict[str, Any]:
         "prompt": ex.prompt,
         "response": ex.response,
         "meta": ex.meta,
+        **_provenance(ex),
     }
 
 
@@ -47,21 +68,48 @@ def preference_record(rid: str, ex: Example) -> dict[str, Any]:
         "chosen": ex.response,
         "rejected": ex.meta["rejected"],
         "meta": meta,
+        **_provenance(ex),
     }
 
 
-def generate_files(cfg: DataConfig) -> tuple[dict[str, list[str]], str]:
-    """Every output file as relative path -> JSON lines (no manifest), and the probe hash."""
+def _generators(
+    cfg: DataConfig, supplies: Supplies | None
+) -> tuple[dict[str, IndexedGenerator], dict[str, IndexedGenerator], IndexedGenerator]:
+    """(probe generators, pool generators, preference generator) for ``cfg.source``."""
+    plain_pref: IndexedGenerator = lambda r, _i: preference_tasks.generate(r)  # noqa: E731
+    if supplies is None:
+        return PROBE_GENERATORS, GENERATORS, plain_pref
+    probe = {
+        d: compose.domain_generator(d, g, supplies, cfg.source) for d, g in PROBE_GENERATORS.items()
+    }
+    pools = {d: compose.domain_generator(d, g, supplies, cfg.source) for d, g in GENERATORS.items()}
+    return probe, pools, compose.preference_generator(supplies, cfg.source)
+
+
+def load_real(cfg: DataConfig) -> Supplies | None:
+    """The real records of a real/mixed build (None for synthetic), shuffled by the seed."""
+    if cfg.source == "synthetic":
+        return None
+    return load_supplies(lambda domain: stream_rng(cfg.seed, "real", domain))
+
+
+def generate_files(
+    cfg: DataConfig, supplies: Supplies | None = None
+) -> tuple[dict[str, list[str]], str]:
+    """Every output file as relative path -> JSON lines (no manifest), and the probe hash.
+
+    ``supplies``: the real records (``load_real``); None builds from the generators only."""
     seen: dict[str, str] = {}
     files: dict[str, list[str]] = {}
-    probe = build_probe(cfg.seed, cfg.probe_per_domain, seen)
+    probe_gens, pool_gens, pref_gen = _generators(cfg, supplies)
+    probe = build_probe(cfg.seed, cfg.probe_per_domain, seen, probe_gens)
     files["probe.jsonl"] = [r.to_json() for r in probe]
     sizes = {"eval": cfg.pool_eval, "train": cfg.pool_train}
     for domain in POOL_DOMAINS:
         for split in SPLITS:
             where = f"pools/{domain}.{split}.jsonl"
             rng = stream_rng(cfg.seed, "pool", domain, split)
-            exs = unique_examples(GENERATORS[domain], rng, sizes[split], seen, where)
+            exs = unique_examples(pool_gens[domain], rng, sizes[split], seen, where)
             files[where] = [
                 _dumps(sft_record(f"{domain}-{split}-{i:05d}", domain, ex))
                 for i, ex in enumerate(exs)
@@ -70,9 +118,7 @@ def generate_files(cfg: DataConfig) -> tuple[dict[str, list[str]], str]:
     for split in SPLITS:
         where = f"pools/preference.{split}.jsonl"
         rng = stream_rng(cfg.seed, "preference", split)
-        exs = unique_examples(
-            lambda r, _i: preference_tasks.generate(r), rng, psizes[split], seen, where
-        )
+        exs = unique_examples(pref_gen, rng, psizes[split], seen, where)
         files[where] = [
             _dumps(preference_record(f"preference-{split}-{i:05d}", ex)) for i, ex in enumerate(exs)
         ]
@@ -89,11 +135,25 @@ def generate_files(cfg: DataConfig) -> tuple[dict[str, list[str]], str]:
     return files, probe_corpus_hash(probe)
 
 
+def _source_counts(files: dict[str, list[str]]) -> dict[str, dict[str, int]]:
+    """file -> {"<source> | <license>": records}: what the corpus was built from."""
+    out: dict[str, dict[str, int]] = {}
+    for rel, lines in files.items():
+        counts: dict[str, int] = {}
+        for line in lines:
+            rec = json.loads(line)
+            key = f"{rec.get('source', GENERATOR_SOURCE)} | {rec.get('license', 'Apache-2.0')}"
+            counts[key] = counts.get(key, 0) + 1
+        out[rel] = dict(sorted(counts.items()))
+    return out
+
+
 def build_data(out_dir: str | Path, cfg: DataConfig | None = None) -> dict[str, Any]:
     """Write every file under ``out_dir`` and return the manifest (also written, last)."""
     cfg = cfg or DataConfig()
     out = Path(out_dir)
-    files, probe_hash = generate_files(cfg)
+    supplies = load_real(cfg)
+    files, probe_hash = generate_files(cfg, supplies)
     counts: dict[str, int] = {}
     digests: dict[str, str] = {}
     for rel, lines in files.items():
@@ -113,6 +173,9 @@ def build_data(out_dir: str | Path, cfg: DataConfig | None = None) -> dict[str, 
         "counts": counts,
         "sha256": digests,
         "probe_hash": probe_hash,
+        "source": cfg.source,
+        "sources": _source_counts(files),
+        "missing_sources": dict(supplies.missing) if supplies else {},
     }
     text = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     # Written last (via rename) so that a directory with a MANIFEST.json is complete.

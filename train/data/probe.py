@@ -22,6 +22,7 @@ from train.data import (
     safety_tasks,
 )
 from train.data.common import GENERATOR_SOURCE, LICENSE, Example
+from train.data.real.common import text_key
 
 IndexedGenerator = Callable[[random.Random, int], Example]
 
@@ -74,7 +75,9 @@ def stream_rng(seed: int, *parts: str) -> random.Random:
 def unique_examples(
     gen: IndexedGenerator, rng: random.Random, n: int, seen: dict[str, str], where: str
 ) -> list[Example]:
-    """n examples whose prompts are new to ``seen`` (prompt -> first place it was used)."""
+    """n examples whose prompts are new to ``seen`` (normalised-text key -> first place it was
+    used): prompts differing only in case or spacing count as the same prompt, so real data
+    sets with near-duplicates cannot leak one copy into another split."""
     out: list[Example] = []
     attempts = 0
     while len(out) < n:
@@ -85,9 +88,10 @@ def unique_examples(
                 f"ask for fewer examples"
             )
         ex = gen(rng, len(out))
-        if ex.prompt in seen:
+        key = text_key(ex.prompt)
+        if key in seen:
             continue
-        seen[ex.prompt] = where
+        seen[key] = where
         out.append(ex)
     return out
 
@@ -114,17 +118,33 @@ def probe_record(domain: str, index: int, ex: Example) -> ProbeRecord:
         prompt=ex.prompt,
         reference=ex.response,
         spans=spans,
-        source=GENERATOR_SOURCE,
-        license=LICENSE,
+        source=record_source(ex),
+        license=record_license(ex),
     )
 
 
-def build_probe(seed: int, per_domain: int, seen: dict[str, str]) -> list[ProbeRecord]:
+def record_source(ex: Example) -> str:
+    """One string for the probe record: 'prompt: X; response: generated' when they differ."""
+    src = ex.source or GENERATOR_SOURCE
+    return f"prompt: {src}; response: {ex.response_source}" if ex.response_source else src
+
+
+def record_license(ex: Example) -> str:
+    lic = ex.license or LICENSE
+    return f"prompt: {lic}; response: {LICENSE}" if ex.response_source else lic
+
+
+def build_probe(
+    seed: int,
+    per_domain: int,
+    seen: dict[str, str],
+    generators: dict[str, IndexedGenerator] | None = None,
+) -> list[ProbeRecord]:
     """The probe corpus, sorted by (domain order, id); fills ``seen`` with its prompts."""
     records: list[ProbeRecord] = []
     for domain in DOMAINS:
         rng = stream_rng(seed, "probe", domain)
-        gen = PROBE_GENERATORS[domain]
+        gen = (generators or PROBE_GENERATORS)[domain]
         examples = unique_examples(gen, rng, per_domain, seen, f"probe/{domain}")
         records.extend(probe_record(domain, i, ex) for i, ex in enumerate(examples))
     order = {d: i for i, d in enumerate(DOMAINS)}
