@@ -32,7 +32,10 @@ def register(parser: argparse.ArgumentParser) -> None:
         if f.name == "source":
             build.add_argument(flag, choices=SOURCES, default=default, help=_HELP[f.name])
         else:
-            build.add_argument(flag, type=int, default=default, help=_HELP.get(f.name))
+            metavar = "K" if f.name == "probe_per_domain" else None
+            build.add_argument(
+                flag, type=int, default=default, metavar=metavar, help=_HELP.get(f.name)
+            )
     build.set_defaults(handler=_build)
 
 
