@@ -22,6 +22,7 @@ from pathlib import Path
 
 from extract.checkpoints import CheckpointSource
 from store_schema.problems import Problem, SchemaError
+from store_schema.schema import STORE_KIND
 
 
 class UsageError(ValueError):
@@ -44,6 +45,14 @@ def _nearest_existing(path: Path) -> Path:
     return path
 
 
+def _store_kind(zarr_json: Path) -> object:
+    try:
+        meta = json.loads(zarr_json.read_text(encoding="utf-8"))
+        return meta.get("attributes", {}).get("store_kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def check_store_path(store: str | Path) -> None:
     """Refuse a local store path that is a file, a non-Zarr directory or not writable."""
     path = _local(store)
@@ -62,6 +71,13 @@ def check_store_path(store: str | Path) -> None:
             str(path),
             f"expected a Zarr store (zarr.json) or an empty directory, found a directory of other "
             f"files (e.g. {first!r}): it is not a Zarr store, and nothing is written into it",
+            "not_a_store",
+        )
+    elif (path / "zarr.json").is_file() and _store_kind(path / "zarr.json") != STORE_KIND:
+        problem = Problem(
+            f"{path} attrs.store_kind",
+            f"expected {STORE_KIND!r}, found {_store_kind(path / 'zarr.json')!r}: another Zarr "
+            "store (or an unfinished creation), and nothing is written into it",
             "not_a_store",
         )
     else:
@@ -113,6 +129,18 @@ def check_reused_names(store: str | Path, sources: Sequence[CheckpointSource]) -
 
     if not store_exists(store):
         return {}
+    kind = read_attrs(store).get("store_kind")
+    if kind != STORE_KIND:  # another tool's Zarr store: refused before any of it is read
+        raise SchemaError(
+            [
+                Problem(
+                    f"{store} attrs.store_kind",
+                    f"expected {STORE_KIND!r}, found {kind!r}: not an activation store, and "
+                    "nothing is written into it",
+                    "not_a_store",
+                )
+            ]
+        )
     g = zarr.open_group(store=str(store), mode="r", zarr_format=3)
     names = [str(x) for x in g["name"][:]]
     complete = [bool(x) for x in g["complete"][:]]

@@ -177,6 +177,15 @@ def store_is_foreign_directory(good: Inputs, case: Path) -> tuple[list[str], int
     return extract_args(store, good.probe, good.ckpt), 1, [str(store), "not a Zarr store"]
 
 
+def store_is_foreign_zarr(good: Inputs, case: Path) -> tuple[list[str], int, list[str]]:
+    import numpy as np
+    import zarr
+
+    store = case / "other.zarr"
+    zarr.open_group(str(store), mode="w", zarr_format=3).create_array("x", data=np.arange(4))
+    return extract_args(store, good.probe, good.ckpt), 1, [str(store), "store"]
+
+
 def zero_flag(flag: str, field: str) -> Case:
     def case_fn(good: Inputs, case: Path) -> tuple[list[str], int, list[str]]:
         args = extract_args(case / "s.zarr", good.probe, good.ckpt, extra=(flag, "0"))
@@ -272,6 +281,7 @@ CASES: dict[str, Case] = {
     "device_cuda_without_gpu": device_cuda_without_gpu,
     "store_is_file": store_is_file,
     "store_is_foreign_directory": store_is_foreign_directory,
+    "store_is_foreign_zarr": store_is_foreign_zarr,
     "batch_size_0": zero_flag("--batch-size", "batch_size"),
     "token_chunk_0": zero_flag("--token-chunk", "token_chunk"),
     "max_length_0": zero_flag("--max-length", "max_length"),
