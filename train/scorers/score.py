@@ -9,7 +9,14 @@ from typing import Any
 from train.scorers.code import score_code
 from train.scorers.general import score_checks
 from train.scorers.sandbox import SandboxConfig
-from train.scorers.text import answers_match, final_answer, first_line, is_refusal, normalise
+from train.scorers.text import (
+    answers_match,
+    final_answer,
+    first_line,
+    is_refusal,
+    normalise,
+    short_answer,
+)
 
 MIN_REASONING_LINES = 2
 """long_cot: non-empty lines required before the final answer."""
@@ -53,6 +60,20 @@ def score_exact(record: Mapping[str, Any], completion: str) -> float:
     return 1.0 if target in (normalise(completion), normalise(first_line(completion))) else 0.0
 
 
+def score_factual(record: Mapping[str, Any], completion: str) -> float:
+    """Factual QA (FanOutQA): normalised exact match of the short answer: the whole reply or
+    its first line, with a leading 'Answer:' / 'The answer is' dropped."""
+    meta = _meta(record)
+    if "answer" not in meta:
+        raise ValueError(
+            f"record {record.get('id')!r}: domain factual needs meta['answer'], found none"
+        )
+    want = normalise(str(meta["answer"]))
+    if not want:
+        return 0.0
+    return 1.0 if want in (normalise(completion), short_answer(completion)) else 0.0
+
+
 def score_completion(
     record: Mapping[str, Any], completion: str, *, sandbox: SandboxConfig | None = None
 ) -> float:
@@ -66,6 +87,8 @@ def score_completion(
         return score_code(record, completion, sandbox)
     if domain == "safety":
         return score_safety(record, completion)
+    if domain == "factual":
+        return score_factual(record, completion)
     if domain == "general":
         return score_checks(_meta(record).get("checks") or [], completion)
     meta = _meta(record)
