@@ -46,11 +46,13 @@ def _nearest_existing(path: Path) -> Path:
 
 
 def _store_kind(zarr_json: Path) -> object:
+    """The root group's store_kind; None where it has no attributes at all, which may be a
+    killed creation of an older version that store creation rebuilds (or refuses) itself."""
     try:
-        meta = json.loads(zarr_json.read_text(encoding="utf-8"))
-        return meta.get("attributes", {}).get("store_kind")
+        attrs = json.loads(zarr_json.read_text(encoding="utf-8")).get("attributes") or {}
     except (OSError, ValueError, AttributeError):
         return None
+    return attrs.get("store_kind", "") if attrs else None
 
 
 def check_store_path(store: str | Path) -> None:
@@ -73,11 +75,14 @@ def check_store_path(store: str | Path) -> None:
             f"files (e.g. {first!r}): it is not a Zarr store, and nothing is written into it",
             "not_a_store",
         )
-    elif (path / "zarr.json").is_file() and _store_kind(path / "zarr.json") != STORE_KIND:
+    elif (path / "zarr.json").is_file() and _store_kind(path / "zarr.json") not in (
+        STORE_KIND,
+        None,
+    ):
         problem = Problem(
             f"{path} attrs.store_kind",
-            f"expected {STORE_KIND!r}, found {_store_kind(path / 'zarr.json')!r}: another Zarr "
-            "store (or an unfinished creation), and nothing is written into it",
+            f"expected {STORE_KIND!r}, found {_store_kind(path / 'zarr.json')!r}: another tool's "
+            "Zarr store, and nothing is written into it",
             "not_a_store",
         )
     else:

@@ -182,8 +182,10 @@ def store_is_foreign_zarr(good: Inputs, case: Path) -> tuple[list[str], int, lis
     import zarr
 
     store = case / "other.zarr"
-    zarr.open_group(str(store), mode="w", zarr_format=3).create_array("x", data=np.arange(4))
-    return extract_args(store, good.probe, good.ckpt), 1, [str(store), "store"]
+    g = zarr.open_group(str(store), mode="w", zarr_format=3)
+    g.attrs["tool"] = "someone else's"
+    g.create_array("x", data=np.arange(4))
+    return extract_args(store, good.probe, good.ckpt), 1, [str(store), "store_kind"]
 
 
 def zero_flag(flag: str, field: str) -> Case:
