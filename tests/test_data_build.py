@@ -32,6 +32,15 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def built_synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The generators-only corpus: the tests of template content need it since the default
+    source became real data (tests/test_data_real.py checks the real corpus)."""
+    out = tmp_path_factory.mktemp("data_synthetic")
+    build_data(out, DataConfig(source="synthetic"))
+    return out
+
+
 def _files(root: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
@@ -72,7 +81,8 @@ def test_layout_and_counts(built: Path) -> None:
         assert len(_jsonl(built / f"pools/{d}.eval.jsonl")) == cfg.pool_eval
 
 
-def test_probe_balanced_valid_sorted(built: Path) -> None:
+def test_probe_balanced_valid_sorted(built_synthetic: Path) -> None:
+    built = built_synthetic
     raw = _jsonl(built / "probe.jsonl")
     for i, obj in enumerate(raw):
         assert validate_probe_record(obj, f"line {i + 1}") == []
@@ -118,7 +128,8 @@ def test_pools_disjoint_from_probe_and_each_other(built: Path) -> None:
             seen[rec["prompt"]] = rec["id"]
 
 
-def test_pool_record_contents(built: Path) -> None:
+def test_pool_record_contents(built_synthetic: Path) -> None:
+    built = built_synthetic
     for d in POOL_DOMAINS:
         recs = _jsonl(built / f"pools/{d}.train.jsonl")
         assert all(r["domain"] == d and r["id"].startswith(f"{d}-train-") for r in recs)
