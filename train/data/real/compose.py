@@ -73,6 +73,7 @@ def preference_generator(supplies: Supplies, mode: str) -> IndexedGenerator:
                 return replace(chosen, meta=meta, marks=())
             if real is not None:
                 meta = {
+                    **real.meta,
                     "rejected": _wrong_final(real, rng),
                     "source_domain": "math",
                     "rejected_kind": "wrong_final_answer",
