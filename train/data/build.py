@@ -80,7 +80,8 @@ def _generators(
     if supplies is None:
         return PROBE_GENERATORS, GENERATORS, plain_pref
     probe = {
-        d: compose.domain_generator(d, g, supplies, cfg.source) for d, g in PROBE_GENERATORS.items()
+        d: compose.domain_generator(d, g, supplies, cfg.source, compose.PROBE_MAX_CHARS)
+        for d, g in PROBE_GENERATORS.items()
     }
     pools = {d: compose.domain_generator(d, g, supplies, cfg.source) for d, g in GENERATORS.items()}
     return probe, pools, compose.preference_generator(supplies, cfg.source)

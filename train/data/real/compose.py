@@ -25,18 +25,28 @@ def _wants_real(mode: str, slot: int) -> bool:
     return mode == "real" or (mode == "mixed" and slot % 2 == 0)
 
 
+PROBE_MAX_CHARS = 800
+"""Real probe records are at most this long (prompt + reference) where the source allows:
+extraction cost grows with probe tokens, and HumanEval's median item is 1,075 characters
+against the generators' ~270; longer items stay for the pools."""
+
+
 def domain_generator(
-    domain: str, base: IndexedGenerator, supplies: Supplies, mode: str
+    domain: str,
+    base: IndexedGenerator,
+    supplies: Supplies,
+    mode: str,
+    max_chars: int | None = None,
 ) -> IndexedGenerator:
     def gen(rng: random.Random, i: int) -> Example:
         if domain == "safety":
             if i % 2 == 0 and _wants_real(mode, i // 2):
-                real = supplies.take(domain)
+                real = supplies.take(domain, max_chars)
                 if real is not None:
                     return refusals.answer(real, rng)
             return generated(base(rng, i))
         if _wants_real(mode, i):
-            real = supplies.take(domain)
+            real = supplies.take(domain, max_chars)
             if real is not None:
                 return real
         return generated(base(rng, i))

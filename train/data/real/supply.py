@@ -39,9 +39,17 @@ class Supply:
     items: list[Example]
     pos: int = 0
 
-    def take(self) -> Example | None:
+    def take(self, max_chars: int | None = None) -> Example | None:
+        """The next record; with ``max_chars``, the next whose prompt + response fit (swapped
+        forward, so the rest stay for later splits), or the next one when none fits."""
         if self.pos >= len(self.items):
             return None
+        if max_chars is not None:
+            for j in range(self.pos, len(self.items)):
+                ex = self.items[j]
+                if len(ex.prompt) + len(ex.response) <= max_chars:
+                    self.items[self.pos], self.items[j] = ex, self.items[self.pos]
+                    break
         self.pos += 1
         return self.items[self.pos - 1]
 
@@ -52,9 +60,9 @@ class Supplies:
     missing: dict[str, str] = field(default_factory=dict)
     """source name -> the message that was printed (the package or file that is missing)."""
 
-    def take(self, domain: str) -> Example | None:
+    def take(self, domain: str, max_chars: int | None = None) -> Example | None:
         supply = self.by_domain.get(domain)
-        return supply.take() if supply else None
+        return supply.take(max_chars) if supply else None
 
 
 def load_supplies(
