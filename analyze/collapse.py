@@ -11,8 +11,11 @@ z = (x - mean) / std with the population std over the checkpoints that have the 
 a component with fewer than 2 values or no spread contributes z = 0 (no spread: a std below
 1e-9 of the values' magnitude, i.e. round-off between identical inputs, e.g. the embedding layer
 of LoRA checkpoints, not a difference). Rows: ``collapse_index``
-per layer and at layer -1 (the mean over layers of the per-layer index), and its parts
-``ci_z_<component>`` per layer. The index depends on which checkpoints are analysed together,
+per layer and at layer -1, and its parts ``ci_z_<component>`` per layer. Layer -1 is the mean of
+the per-layer index over layers 1..L: layer 0 (the embeddings, which LoRA never changes) has
+its own row but stays out of the mean, the stats' layer convention (``LayerConvention``), so
+the two never summarise different layers (no layer -1 row when only layer 0 is analysed).
+Version 2 (version 1 averaged layer 0 in). The index depends on which checkpoints are analysed together,
 so it is recomputed (cheaply, from the cached components) on every run, never cached.
 """
 
@@ -31,6 +34,8 @@ COMPONENTS: tuple[tuple[str, float], ...] = (
     ("lora_overlap_prev", 1.0),
 )
 LAYER_FREE = {"lora_overlap_prev"}
+FIRST_LAYER = 1
+"""The first layer the layer -1 mean takes in (0 = embeddings: left out, as in the stats)."""
 SPREAD_FLOOR = 1e-9
 """Relative std below which a component has no spread across checkpoints (z = 0)."""
 
@@ -91,8 +96,9 @@ def collapse_rows(metrics: pd.DataFrame) -> pd.DataFrame:
             if not np.isfinite(index[c]):
                 continue
             n = int(n_tok.get((c, layer), n_tok.xs(c, level="checkpoint").max()))
-            if layer != -1:
+            if layer >= FIRST_LAYER:
                 per_layer[c].append(float(index[c]))
+            if layer != -1:
                 rows.append((c, layer, "collapse_index", float(index[c]), n))
             for comp in frame.columns:
                 if np.isfinite(frame.loc[c, comp]):
@@ -110,7 +116,7 @@ _REQ = tuple(c for c, _ in COMPONENTS)
 register(
     Metric(
         "collapse_index",
-        1,
+        2,
         "mean of the within-family z-scores of -erank, -pr, +aniso_centered, +topk_var_10, "
         "+lora_overlap_prev (components a checkpoint lacks are left out)",
         "derived",

@@ -102,6 +102,8 @@ class MemberState:
     rows: np.ndarray | None = None
     seq_sum: np.ndarray | None = None
     seq_cnt: np.ndarray | None = None
+    seq_skip: np.ndarray | None = None
+    """Per (domain, span or all): examples left out of seq_erank (identical tokens)."""
     pending: dict[int, list[tuple[Any, np.ndarray]]] = field(default_factory=dict)
     cunit: Any = None
 
@@ -144,6 +146,7 @@ def init(config: PassConfig, plan: TokenPlan, d: int) -> Accumulator:
             st.rows = np.zeros((len(plan.sample_tokens), d), np.float32)
         if is_t and "seq" in config.needs:
             st.seq_sum, st.seq_cnt = np.zeros((nd, ns + 1)), np.zeros((nd, ns + 1), np.int64)
+            st.seq_skip = np.zeros((nd, ns + 1), np.int64)
         for t, r in pairs:
             if t == m:
                 st.cross[r] = (xp.zeros((nd, d, d)), xp.zeros((ns, d, d)))
@@ -390,6 +393,7 @@ class LayerMoments:
     rows: np.ndarray | None = None
     seq_sum: np.ndarray | None = None
     seq_cnt: np.ndarray | None = None
+    seq_skip: np.ndarray | None = None
     ref_deb: dict[str, PairSums] = field(default_factory=dict)
     """role -> debiased CKA's sums of target and reference."""
 
@@ -429,6 +433,7 @@ def results(acc: Accumulator) -> dict[str, LayerMoments]:
                 lm.ref_deb[role] = own[t].deb_self if ref == t else st.deb[ref].to_host()
         lm.cunit = None if st.cunit is None else to_numpy(st.cunit)
         lm.rows, lm.seq_sum, lm.seq_cnt = st.rows, st.seq_sum, st.seq_cnt
+        lm.seq_skip = st.seq_skip
         out[t] = lm
     return out
 

@@ -1,4 +1,4 @@
-"""Domain separability and per-sequence effective rank (DESIGN.md section 5).
+"""Domain separability and per-sequence effective rank.
 
 - ``sep_ratio`` = tr(S_B) / tr(S_W) with S_B = sum_c n_c (mu_c - mu)(mu_c - mu)^T and S_W the
   pooled within-domain scatter, from per-domain counts, means and scatter traces (moments only).
@@ -92,17 +92,32 @@ def silhouette(view: LayerView, sel: Selection) -> float | None:
     return float(silhouette_score(s[0], s[1], metric="cosine"))
 
 
+def _seq_cells(view: LayerView, sel: Selection) -> tuple[slice | int, int]:
+    dom, span = sel
+    rows = slice(None) if dom == ALL else view.plan.domains.index(dom)
+    return rows, len(view.plan.spans) if span == ALL else view.plan.spans.index(span)
+
+
 def seq_erank(view: LayerView, sel: Selection) -> float | None:
     """Mean per-example effective rank (centered token matrix of each example, or of its tokens
-    in one span), averaged over the examples of the selection's domain(s)."""
-    lm, plan = view.lm, view.plan
+    in one span), averaged over the examples of the selection's domain(s) whose tokens are not
+    all identical (those have no effective rank: ``seq_erank_skipped`` counts them)."""
+    lm = view.lm
     if lm.seq_sum is None:
         return None
-    dom, span = sel
-    rows = slice(None) if dom == ALL else plan.domains.index(dom)
-    col = len(plan.spans) if span == ALL else plan.spans.index(span)
+    rows, col = _seq_cells(view, sel)
     total, count = np.sum(lm.seq_sum[rows, col]), np.sum(lm.seq_cnt[rows, col])
     return float(total / count) if count else None
+
+
+def seq_erank_skipped(view: LayerView, sel: Selection) -> float | None:
+    """How many examples (or span subsets) of the selection seq_erank left out: all their
+    tokens have the same hidden state, so their centered token matrix is zero."""
+    lm = view.lm
+    if lm.seq_skip is None:
+        return None
+    rows, col = _seq_cells(view, sel)
+    return float(np.sum(lm.seq_skip[rows, col]))
 
 
 _ROWS = ("gram", "rows")
@@ -157,10 +172,22 @@ register(
 register(
     Metric(
         "seq_erank",
-        1,
-        "per-example effective rank of the centered token matrix, averaged",
+        2,
+        "per-example effective rank of the centered token matrix, averaged over the examples "
+        "whose tokens are not all identical",
         "moment",
         ("gram", "seq"),
         seq_erank,
+    )
+)
+register(
+    Metric(
+        "seq_erank_skipped",
+        1,
+        "examples left out of seq_erank because all their tokens are identical (zero centered "
+        "token matrix: no effective rank)",
+        "moment",
+        ("gram", "seq"),
+        seq_erank_skipped,
     )
 )

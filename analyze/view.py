@@ -68,8 +68,8 @@ class CrossStats:
 class SelectionStats:
     """n, mean, scatter and derived spectra of one selection of one target."""
 
-    def __init__(self, lm: LayerMoments, sel: Selection, eps: float = 0.0) -> None:
-        self.lm, self.sel, self.eps = lm, sel, eps
+    def __init__(self, lm: LayerMoments, sel: Selection) -> None:
+        self.lm, self.sel = lm, sel
         self.cells = lm.plan.cells_of(sel)
         self.n, self.mu, self.M = _combine(lm.own, sel, lm.plan)
         self.d = self.M.shape[0]
@@ -90,13 +90,9 @@ class SelectionStats:
         return np.linalg.eigvalsh(self.M)[::-1].copy()
 
     @functools.cached_property
-    def noise_floor(self) -> float:
-        """Eigenvalues of H^T H below sqrt(d) * eps * (the largest eigenvalue of M) are round-off
-        of the products (eps of the working precision), not data. Measured on SmolLM2's
-        embedding layer (a rank-2 selection, float32 products): round-off eigenvalues reach
-        1.3 eps * l_max(M), median 0.03 eps; the floor (24 eps at d = 576) keeps a margin of 20
-        and cuts singular values below 0.2% of the largest."""
-        return np.sqrt(self.d) * self.eps * max(float(self._eig_scatter[0]), 0.0)
+    def top_scatter(self) -> float:
+        """The largest eigenvalue of M: the scale of the products' round-off (RankMe's floor)."""
+        return max(float(self._eig_scatter[0]), 0.0)
 
     @functools.cached_property
     def eig_cov(self) -> np.ndarray:
@@ -109,17 +105,10 @@ class SelectionStats:
         return lam / max(self.n - 1, 1)
 
     @functools.cached_property
-    def sv_uncentered(self) -> np.ndarray:
-        """Singular values of the uncentered H: sqrt of the eigenvalues of H^T H = M + n mu mu^T,
-        0 below the noise floor and beyond rank min(N, d). The square root lifts round-off: an
-        eigenvalue of 1e-7 l_1 becomes a singular value of 3e-4 s_1, and a few hundred of them
-        (the null space of a selection whose rows span a few directions) moved RankMe by 13%
-        (2.19 vs 1.94 on SmolLM2's embedding layer) before this floor."""
-        second = self.M + self.n * np.outer(self.mu, self.mu)
-        lam = np.linalg.eigvalsh(second)[::-1].copy()
-        lam[lam <= self.noise_floor] = 0.0
-        lam[max(1, min(self.n, self.d)) :] = 0.0
-        return np.sqrt(lam)
+    def eig_second(self) -> np.ndarray:
+        """Eigenvalues of H^T H = M + n mu mu^T (the uncentered second moment), descending, as
+        computed: RankMe (analyze.spectrum) applies its round-off floor and rank cap."""
+        return np.linalg.eigvalsh(self.M + self.n * np.outer(self.mu, self.mu))[::-1].copy()
 
     @property
     def unit_sum(self) -> np.ndarray | None:
@@ -191,8 +180,6 @@ class LayerView:
 
     def __init__(self, lm: LayerMoments, options: Any) -> None:
         self.lm, self.options = lm, options
-        # products in float32 (default) or float64: the round-off the spectra must ignore
-        self.eps = float(np.finfo(np.float32 if options.precision == "float32" else np.float64).eps)
         self._stats: dict[Selection, SelectionStats] = {}
 
     @property
@@ -205,5 +192,5 @@ class LayerView:
 
     def stats(self, sel: Selection) -> SelectionStats:
         if sel not in self._stats:
-            self._stats[sel] = SelectionStats(self.lm, sel, self.eps)
+            self._stats[sel] = SelectionStats(self.lm, sel)
         return self._stats[sel]
