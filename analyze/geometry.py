@@ -1,4 +1,4 @@
-"""Geometry metrics: anisotropy and CKA drift (DESIGN.md section 5), O(N d) / O(N d^2).
+"""Geometry metrics: anisotropy and CKA drift, O(N d) / O(N d^2).
 
 - ``aniso_uncentered``: mean cosine over distinct pairs = (||sum_i u_i||^2 - N) / (N (N - 1)),
   u_i = h_i / ||h_i||, from the per-cell sums of unit rows (one pass).
