@@ -107,6 +107,18 @@ def test_humaneval_canonical_solutions_pass_converted_tests_in_sandbox() -> None
         assert score_completion(rec, wrong) == 0.0, ex.meta["task_id"]
 
 
+def test_supply_prefers_short_records_and_keeps_the_rest() -> None:
+    from train.data.common import Example
+    from train.data.real.supply import Supply
+
+    items = [Example("p" * n, "r") for n in (900, 50, 700, 80, 650)]
+    s = Supply(list(items))
+    assert [len(s.take(100).prompt) for _ in range(2)] == [50, 80]
+    assert len(s.take(100).prompt) == 650  # none fits: the shortest left
+    assert sorted(len(s.take().prompt) for _ in range(2)) == [700, 900]
+    assert s.take() is None
+
+
 def _all_prompts(root: Path) -> dict[str, list[str]]:
     where: dict[str, list[str]] = {}
     for path in sorted(root.rglob("*.jsonl")):

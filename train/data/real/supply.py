@@ -40,16 +40,16 @@ class Supply:
     pos: int = 0
 
     def take(self, max_chars: int | None = None) -> Example | None:
-        """The next record; with ``max_chars``, the next whose prompt + response fit (swapped
-        forward, so the rest stay for later splits), or the next one when none fits."""
+        """The next record; with ``max_chars``, the next whose prompt + response fit, or the
+        shortest left when none does (swapped forward, so the rest stay for later splits)."""
         if self.pos >= len(self.items):
             return None
         if max_chars is not None:
-            for j in range(self.pos, len(self.items)):
-                ex = self.items[j]
-                if len(ex.prompt) + len(ex.response) <= max_chars:
-                    self.items[self.pos], self.items[j] = ex, self.items[self.pos]
-                    break
+            rest = range(self.pos, len(self.items))
+            size = [len(self.items[j].prompt) + len(self.items[j].response) for j in rest]
+            fits = [j for j, n in zip(rest, size, strict=True) if n <= max_chars]
+            j = fits[0] if fits else self.pos + size.index(min(size))
+            self.items[self.pos], self.items[j] = self.items[j], self.items[self.pos]
         self.pos += 1
         return self.items[self.pos - 1]
 
