@@ -77,6 +77,7 @@ def test_record_fields_per_domain() -> None:
         ep = ex.meta["entry_point"]
         assert ex.meta["tests"] and all(t.startswith(f"assert {ep}(") for t in ex.meta["tests"])
         assert f"def {ep}(" in ex.response and ex.response.startswith("```python\n")
+        assert '"""' not in ex.response.split(f"def {ep}(", 1)[1].split("\n", 2)[1]
     for ex in fanoutqa.load():
         assert ex.response == f"The answer is {ex.meta['answer']}."
 

