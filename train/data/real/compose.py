@@ -29,7 +29,7 @@ PROBE_MAX_CHARS = 600
 """Real probe records are at most this long (prompt + reference) where the source has enough
 such records, else the shortest left: extraction cost grows with probe tokens, and HumanEval's
 median item is 1,075 characters against the generators' ~270. Longer items stay for the pools.
-Demo probe (12 per domain): 21.4k characters; 37.0k uncapped; 15.7k synthetic."""
+Demo probe (12 per domain): 20.7k characters; 30.3k uncapped; 15.7k synthetic."""
 
 
 def domain_generator(
