@@ -1,4 +1,4 @@
-"""Function metrics of the next-token distribution p = softmax(z / T) (DESIGN.md section 5).
+"""Function metrics of the next-token distribution p = softmax(z / T) (definitions: docs/metrics.md).
 
 Tokens: kept tokens (sinks excluded unless asked) that have a next-token target. Per (domain,
 span) cell we sum what the metrics need, so every selection is a sum of cells:

@@ -349,7 +349,7 @@ def _span_rows(ck: pd.DataFrame, name: str, vals: np.ndarray, layers) -> list[pd
 
 
 def _collapse_index(ck: pd.DataFrame) -> np.ndarray:
-    """DESIGN.md section 5: mean of within-family z-scores of the collapse directions."""
+    """As docs/metrics.md defines it: mean of within-family z-scores of the collapse directions."""
     parts = {
         "erank_norm": -1,
         "pr_norm": -1,

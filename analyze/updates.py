@@ -1,4 +1,4 @@
-"""Update metrics from the stored LoRA factors (DESIGN.md section 5), never the dense matrix.
+"""Update metrics from the stored LoRA factors (docs/metrics.md), never the dense matrix.
 
 Delta W = scaling * B A with B (out x r), A (r x in). With B = Q_b R_b and A^T = Q_a R_a,
 Delta W = Q_b (scaling R_b R_a^T) Q_a^T, so the SVD of the r x r core gives the singular values

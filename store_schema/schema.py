@@ -7,8 +7,8 @@ under it, see ``GENERATED_INDEX_ATTR``). Every array carries
 self-describing to someone who only has ``xarray.open_zarr(path, consolidated=False)``.
 
 Token order (schema v1): tokens are ordered by (domain, example, position). Each domain is a
-contiguous slice; span selections are masks over the ``span`` coordinate. This deviates from
-DESIGN.md's (domain, span) order on purpose: extraction then writes contiguous token ranges
+contiguous slice; span selections are masks over the ``span`` coordinate. A (domain, span) order
+was considered and rejected: extraction then writes contiguous token ranges
 batch by batch with one buffered chunk per layer (memory flat in the corpus size), and
 per-sequence metrics read each example as one slice. Analysis accumulates per (domain, span)
 cell anyway, so it never needs a span to be contiguous.

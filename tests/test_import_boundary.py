@@ -1,4 +1,4 @@
-"""analyze and store_schema must never pull in the model stack (DESIGN.md section 2)."""
+"""analyze and store_schema must never pull in the model stack (README: the analysis side installs without torch)."""
 
 from __future__ import annotations
 

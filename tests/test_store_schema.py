@@ -244,7 +244,7 @@ def test_golden_store_opens(golden: Path, tmp_path: Path) -> None:
     assert validate_store(copy)[0] == []
 
 
-# --- the import boundary (DESIGN.md section 2) ------------------------------------------------
+# --- the import boundary: the store CLI never needs the model stack ------------------------------
 
 
 def test_store_cli_never_imports_torch(store: Path) -> None:
