@@ -40,6 +40,7 @@ PROVENANCE_KEYS: tuple[str, ...] = (
     "tokenizer",
     "created_at",
 )
+SOURCE_KEYS: tuple[str, ...] = ("domain", "source", "license", "n_records")
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;
 max-width:1200px;color:#222;line-height:1.4}
@@ -141,6 +142,24 @@ def _falsification_html(df: pd.DataFrame) -> str:
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
+def _sources_html(prov: dict) -> str:
+    """The probe corpus's sources and licenses, as extract recorded them in the store."""
+    rows = prov.get("probe_sources")
+    if not rows:
+        return (
+            '<p class="note">The probe corpus\'s sources and licenses are not recorded '
+            "(a store extracted before they were).</p>"
+        )
+    cells = "".join(
+        "<tr>"
+        + "".join(f"<td>{html.escape(str(r.get(k, '–')))}</td>" for k in SOURCE_KEYS)
+        + "</tr>"
+        for r in rows
+    )
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in SOURCE_KEYS)
+    return f"<p>Probe corpus by source and license:</p><table><tr>{head}</tr>{cells}</table>"
+
+
 def _provenance_html(tables_dir: Path) -> str:
     tables = read_tables(tables_dir)
     parts = []
@@ -154,6 +173,7 @@ def _provenance_html(tables_dir: Path) -> str:
             for k in PROVENANCE_KEYS
         )
         parts.append(f"<table>{items}</table>")
+        parts.append(_sources_html(prov))
     excl = sinks_excluded(tables)
     if excl is True:
         parts.append(

@@ -62,6 +62,7 @@ from store_schema.protocol import protocol_step
 from store_schema.records import (
     ProbeRecord,
     probe_corpus_hash,
+    probe_sources,
     read_manifest,
     read_probe_jsonl,
 )
@@ -269,6 +270,7 @@ def extract(
     first = sources[0].manifest
     attrs = {
         "probe_hash": probe_corpus_hash(records),
+        "probe_sources": probe_sources(records),
         "model_id": first.base_model
         or str(getattr(configs[0], "_name_or_path", ""))
         or sources[0].path.name,

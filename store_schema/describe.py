@@ -29,8 +29,13 @@ def describe_store(url: str | Path, group: str | None = None) -> str:
         f"  schema v{attrs.get('schema_version')}  id {attrs.get('store_id')}",
         f"  model {attrs.get('model_id')} ({attrs.get('model_family')}), tokenizer {attrs.get('tokenizer')}",
         f"  probe hash {str(attrs.get('probe_hash'))[:16]}..., code {attrs.get('code_version')}",
-        f"  checkpoints: {n_ckpt} ({int(complete.sum())} complete)",
     ]
+    sources = attrs.get("probe_sources") or []
+    lines.append(f"  probe sources: {len(sources) or 'not recorded'}")
+    lines += [
+        f"    {r['domain']}: {r['source']} [{r['license']}] x {r['n_records']}" for r in sources
+    ]
+    lines.append(f"  checkpoints: {n_ckpt} ({int(complete.sum())} complete)")
     kinds = as_str_array(g["stage_kind"][:])
     seqs = as_str_array(g["sequence"][:])
     for i, name in enumerate(names):

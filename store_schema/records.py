@@ -232,6 +232,19 @@ def read_probe_jsonl(path: str | Path) -> list[ProbeRecord]:
     return records
 
 
+def probe_sources(records: Iterable[ProbeRecord]) -> list[dict[str, Any]]:
+    """Where the probe corpus came from: one row per (domain, source, license) with its record
+    count, sorted. Extract stores it as the root attr ``probe_sources``; the report lists it."""
+    counts: dict[tuple[str, str, str], int] = {}
+    for rec in records:
+        key = (rec.domain, rec.source, rec.license)
+        counts[key] = counts.get(key, 0) + 1
+    return [
+        {"domain": d, "source": s, "license": lic, "n_records": n}
+        for (d, s, lic), n in sorted(counts.items())
+    ]
+
+
 def probe_corpus_hash(records: Iterable[ProbeRecord]) -> str:
     """sha256 over a canonical serialisation: stable across runs, platforms and file layout."""
     h = hashlib.sha256()
