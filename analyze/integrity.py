@@ -1,9 +1,11 @@
 """Refuse to analyse checkpoints whose stored data do not match their write-time checksums.
 
 Only what this run will read is checked: the checkpoints with a metric to compute (not served by
-the cache, not a twin), the base and parent they are compared with, and of ``hidden`` only the
-layers computed (token variables, LoRA factors, behaviour and the unembedding head always). The
-check itself is ``store_schema.checksums.verify_checkpoints``, the one ``store validate`` uses.
+the cache, not a twin) and the base and parent they are compared with. Their token variables,
+LoRA factors, behaviour and unembedding head are checked before anything is computed
+(``store_schema.checksums.verify_checkpoints``, the one ``store validate`` uses). ``hidden`` is
+checked block by block as the passes read it (``verified_reader``): hashing what is read anyway
+costs ~1 s per GB, a separate read of every block first would double the store's reads.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from store_schema.checksums import verify_checkpoints
+from analyze.passes import BlockReader
+from store_schema.checksums import hidden_digests, verify_checkpoints
 from store_schema.problems import SchemaError
 
 
@@ -52,16 +55,33 @@ def layers_to_read(
     return {c: sorted(v) for c, v in out.items()}
 
 
-def refuse_damaged(
+def verified_reader(
     store: str | Path,
     group: str | None,
-    layers_by_checkpoint: Mapping[str, Sequence[int]],
+    checkpoints: Sequence[str],
+    raw_index: Mapping[str, int],
+    token_chunk: int,
     say: Callable[[str], None],
+) -> BlockReader:
+    """Check everything but ``hidden`` of ``checkpoints`` now; return the reader that checks
+    each ``hidden`` block as the passes read it (the digests of every slot in ``raw_index``:
+    a few strings per chunk, and no block is ever read unchecked)."""
+    if checkpoints:
+        found, unrecorded = verify_checkpoints(store, {c: [] for c in checkpoints}, group=group)
+        _refuse(store, found, unrecorded, say)
+    return BlockReader(
+        str(store),
+        group,
+        expected=hidden_digests(store, dict(raw_index), group=group),
+        names={i: c for c, i in raw_index.items()},
+        token_chunk=token_chunk,
+    )
+
+
+def _refuse(
+    store: str | Path, problems: list, unrecorded: list[str], say: Callable[[str], None]
 ) -> None:
     """Raise SchemaError (a ValueError) naming each damaged checkpoint, variable and chunk."""
-    if not layers_by_checkpoint:
-        return
-    problems, unrecorded = verify_checkpoints(store, layers_by_checkpoint, group=group)
     if unrecorded:
         say(
             f"warning: no checksums recorded for {unrecorded} (written before checksums "

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,7 @@ from analyze.plugins import metric_failed
 from analyze.registry import Metric
 from analyze.tokens import ALL, TokenPlan
 from analyze.view import LayerView
+from store_schema.checksums import check_block, chunk_key
 
 Row = tuple[str, int, str, str, int, str, str, float, int]
 """(metric, metric_version, options_key, checkpoint, layer, domain, span, value, n_tokens)."""
@@ -139,13 +140,25 @@ def make_groups(
 
 @dataclass(frozen=True)
 class BlockReader:
-    """Reads hidden blocks straight from the store (picklable: url and group only)."""
+    """Reads hidden blocks straight from the store and checks each against the checksum
+    recorded at extraction (picklable: plain fields only)."""
 
     url: str
     group: str | None = None
+    expected: Mapping[tuple[int, str], str] = field(default_factory=dict)
+    """sha256 of each hidden chunk by (slot, chunk key) (``store_schema.checksums``); a block
+    with no entry (a store written before checksums) is read unchecked."""
+    names: Mapping[int, str] = field(default_factory=dict)
+    """Slot -> checkpoint name, for the error message."""
+    token_chunk: int = 1
 
     def read(self, ckpt: int, layer: int, t0: int, t1: int) -> np.ndarray:
-        return _hidden_array(self.url, self.group)[ckpt, layer, t0:t1, :]
+        block = _hidden_array(self.url, self.group)[ckpt, layer, t0:t1, :]
+        if self.expected:
+            key = chunk_key((layer, t0 // self.token_chunk, 0))
+            name = self.names.get(ckpt, str(ckpt))
+            check_block(self.expected.get((ckpt, key)), block, name, key, self.url)
+        return block
 
 
 @functools.cache

@@ -27,7 +27,7 @@ import zarr
 from analyze import layerfree, moments, passes, registry
 from analyze.cache import ROW_COLUMNS, MetricCache, rows_frame
 from analyze.collapse import collapse_rows
-from analyze.integrity import layers_to_read, refuse_damaged
+from analyze.integrity import layers_to_read, verified_reader
 from analyze.options import Options
 from analyze.plugins import file_plugins, load_plugins
 from analyze.registry import Metric
@@ -204,19 +204,15 @@ def run_metrics(
         say=say,
         twins=twin_sources(attrs.get("extraction_log", []), parent, base, ckpts),
     )
-    refuse_damaged(
-        store,
-        group,
-        layers_to_read(
-            ckpts,
-            layer_list,
-            n_layers,
-            wanted,
-            run.missing,
-            {"cross_base": base, "cross_parent": parent},
-        ),
-        say,
+    to_read = layers_to_read(
+        ckpts,
+        layer_list,
+        n_layers,
+        wanted,
+        run.missing,
+        {"cross_base": base, "cross_parent": parent},
     )
+    run.reader = verified_reader(store, group, list(to_read), run.raw_index, plan.token_chunk, say)
     sinks = "included" if options.include_sinks else "excluded"
     say(
         f"analyze {store}: {len(ckpts)} checkpoint(s), layers {layer_list}, {plan.n_tokens} tokens "

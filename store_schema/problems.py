@@ -30,6 +30,11 @@ class SchemaError(ValueError):
 
     def __init__(self, problems: Sequence[Problem], context: str = "") -> None:
         self.problems = list(problems)
+        self.context = context
         head = f"{context}: " if context else ""
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{head}{len(self.problems)} problem(s)\n{lines}")
+
+    def __reduce__(self) -> tuple:
+        # Raised inside a dask.distributed worker, it travels back pickled.
+        return (type(self), (self.problems, self.context))

@@ -18,6 +18,7 @@ from test_analyze_support import (
     bf_erank_rows,
     bf_sep_ratio,
     bf_spectrum,
+    resign,
     rows_of,
     store_with,
     value,
@@ -266,6 +267,7 @@ def test_identical_and_orthogonal_adapters(tmp_path) -> None:
         b1[:, :r, :r] = rng.normal(size=(B.shape[1], r, r))  # column space in e_0..e_{r-1}
         b2[:, r : 2 * r, :r] = rng.normal(size=(B.shape[1], r, r))  # in e_r..e_{2r-1}
         A[1], A[2], B[1], B[2] = a, a, b1, b2
+    resign(store)
     run_metrics(store, tmp_path / "out", metrics=["lora_overlap_prev"], log=lambda _: None)
     ov = pd.read_parquet(tmp_path / "out" / "lora_overlap.parquet")
     same = ov[(ov.checkpoint_a == "A/01-stage") & (ov.checkpoint_b == "A/01-stage")]

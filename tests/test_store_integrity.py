@@ -174,3 +174,14 @@ def test_twin_copy_has_valid_checksums(store: Path, capsys) -> None:
     _garble(store / "logit_argmax_id" / f"c/{slot}/0")
     rc, text = _validate(store, capsys)
     assert rc == 1 and "checkpoint 'twin/01-stage' variable logit_argmax_id" in text, text
+
+
+def test_schema_error_survives_pickling() -> None:
+    # A damaged block found inside a dask.distributed worker travels back pickled.
+    import pickle
+
+    from store_schema.problems import Problem
+
+    err = SchemaError([Problem("checkpoint 'x' variable hidden chunk 0.1.0", "m", "k")], "ctx")
+    back = pickle.loads(pickle.dumps(err))
+    assert back.problems == err.problems and str(back) == str(err)
