@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import signal
@@ -16,6 +15,7 @@ from test_extract_resume import BATCH, CHUNK, _cli, assert_same_store
 
 from extract.run import ExtractConfig, extract
 from store_schema import open_store
+from store_schema.protocol import observe_steps
 from store_schema.validate import validate_store
 
 N_LORA_ARRAYS = 14  # 7 modules x (A, B)
@@ -66,11 +66,17 @@ def test_linked_twin_is_copied_and_equals_an_extraction(twins: dict) -> None:
 
 
 def test_killed_copy_resumes_to_the_same_store(twins: dict, tmp_path: Path) -> None:
-    ref = zarr.open_group(str(twins["root"] / "linked.zarr"), mode="r")
-    n_chunks = math.ceil(ref["hidden"].shape[2] / CHUNK)
-    before = (3 + 2 * n_chunks + 1) + (2 + N_LORA_ARRAYS // 2 + 1 + 2 * n_chunks + 1)
     ckpts = [twins["base"], twins["sft"], twins["linked"]]
-    for kill_at in (before + 3, before + 1 + N_LORA_ARRAYS + 1 + 2 * n_chunks):
+    labels: list[str] = []  # the protocol steps of the same extraction, by label
+    with observe_steps(labels.append):
+        extract(tmp_path / "labels.zarr", twins["probe"], ckpts, _config())
+    committed = [i for i, x in enumerate(labels) if x == "reserve: name (slot committed)"]
+    writes = [i for i, x in enumerate(labels) if x == "extract: write"]
+    copy_writes = [i for i in writes if i > committed[2]]
+    assert len(copy_writes) > N_LORA_ARRAYS  # LoRA arrays, behaviour, hidden and token chunks
+    # kill 3 writes into the copy (among the LoRA arrays), and after its last chunk write
+    for step in (copy_writes[2], copy_writes[-2]):
+        kill_at = step + 1  # KILL_ENV is 1-based: after the step of index ``step``
         store = tmp_path / f"s{kill_at}.zarr"
         proc = _cli(store, {"probe": twins["probe"]}, ckpts, kill_at)
         _, err = proc.communicate(timeout=300)
