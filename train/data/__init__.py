@@ -1,11 +1,28 @@
 """Deterministic generators for the probe corpus, training pools, preference pairs and future
-tasks, plus loaders for users' own data in the same format (docs/INTERFACES.md)."""
+tasks, plus loaders for users' own data in the same format (docs/INTERFACES.md).
+
+The names below load on first use: the CLI builds its ``data build`` flags from
+``train.data.config`` alone, and ``repcollapse store ...`` must not pay for (or depend on) the
+generators and real-data readers.
+"""
 
 from __future__ import annotations
 
-from train.data.build import build_data
-from train.data.config import POOL_DOMAINS, DataConfig
-from train.data.future_tasks import FUTURE_TASKS
-from train.data.loaders import load_records
+import importlib
+from typing import Any
 
-__all__ = ["FUTURE_TASKS", "POOL_DOMAINS", "DataConfig", "build_data", "load_records"]
+_LAZY = {
+    "build_data": "train.data.build",
+    "POOL_DOMAINS": "train.data.config",
+    "DataConfig": "train.data.config",
+    "FUTURE_TASKS": "train.data.future_tasks",
+    "load_records": "train.data.loaders",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'train.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)
