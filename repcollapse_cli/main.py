@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+
+TRACEBACK_ENV = "REPCOLLAPSE_TRACEBACK"
+"""Set to 1 to see the traceback behind a one-line error (for a suspected bug)."""
 
 GROUPS: dict[str, str] = {
     "data": "build the probe corpus, training pools, preference pairs and future tasks",
@@ -61,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Bad input reaches the user as one message, never a traceback: SchemaError and
         # the packages' usage errors are ValueErrors (usage errors carry exit_code 2), an
         # unreadable or unwritable path an OSError. Handlers may still map their own first.
+        # A bug can raise these too: REPCOLLAPSE_TRACEBACK=1 shows where.
+        if os.environ.get(TRACEBACK_ENV):
+            raise
         print(f"{prog}: {describe_error(e)}", file=sys.stderr)
         return int(getattr(e, "exit_code", 1))
 

@@ -358,3 +358,16 @@ def test_read_only_store_directory(existing: bool, good: Inputs) -> None:
             if p.is_dir():
                 p.chmod(0o755)
         shutil.rmtree(root)
+
+
+def test_traceback_env_shows_where_a_one_line_error_came_from(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    missing = str(tmp_path / "nope.zarr")
+    argv = [sys.executable, "-m", "repcollapse_cli.main", "store", "describe", missing]
+    plain = subprocess.run(argv, capture_output=True, text=True)
+    assert plain.returncode != 0 and "Traceback" not in plain.stderr
+    env = {**__import__("os").environ, "REPCOLLAPSE_TRACEBACK": "1"}
+    loud = subprocess.run(argv, capture_output=True, text=True, env=env)
+    assert loud.returncode != 0 and "Traceback" in loud.stderr
