@@ -218,13 +218,20 @@ def test_random_kills_with_a_polling_reader(reference: dict, tmp_path: Path) -> 
     reader.start()
     while not (tmp_path / "ready").exists() and reader.is_alive():
         time.sleep(0.1)  # the reader has loaded the reference: it polls from the first write
+    # Kill moments are fractions of how long an uninterrupted chain takes here (a fixed range
+    # of seconds lets a fast, quiet machine finish the chain before its first kill).
+    t0 = time.perf_counter()
+    timing = ctx.Process(target=W.write_chain, args=(str(tmp_path / "timing.zarr"),))
+    timing.start()
+    timing.join()
+    duration = time.perf_counter() - t0
     rng = random.Random(0)
     kills = 0
     t0 = time.perf_counter()
     for _ in range(12):
         child = ctx.Process(target=W.write_chain, args=(str(store),))
         child.start()
-        child.join(rng.uniform(0.2, 5.0))  # creation alone takes ~1 s
+        child.join(rng.uniform(0.05, 0.9) * duration)
         if child.exitcode is not None:
             break  # finished before its kill
         child.kill()
