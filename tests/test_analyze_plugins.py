@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from test_analyze_support import rows_of, store_with
+from test_analyze_support import registry_restored, rows_of, store_with
 
 from analyze.plugins import ENV_VAR, PluginError, load_plugin
 from analyze.runner import run_metrics
@@ -38,20 +38,8 @@ PLUGIN = textwrap.dedent(
 
 @pytest.fixture(scope="module", autouse=True)
 def _restore_registry() -> Iterator[None]:
-    """Plugins register into the process-wide registry: leave it as the other tests expect
-    (the generated docs list the registry)."""
-    import sys
-
-    from analyze import plugins, registry
-
-    registry.ensure_loaded()
-    metrics, loaded = dict(registry.REGISTRY._metrics), dict(plugins._LOADED)
-    yield
-    registry.REGISTRY._metrics.clear()
-    registry.REGISTRY._metrics.update(metrics)
-    plugins._LOADED.clear()
-    plugins._LOADED.update(loaded)
-    sys.modules.pop("lab_metrics", None)
+    with registry_restored("lab_metrics"):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,9 @@ textbook formula.
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -149,3 +152,22 @@ def value(
 
 def open_ds(path: Path):
     return open_store(path)
+
+
+@contextlib.contextmanager
+def registry_restored(*plugin_modules: str) -> Iterator[None]:
+    """Plugins register into the process-wide metric registry: put it back as it was (the
+    other tests and the generated docs list it) and forget the plugin modules loaded."""
+    from analyze import plugins, registry
+
+    registry.ensure_loaded()
+    metrics, loaded = dict(registry.REGISTRY._metrics), dict(plugins._LOADED)
+    try:
+        yield
+    finally:
+        registry.REGISTRY._metrics.clear()
+        registry.REGISTRY._metrics.update(metrics)
+        plugins._LOADED.clear()
+        plugins._LOADED.update(loaded)
+        for name in plugin_modules:
+            sys.modules.pop(name, None)

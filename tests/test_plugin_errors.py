@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_analyze_support import store_with
+from test_analyze_support import registry_restored, store_with
 
 from analyze.plugins import MetricFailed
 from analyze.runner import run_metrics
@@ -52,20 +52,8 @@ FUNCTION = textwrap.dedent(
 
 @pytest.fixture(autouse=True)
 def _restore_registry() -> Iterator[None]:
-    """Plugins register into the process-wide registry: leave it as the other tests expect."""
-    import sys
-
-    from analyze import plugins, registry
-
-    registry.ensure_loaded()
-    metrics, loaded = dict(registry.REGISTRY._metrics), dict(plugins._LOADED)
-    yield
-    registry.REGISTRY._metrics.clear()
-    registry.REGISTRY._metrics.update(metrics)
-    plugins._LOADED.clear()
-    plugins._LOADED.update(loaded)
-    for name in ("boom_metrics", "fboom_metrics"):
-        sys.modules.pop(name, None)
+    with registry_restored("boom_metrics", "fboom_metrics"):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import random
 import time
 from pathlib import Path
@@ -158,7 +159,15 @@ def test_foreign_data_is_refused_untouched(tmp_path: Path) -> None:
         assert store_bytes(path) == before
 
 
-@pytest.mark.slow
+# Every step, one by one, takes minutes on 2 cores: CI (CI=true) runs it, a local default run
+# skips it with this reason (the kinds-of-step and random-kill tests above and below run always).
+EVERY_STEP = pytest.mark.skipif(
+    os.environ.get("CI") != "true" and not os.environ.get("REPCOLLAPSE_EVERY_STEP"),
+    reason="every-step fault injection (minutes): runs in CI, or set REPCOLLAPSE_EVERY_STEP=1",
+)
+
+
+@EVERY_STEP
 def test_readers_at_every_step(reference: dict, tmp_path: Path) -> None:
     """A reader opened right after each protocol step of an uninterrupted run."""
     store = tmp_path / "s.zarr"
@@ -202,7 +211,7 @@ def test_kill_at_each_kind_of_step(reference: dict, tmp_path: Path) -> None:
     print(f"{len(steps)} kills (every kind of step), {len(steps)} resumes identical")
 
 
-@pytest.mark.slow
+@EVERY_STEP
 def test_kill_at_every_step(reference: dict, tmp_path: Path) -> None:
     n = len(reference["labels"])
     assert _kill_and_resume(reference, tmp_path, list(range(1, n + 1))) == n
