@@ -25,6 +25,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from analyze.registry import REGISTRY, ensure_loaded
+
 ENV_VAR = "REPCOLLAPSE_METRIC_PLUGINS"
 _LOADED: dict[str, ModuleType] = {}
 
@@ -46,11 +48,42 @@ def plugin_specs(explicit: Sequence[str] = ()) -> list[str]:
     return list(dict.fromkeys([*explicit, *env]))
 
 
+PLUGIN_KINDS: tuple[str, ...] = ("moment", "function")
+"""Kinds a plugin may register. The drivers compute the built-in lora and derived metrics by
+their own code, not through the entry's ``compute``, so a plugin of those kinds would get
+another metric's value or no rows: refused at load until they dispatch through the registry."""
+
+
 def load_plugin(spec: str) -> ModuleType:
     """Import one plugin (a ``.py`` path or a module name), once per process."""
     key = str(Path(spec).resolve()) if spec.endswith(".py") else spec
     if key in _LOADED:
         return _LOADED[key]
+    registry = ensure_loaded()  # built-ins first: only what the plugin adds is checked
+    before = set(registry.names())
+    module = _import_plugin(spec)
+    _check_registered(spec, [m for m in registry if m.name not in before])
+    _LOADED[key] = module
+    return module
+
+
+def _check_registered(spec: str, new: Sequence[Any]) -> None:
+    """Refuse (and unregister) what a plugin registered that the drivers cannot compute."""
+    bad = [
+        f"{m.name!r}: kind {m.kind!r} is not one of {list(PLUGIN_KINDS)} (lora and derived "
+        "plugins are not supported yet)"
+        if m.kind not in PLUGIN_KINDS
+        else f"{m.name!r}: expected a compute function, found None"
+        for m in new
+        if m.kind not in PLUGIN_KINDS or m.compute is None
+    ]
+    if bad:
+        for m in new:
+            REGISTRY._metrics.pop(m.name, None)
+        raise PluginError(f"metric plugin {spec!r}: " + "; ".join(bad))
+
+
+def _import_plugin(spec: str) -> ModuleType:
     if spec.endswith(".py"):
         path = Path(spec)
         if not path.is_file():
@@ -81,7 +114,6 @@ def load_plugin(spec: str) -> ModuleType:
                 f"metric plugin {spec!r}: expected a .py file or an importable module, "
                 f"found neither ({exc})"
             ) from exc
-    _LOADED[key] = module
     return module
 
 
