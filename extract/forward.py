@@ -25,7 +25,7 @@ import torch
 from extract.logits import LogitStatistics
 from extract.tokens import TokenizedExample
 from store_schema import schema as S
-from store_schema.store import StoreWriter
+from store_schema.writer import StoreWriter
 
 FLOAT16_MAX = 65504.0
 

@@ -36,7 +36,8 @@ from extract.tokens import (
 )
 from store_schema.records import ProbeRecord
 from store_schema.schema import GENERATED_GROUP, GENERATED_INDEX_ATTR, generated_group
-from store_schema.store import StoreWriter, store_exists, store_lock
+from store_schema.store import store_exists, store_lock
+from store_schema.writer import StoreWriter
 
 if TYPE_CHECKING:
     from extract.run import Job

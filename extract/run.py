@@ -66,7 +66,7 @@ from store_schema.records import (
     read_manifest,
     read_probe_jsonl,
 )
-from store_schema.store import StoreWriter
+from store_schema.writer import StoreWriter
 
 KILL_ENV = PROTOCOL_KILL_ENV
 

@@ -23,13 +23,13 @@ from store_schema import schema as S
 from store_schema.problems import Problem, SchemaError
 from store_schema.store import (
     StoreLayout,
-    StoreWriter,
     as_str_array,
     create_store,
     read_attrs,
     store_exists,
     store_lock,
 )
+from store_schema.writer import StoreWriter
 
 TOPK = 20
 LORA_RANK_CAPACITY = 64

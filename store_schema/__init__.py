@@ -18,8 +18,9 @@ from store_schema.records import (
     validate_probe_record,
 )
 from store_schema.schema import SCHEMA_VERSION
-from store_schema.store import StoreLayout, StoreWriter, create_store, open_store, store_exists
+from store_schema.store import StoreLayout, create_store, open_store, store_exists
 from store_schema.validate import validate_store
+from store_schema.writer import StoreWriter
 
 __all__ = [
     "DOMAINS",

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from store_schema.records import DOMAINS
-from store_schema.store import StoreLayout, StoreWriter, create_store
+from store_schema.store import StoreLayout, create_store
+from store_schema.writer import StoreWriter
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import numpy as np
 
 from extract.store_io import Geometry, create_or_check
 from store_schema.protocol import KILL_ENV, protocol_step
-from store_schema.store import StoreWriter
+from store_schema.writer import StoreWriter
 
 N_LAYERS, N_TOKENS, N_FEATURES, VOCAB, CHUNK = 2, 60, 8, 32, 20
 NAMES = ("base", "A/01-sft", "B/01-sft")

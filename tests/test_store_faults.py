@@ -24,8 +24,9 @@ import zarr
 
 from store_schema import open_store, store_exists
 from store_schema.protocol import observe_steps
-from store_schema.store import StoreWriter, complete_mask
+from store_schema.store import complete_mask
 from store_schema.validate import validate_store
+from store_schema.writer import StoreWriter
 
 
 def store_bytes(path: Path) -> dict[str, bytes]:
