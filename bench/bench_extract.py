@@ -27,11 +27,11 @@ from typing import Any
 
 
 def _probe(path: Path, n_records: int) -> Path:
-    from store_schema.records import DOMAINS
+    from repcollapse.store_schema.records import DOMAINS
 
     per_domain = max(1, n_records // len(DOMAINS))
     try:
-        from train.data.probe import build_probe
+        from repcollapse.train.data.probe import build_probe
 
         records = build_probe(0, per_domain, {})
         lines = [r.to_json() for r in records]
@@ -62,13 +62,13 @@ def _model_dir(workdir: Path, model: str | None) -> Path:
 
         return make_tiny_checkpoint(workdir / "tiny", n_layers=4, hidden=64)
     if model == "embedded":
-        from train.base import materialize_base
+        from repcollapse.train.base import materialize_base
 
         return materialize_base(workdir / "smollm2")
     src = Path(model)
     if (src / "manifest.json").is_file():
         return src
-    from store_schema.records import CheckpointManifest, write_json_atomic
+    from repcollapse.store_schema.records import CheckpointManifest, write_json_atomic
 
     dst = workdir / "model"
     if not (dst / "manifest.json").is_file():
@@ -96,9 +96,9 @@ def _bare_forward(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from extract.forward import make_batches, pad_batch
-    from extract.tokens import build_plan
-    from store_schema.records import read_probe_jsonl
+    from repcollapse.extract.forward import make_batches, pad_batch
+    from repcollapse.extract.tokens import build_plan
+    from repcollapse.store_schema.records import read_probe_jsonl
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     plan = build_plan(
@@ -143,7 +143,7 @@ def run(
     if threads:
         torch.set_num_threads(threads)
 
-    from extract.run import ExtractConfig, extract
+    from repcollapse.extract.run import ExtractConfig, extract
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,7 @@ import zarr
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from store_schema.testing import SyntheticSpec, make_synthetic_store  # noqa: E402
+from repcollapse.store_schema.testing import SyntheticSpec, make_synthetic_store  # noqa: E402
 
 N_CKPT, N_LAYERS, N_FEAT, CHUNK = 4, 8, 576, 4096
 LARGE_TOKENS = 160_000
@@ -151,7 +151,7 @@ def plain_cell_loop(store: Path, blas_threads: int | None = None) -> float:
     (the whole probe's is the sum of the domains'). Still no shift, no sums, no metrics."""
     from threadpoolctl import threadpool_limits
 
-    from store_schema import open_store
+    from repcollapse.store_schema import open_store
 
     ds = open_store(store)
     keep = ~np.asarray(ds["is_sink"].values).astype(bool)
@@ -185,7 +185,7 @@ def naive_pipeline(store: Path, layers: list[int]) -> float:
     from sklearn.metrics import silhouette_score
     from sklearn.preprocessing import StandardScaler
 
-    from store_schema import open_store
+    from repcollapse.store_schema import open_store
 
     ds = open_store(store)
     keep = ~np.asarray(ds["is_sink"].values).astype(bool)
@@ -268,7 +268,7 @@ def naive_pipeline(store: Path, layers: list[int]) -> float:
 def ours(
     store: Path, out: Path, metrics: list[str] | None = None, scheduler: str | None = None
 ) -> dict:
-    from analyze.runner import run_metrics
+    from repcollapse.analyze.engine.runner import run_metrics
 
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
@@ -290,7 +290,7 @@ def ours_fresh(store: Path, out: Path) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     code = (
         f"import sys, time; sys.path.insert(0, {str(REPO)!r})\n"
-        "from analyze.runner import run_metrics\n"
+        "from repcollapse.analyze.engine.runner import run_metrics\n"
         "t0 = time.perf_counter()\n"
         f"run_metrics({str(store)!r}, {str(out)!r}, log=lambda _: None)\n"
         "seconds = time.perf_counter() - t0\n"

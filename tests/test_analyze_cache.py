@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 from test_analyze_support import store_with
 
-from analyze.options import Options
-from analyze.runner import run_metrics
-from store_schema import StoreWriter
-from store_schema.testing import SyntheticSpec, make_synthetic_store
+from repcollapse.analyze.engine.runner import run_metrics
+from repcollapse.analyze.options import Options
+from repcollapse.store_schema import StoreWriter
+from repcollapse.store_schema.testing import SyntheticSpec, make_synthetic_store
 
 SPEC = SyntheticSpec(n_checkpoints=3, n_layers=2, n_tokens=240, n_features=8, token_chunk=96)
 QUIET = {"log": lambda _: None}
@@ -86,7 +86,7 @@ def test_unknown_checkpoint_and_layer_are_refused(tmp_path) -> None:
 
 
 def test_lora_tables_are_read_back_not_recomputed(tmp_path, monkeypatch) -> None:
-    from analyze import updates
+    from repcollapse.analyze.metrics import lora
 
     spec = SyntheticSpec(**{**SPEC.__dict__, "lora_rank": 4})
     store = store_with(tmp_path / "s.zarr", spec)
@@ -97,8 +97,8 @@ def test_lora_tables_are_read_back_not_recomputed(tmp_path, monkeypatch) -> None
     }
     assert len(first["lora_overlap"]) and len(first["lora_spectrum"])
     calls = []
-    real = updates.checkpoint_updates
-    monkeypatch.setattr(updates, "checkpoint_updates", lambda *a: calls.append(a) or real(*a))
+    real = lora.checkpoint_updates
+    monkeypatch.setattr(lora, "checkpoint_updates", lambda *a: calls.append(a) or real(*a))
     run_metrics(store, tmp_path / "out", metrics=["erank"], recompute=True, **QUIET)
     assert calls == []  # no LoRA factor read, no SVD
     for name, df in first.items():

@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 from test_analyze_support import store_with
 
-from analyze.cache import MetricCache, rows_frame
-from analyze.runner import run_metrics
-from store_schema import StoreWriter
-from store_schema.testing import SyntheticSpec
+from repcollapse.analyze.engine.cache import MetricCache, rows_frame
+from repcollapse.analyze.engine.runner import run_metrics
+from repcollapse.store_schema import StoreWriter
+from repcollapse.store_schema.testing import SyntheticSpec
 
 NAMES = [
     "sweep/lr0.001",

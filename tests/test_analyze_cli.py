@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from test_analyze_support import store_with
 
-from analyze.tables import CHECKPOINT_COLUMNS, METRIC_COLUMNS
-from repcollapse_cli.main import main
-from store_schema.testing import SyntheticSpec
+from repcollapse.analyze.tables.write import CHECKPOINT_COLUMNS, METRIC_COLUMNS
+from repcollapse.cli.main import main
+from repcollapse.store_schema.testing import SyntheticSpec
 
 SPEC = SyntheticSpec(n_checkpoints=3, n_layers=2, n_tokens=240, n_features=8, token_chunk=96)
 REPO = Path(__file__).resolve().parents[1]
@@ -100,20 +100,20 @@ def test_unknown_metric_is_refused_with_a_suggestion(tables: Path, capsys) -> No
 
 
 @pytest.mark.parametrize(
-    ("command", "func", "extra"),
+    ("command", "module", "func", "extra"),
     [
-        ("stats", "main_stats", []),
-        ("figures", "main_figures", ["--out", "figs"]),
-        ("report", "main_report", ["--out", "r.html"]),
+        ("stats", "stats.regression", "main_stats", []),
+        ("figures", "report.figures", "main_figures", ["--out", "figs"]),
+        ("report", "report.html", "main_report", ["--out", "r.html"]),
     ],
 )
 def test_stats_figures_report_dispatch(
-    command: str, func: str, extra: list[str], monkeypatch
+    command: str, module: str, func: str, extra: list[str], monkeypatch
 ) -> None:
     seen = {}
-    fake = types.ModuleType(f"analyze.{command}")
+    fake = types.ModuleType(f"repcollapse.analyze.{module}")
     setattr(fake, func, lambda args: seen.setdefault("args", args) and 0)
-    monkeypatch.setitem(sys.modules, f"analyze.{command}", fake)
+    monkeypatch.setitem(sys.modules, f"repcollapse.analyze.{module}", fake)
     main(["analyze", command, "TDIR", *extra])
     assert seen["args"].tables_dir == "TDIR"
     if extra:
@@ -122,12 +122,13 @@ def test_stats_figures_report_dispatch(
 
 def test_a_full_run_imports_no_model_stack(tmp_path: Path) -> None:
     code = (
-        "import sys, analyze, store_schema\n"
-        "from store_schema.testing import SyntheticSpec, make_synthetic_store\n"
-        "from analyze.runner import run_metrics\n"
+        "import sys\n"
+        "from repcollapse.store_schema.testing import SyntheticSpec, make_synthetic_store\n"
+        "from repcollapse.analyze.engine.runner import run_metrics\n"
+        "from repcollapse.analyze.options import Options\n"
         f"make_synthetic_store({str(tmp_path / 's.zarr')!r}, SyntheticSpec(n_layers=2, n_tokens=200, n_features=8, token_chunk=64))\n"
-        f"run_metrics({str(tmp_path / 's.zarr')!r}, {str(tmp_path / 'out')!r}, options=__import__('analyze.options').options.Options(temperatures=(2.0,)), log=lambda _: None)\n"
-        "bad = sorted(m for m in ('torch', 'transformers', 'peft', 'trl', 'train', 'extract') if m in sys.modules)\n"
+        f"run_metrics({str(tmp_path / 's.zarr')!r}, {str(tmp_path / 'out')!r}, options=Options(temperatures=(2.0,)), log=lambda _: None)\n"
+        "bad = sorted(m for m in ('torch', 'transformers', 'peft', 'trl', 'repcollapse.train', 'repcollapse.extract') if m in sys.modules)\n"
         "assert not bad, bad\n"
         "print('ok')\n"
     )

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from test_analyze_support import SMALL, rows_of, store_with, value
 
-from analyze.options import Options
-from analyze.runner import run_metrics
-from store_schema import open_store
-from store_schema.testing import SyntheticSpec
+from repcollapse.analyze.engine.runner import run_metrics
+from repcollapse.analyze.options import Options
+from repcollapse.store_schema import open_store
+from repcollapse.store_schema.testing import SyntheticSpec
 
 F64 = Options(precision="float64")
 NAMES = ["cka_base", "cka_parent", "cka_base_debiased", "cka_parent_debiased"]

@@ -24,10 +24,10 @@ from test_analyze_support import (
     value,
 )
 
-from analyze.options import Options
-from analyze.runner import run_metrics
-from analyze.tokens import build_plan
-from store_schema import open_store
+from repcollapse.analyze.engine.runner import run_metrics
+from repcollapse.analyze.engine.tokens import build_plan
+from repcollapse.analyze.options import Options
+from repcollapse.store_schema import open_store
 
 F64 = Options(precision="float64")
 RTOL = 1e-8

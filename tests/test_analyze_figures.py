@@ -12,10 +12,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analyze.figures import BUILDERS, Ctx, main_figures, make_figures, stage_color
-from analyze.stats import StatsConfig, checkpoint_frame
-from analyze.synthetic_tables import SyntheticTablesSpec, SyntheticTruth, make_synthetic_tables
-from analyze.tables_io import read_tables
+from repcollapse.analyze.report.figures import (
+    BUILDERS,
+    Ctx,
+    main_figures,
+    make_figures,
+    stage_color,
+)
+from repcollapse.analyze.stats.regression import StatsConfig, checkpoint_frame
+from repcollapse.analyze.tables.read import read_tables
+from repcollapse.analyze.tables.synthetic import (
+    SyntheticTablesSpec,
+    SyntheticTruth,
+    make_synthetic_tables,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 KEY = ["store_id", "checkpoint"]

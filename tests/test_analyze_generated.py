@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from test_extract_fixtures import make_lora_stage, make_tiny_checkpoint, write_probe
 
-from analyze.generated import distinct_n, run_generated
-from analyze.query import query
-from extract.run import ExtractConfig, extract
-from repcollapse_cli.main import main
-from store_schema import open_store
+from repcollapse.analyze.engine.generated import distinct_n, run_generated
+from repcollapse.analyze.tables.query import query
+from repcollapse.cli.main import main
+from repcollapse.extract.run import ExtractConfig, extract
+from repcollapse.store_schema import open_store
 
 
 def test_distinct_n_counts_pooled_ngrams() -> None:

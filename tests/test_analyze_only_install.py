@@ -10,10 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from analyze.registry import names
+from repcollapse.analyze.registry import names
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("analyze", "store_schema", "repcollapse_cli", "train", "extract")
 
 
 def _run(cmd: list[str], cwd: Path) -> str:
@@ -27,8 +26,8 @@ def test_the_analysis_chain_runs_in_an_analyze_only_environment(tmp_path: Path) 
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
-    for pkg in PACKAGES:
-        shutil.copytree(REPO / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(REPO / "repcollapse", src / "repcollapse", ignore=ignore)
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], tmp_path)
     py, cli = venv / "bin" / "python", str(venv / "bin" / "repcollapse")
@@ -40,7 +39,7 @@ def test_the_analysis_chain_runs_in_an_analyze_only_environment(tmp_path: Path) 
     probe = f"import importlib.util as u; print([m for m in {stack!r} if u.find_spec(m)])"
     assert _run([str(py), "-c", probe], work).strip() == "[]"  # the check below means something
     spec = "SyntheticSpec(n_layers=3, n_tokens=600, n_features=16, token_chunk=128)"
-    make = f"from store_schema.testing import *; make_synthetic_store('s.zarr', {spec})"
+    make = f"from repcollapse.store_schema.testing import *; make_synthetic_store('s.zarr', {spec})"
     _run([str(py), "-c", make], work)
     assert "valid s.zarr" in _run([cli, "store", "validate", "s.zarr"], work)
     _run([cli, "analyze", "metrics", "s.zarr", "--out", "tables"], work)

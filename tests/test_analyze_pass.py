@@ -11,10 +11,10 @@ import pytest
 from test_analyze_support import SMALL, bf_spectrum, rows_of, store_with
 from zarr.storage import LocalStore
 
-from analyze.options import Options
-from analyze.runner import run_metrics, store_plan
-from store_schema import open_store
-from store_schema.testing import SyntheticSpec, make_synthetic_store
+from repcollapse.analyze.engine.runner import run_metrics, store_plan
+from repcollapse.analyze.options import Options
+from repcollapse.store_schema import open_store
+from repcollapse.store_schema.testing import SyntheticSpec, make_synthetic_store
 
 QUIET = {"log": lambda _: None}
 KEY = ["metric", "checkpoint", "layer", "domain", "span"]
@@ -75,7 +75,7 @@ def test_chunk_size_invariance_float64_and_float32(stores, tmp_path) -> None:
 
 def test_per_cell_and_per_domain_span_products_agree(stores, tmp_path, monkeypatch) -> None:
     """The Grams formed per (domain, span) cell equal those formed per domain and again per span."""
-    from analyze import moments
+    from repcollapse.analyze.engine import moments
 
     store = stores[600]
     plan_chunks = store_plan(open_store(store), Options()).chunks

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from test_analyze_support import registry_restored, rows_of, store_with
 
-from analyze.plugins import ENV_VAR, PluginError, load_plugin
-from analyze.runner import run_metrics
-from repcollapse_cli.main import main
-from store_schema import open_store
-from store_schema.testing import SyntheticSpec
+from repcollapse.analyze.engine.runner import run_metrics
+from repcollapse.analyze.plugins import ENV_VAR, PluginError, load_plugin
+from repcollapse.cli.main import main
+from repcollapse.store_schema import open_store
+from repcollapse.store_schema.testing import SyntheticSpec
 
 SPEC = SyntheticSpec(n_checkpoints=2, n_layers=2, n_tokens=300, n_features=8, token_chunk=64)
 PLUGIN = textwrap.dedent(
@@ -23,7 +23,7 @@ PLUGIN = textwrap.dedent(
     """A metric the package does not ship: the total variance tr(C)."""
     import numpy as np
 
-    from analyze.registry import Metric, register
+    from repcollapse.analyze.registry import Metric, register
 
 
     def total_variance(view, selection):

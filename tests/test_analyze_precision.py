@@ -16,12 +16,16 @@ import pandas as pd
 import pytest
 from test_analyze_support import rows_of
 
-from analyze import registry
-from analyze.collapse import COMPONENTS, collapse_rows
-from analyze.options import Options
-from analyze.runner import run_metrics
-from store_schema import open_store, testing
-from store_schema.testing import SyntheticSpec, make_synthetic_store, synthetic_token_coords
+from repcollapse.analyze import registry
+from repcollapse.analyze.engine.runner import run_metrics
+from repcollapse.analyze.metrics.collapse import COMPONENTS, collapse_rows
+from repcollapse.analyze.options import Options
+from repcollapse.store_schema import open_store, testing
+from repcollapse.store_schema.testing import (
+    SyntheticSpec,
+    make_synthetic_store,
+    synthetic_token_coords,
+)
 
 SPEC = SyntheticSpec(
     n_checkpoints=3, n_layers=2, n_tokens=2400, n_features=576, token_chunk=512, lora_rank=4
@@ -218,7 +222,12 @@ def test_collapse_index_at_layer_minus_1_leaves_the_embeddings_out() -> None:
 def test_alpha_and_rankme_are_continuous_at_their_floors() -> None:
     """Round-off that moves one eigenvalue across a floor moves the metric by round-off, not by
     a whole point (a hard cut at 1e-6 l_1 moved alpha-ReQ by 3.3e-3 on the demo store)."""
-    from analyze.spectrum import ALPHA_REL_FLOOR, ROUND_OFF_EPS, alpha_fit, rankme_of
+    from repcollapse.analyze.metrics.spectrum import (
+        ALPHA_REL_FLOOR,
+        ROUND_OFF_EPS,
+        alpha_fit,
+        rankme_of,
+    )
 
     i = np.arange(1, 401, dtype=np.float64)
     lam = i**-1.5 * np.exp((1 - i) / 40.0)  # l_1 = 1; curved in log-log, as real spectra are

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from test_analyze_support import store_with
 
-from analyze import registry
-from analyze.registry import Metric, MetricRegistry, UnknownMetricError
-from analyze.runner import run_metrics
-from store_schema.testing import SyntheticSpec
+from repcollapse.analyze import registry
+from repcollapse.analyze.engine.runner import run_metrics
+from repcollapse.analyze.registry import Metric, MetricRegistry, UnknownMetricError
+from repcollapse.store_schema.testing import SyntheticSpec
 
 TINY = SyntheticSpec(n_checkpoints=3, n_layers=2, n_tokens=240, n_features=8, token_chunk=96)
 

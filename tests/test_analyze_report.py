@@ -13,8 +13,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analyze.report import TABLE4, build_report, format_value, main_report, stage_table
-from analyze.synthetic_tables import SyntheticTablesSpec, SyntheticTruth, make_synthetic_tables
+from repcollapse.analyze.report.html import (
+    TABLE4,
+    build_report,
+    format_value,
+    main_report,
+    stage_table,
+)
+from repcollapse.analyze.tables.synthetic import (
+    SyntheticTablesSpec,
+    SyntheticTruth,
+    make_synthetic_tables,
+)
 
 
 @pytest.fixture(scope="module")
@@ -127,20 +137,20 @@ def test_main_report_missing_tables_is_a_plain_error(
 
 
 def _run_metrics() -> object:
-    """``analyze.runner.run_metrics(store, out_dir)``, skipping until it has landed."""
+    """``repcollapse.analyze.engine.runner.run_metrics(store, out_dir)``, skipping until it has landed."""
     try:
-        runner = importlib.import_module("analyze.runner")
+        runner = importlib.import_module("repcollapse.analyze.engine.runner")
     except ImportError as exc:
-        pytest.skip(f"analyze.runner has not landed yet ({exc})")
+        pytest.skip(f"repcollapse.analyze.engine.runner has not landed yet ({exc})")
     fn = getattr(runner, "run_metrics", None)
     if not callable(fn) or list(inspect.signature(fn).parameters)[:2] != ["store", "out_dir"]:
-        pytest.skip("analyze.runner has no run_metrics(store, out_dir) yet")
+        pytest.skip("repcollapse.analyze.engine.runner has no run_metrics(store, out_dir) yet")
     return fn
 
 
 def test_runner_tables_from_a_synthetic_store_make_a_report(tmp_path: Path) -> None:
     run_metrics = _run_metrics()
-    from store_schema.testing import SyntheticSpec, make_synthetic_store
+    from repcollapse.store_schema.testing import SyntheticSpec, make_synthetic_store
 
     store = tmp_path / "store.zarr"
     make_synthetic_store(store, SyntheticSpec(n_checkpoints=4))

@@ -10,11 +10,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analyze.pareto import pareto_mask, pareto_table
-from analyze.stats import StatsConfig, checkpoint_frame, main_stats, regression, run_stats
-from analyze.synthetic_tables import SyntheticTablesSpec, SyntheticTruth, make_synthetic_tables
-from analyze.tables_io import LayerConvention, read_tables, with_parent
-from store_schema.lineage import noop_mask
+from repcollapse.analyze.stats.pareto import pareto_mask, pareto_table
+from repcollapse.analyze.stats.regression import (
+    StatsConfig,
+    checkpoint_frame,
+    main_stats,
+    regression,
+    run_stats,
+)
+from repcollapse.analyze.tables.read import LayerConvention, read_tables, with_parent
+from repcollapse.analyze.tables.synthetic import (
+    SyntheticTablesSpec,
+    SyntheticTruth,
+    make_synthetic_tables,
+)
+from repcollapse.store_schema.lineage import noop_mask
 
 STATS_TABLES = ("regression", "stage_effects", "order_effects", "pareto", "falsification")
 

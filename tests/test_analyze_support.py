@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import zarr
 
-from analyze.moments import erank_of
-from analyze.spectrum import alpha_fit
-from store_schema import StoreWriter, open_store
-from store_schema.testing import SyntheticSpec, make_synthetic_store
+from repcollapse.analyze.engine.moments import erank_of
+from repcollapse.analyze.metrics.spectrum import alpha_fit
+from repcollapse.store_schema import StoreWriter, open_store
+from repcollapse.store_schema.testing import SyntheticSpec, make_synthetic_store
 
 SMALL = SyntheticSpec(n_checkpoints=3, n_layers=3, n_tokens=600, n_features=12, token_chunk=128)
 
@@ -158,7 +158,7 @@ def open_ds(path: Path):
 def registry_restored(*plugin_modules: str) -> Iterator[None]:
     """Plugins register into the process-wide metric registry: put it back as it was (the
     other tests and the generated docs list it) and forget the plugin modules loaded."""
-    from analyze import plugins, registry
+    from repcollapse.analyze import plugins, registry
 
     registry.ensure_loaded()
     metrics, loaded = dict(registry.REGISTRY._metrics), dict(plugins._LOADED)

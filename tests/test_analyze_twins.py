@@ -9,11 +9,11 @@ import pandas as pd
 import zarr
 from test_analyze_support import store_with
 
-from analyze.runner import run_metrics
-from analyze.twins import twin_sources
-from store_schema import StoreWriter, open_store
-from store_schema.schema import CHECKPOINT_COORDS
-from store_schema.testing import SyntheticSpec
+from repcollapse.analyze.engine.runner import run_metrics
+from repcollapse.analyze.engine.twins import twin_sources
+from repcollapse.store_schema import StoreWriter, open_store
+from repcollapse.store_schema.schema import CHECKPOINT_COORDS
+from repcollapse.store_schema.testing import SyntheticSpec
 
 SPEC = SyntheticSpec(
     n_checkpoints=3, n_layers=2, n_tokens=240, n_features=8, token_chunk=96, lora_rank=4

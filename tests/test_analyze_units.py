@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 from test_analyze_support import SMALL
 
-from analyze import xp
-from analyze.moments import erank_of
-from analyze.options import Options
-from analyze.tokens import build_plan
-from store_schema.testing import synthetic_token_coords
+from repcollapse.analyze.engine import xp
+from repcollapse.analyze.engine.moments import erank_of
+from repcollapse.analyze.engine.tokens import build_plan
+from repcollapse.analyze.options import Options
+from repcollapse.store_schema.testing import synthetic_token_coords
 
 
 class _FakeCupyArray:
@@ -83,7 +83,7 @@ def test_erank_of_known_spectra() -> None:
 def test_zscore_treats_round_off_as_no_spread() -> None:
     """Identical inputs (the embedding layer of LoRA checkpoints) differ by round-off only:
     z = 0, not +-1 from a std of 1e-16."""
-    from analyze.collapse import zscore
+    from repcollapse.analyze.metrics.collapse import zscore
 
     flat = zscore(pd.Series([7.881556, 7.881556 * (1 + 4e-16), 7.881556, np.nan]))
     assert flat.iloc[:3].tolist() == [0.0, 0.0, 0.0] and np.isnan(flat.iloc[3])

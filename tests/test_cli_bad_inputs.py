@@ -23,7 +23,7 @@ import pytest
 from test_extract_fixtures import make_tiny_checkpoint, probe_records, write_manifest, write_probe
 
 REPO = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-m", "repcollapse_cli.main"]
+CLI = [sys.executable, "-m", "repcollapse.cli.main"]
 
 
 @dataclass
@@ -203,7 +203,7 @@ def empty_checkpoint_name(good: Inputs, case: Path) -> tuple[list[str], int, lis
 
 
 def reused_name_other_weights(good: Inputs, case: Path) -> tuple[list[str], int, list[str]]:
-    from extract.run import ExtractConfig, extract
+    from repcollapse.extract.run import ExtractConfig, extract
 
     store = case / "s.zarr"
     extract(store, good.probe, [good.ckpt], ExtractConfig(progress=False))
@@ -331,7 +331,7 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(
 def test_read_only_store_directory(existing: bool, good: Inputs) -> None:
     """Run as an unprivileged user (root ignores permissions) against a directory it may read
     but not write: a new store beside which the lock file cannot go, or an existing store."""
-    from extract.run import ExtractConfig, extract
+    from repcollapse.extract.run import ExtractConfig, extract
 
     user = 65534 if os.geteuid() == 0 else None
     root = Path(tempfile.mkdtemp(prefix="repcollapse-ro-"))
@@ -365,7 +365,7 @@ def test_traceback_env_shows_where_a_one_line_error_came_from(tmp_path: Path) ->
     import sys
 
     missing = str(tmp_path / "nope.zarr")
-    argv = [sys.executable, "-m", "repcollapse_cli.main", "store", "describe", missing]
+    argv = [sys.executable, "-m", "repcollapse.cli.main", "store", "describe", missing]
     plain = subprocess.run(argv, capture_output=True, text=True)
     assert plain.returncode != 0 and "Traceback" not in plain.stderr
     env = {**__import__("os").environ, "REPCOLLAPSE_TRACEBACK": "1"}

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from repcollapse_cli.main import main as cli_main
-from store_schema.records import (
+from repcollapse.cli.main import main as cli_main
+from repcollapse.store_schema.records import (
     DOMAINS,
     ProbeRecord,
     Span,
@@ -17,7 +17,7 @@ from store_schema.records import (
     read_probe_jsonl,
     validate_probe_record,
 )
-from train.data import FUTURE_TASKS, POOL_DOMAINS, DataConfig, build_data
+from repcollapse.train.data import FUTURE_TASKS, POOL_DOMAINS, DataConfig, build_data
 
 SMALL = DataConfig(
     seed=3, probe_per_domain=20, pool_train=40, pool_eval=10, preference_train=30,

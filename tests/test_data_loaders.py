@@ -1,4 +1,4 @@
-"""`train.data.load_records`: users' JSONL files and HF datasets, with errors naming
+"""`repcollapse.train.data.load_records`: users' JSONL files and HF datasets, with errors naming
 file, line and field."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from store_schema.problems import SchemaError
-from store_schema.records import ProbeRecord
-from train.data import DataConfig, build_data, load_records
+from repcollapse.store_schema.problems import SchemaError
+from repcollapse.store_schema.records import ProbeRecord
+from repcollapse.train.data import DataConfig, build_data, load_records
 
 GOOD_SFT = [
     {

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from store_schema.records import DOMAINS, read_probe_jsonl
-from train.data import DataConfig, build_data
-from train.data.common import GENERATED
-from train.data.real import (
+from repcollapse.store_schema.records import DOMAINS, read_probe_jsonl
+from repcollapse.train.data import DataConfig, build_data
+from repcollapse.train.data.common import GENERATED
+from repcollapse.train.data.real import (
     advbench,
     champ,
     donotanswer,
@@ -23,8 +23,8 @@ from train.data.real import (
     harmbench,
     humaneval,
 )
-from train.data.real.common import MissingSource, package_file, text_key
-from train.scorers.score import score_completion
+from repcollapse.train.data.real.common import MissingSource, package_file, text_key
+from repcollapse.train.scorers.score import score_completion
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = DataConfig(
@@ -109,8 +109,8 @@ def test_humaneval_canonical_solutions_pass_converted_tests_in_sandbox() -> None
 
 
 def test_supply_prefers_short_records_and_keeps_the_rest() -> None:
-    from train.data.common import Example
-    from train.data.real.supply import Supply
+    from repcollapse.train.data.common import Example
+    from repcollapse.train.data.real.supply import Supply
 
     items = [Example("p" * n, "r") for n in (900, 50, 700, 80, 650)]
     s = Supply(list(items))
@@ -216,7 +216,7 @@ def test_missing_package_falls_back_loudly(
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "repcollapse_cli.main", "data", "build", *args]
+    cmd = [sys.executable, "-m", "repcollapse.cli.main", "data", "build", *args]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
 
 

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from tiny_model import make_tiny_model
 
-from repcollapse_cli.demo import DemoSettings, run_demo
-from store_schema import open_store, validate_store
+from repcollapse.cli.demo import DemoSettings, run_demo
+from repcollapse.store_schema import open_store, validate_store
 
 TINY_BUDGET = (
     "budget.demo.tokens_per_stage=800",

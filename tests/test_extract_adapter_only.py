@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from test_extract_fixtures import make_lora_stage, make_tiny_checkpoint, write_probe
 
-from extract.run import ExtractConfig, extract
-from store_schema import SchemaError, open_store
+from repcollapse.extract.run import ExtractConfig, extract
+from repcollapse.store_schema import SchemaError, open_store
 
 
 def adapter_only(merged: Path, out: Path, **manifest: object) -> Path:

@@ -9,9 +9,9 @@ import pytest
 import torch
 from test_extract_fixtures import make_tiny_checkpoint, write_probe
 
-from extract.run import ExtractConfig, extract
-from store_schema import open_store
-from store_schema.testing import _logit_stats
+from repcollapse.extract.run import ExtractConfig, extract
+from repcollapse.store_schema import open_store
+from repcollapse.store_schema.testing import _logit_stats
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Logit statistics in torch against the numpy reference of store_schema.testing."""
+"""Logit statistics in torch against the numpy reference of repcollapse.store_schema.testing."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from extract.logits import SUPPORT_PROBE, hidden_logit_stats, logit_stats
-from store_schema.testing import _logit_stats
+from repcollapse.extract.logits import SUPPORT_PROBE, hidden_logit_stats, logit_stats
+from repcollapse.store_schema.testing import _logit_stats
 
 
 def _logits(n: int = 96, vocab: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -109,7 +109,7 @@ def test_support_paths_and_peaked_rows() -> None:
 
 
 def test_support_falls_back_to_a_full_sort(monkeypatch: pytest.MonkeyPatch) -> None:
-    import extract.logits as L
+    import repcollapse.extract.logits as L
 
     monkeypatch.setattr(L, "SUPPORT_FLOOR", 200.0)  # candidates miss mass: every row falls back
     logits, target = _logits(n=30, vocab=1000, seed=4)

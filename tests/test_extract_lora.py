@@ -9,7 +9,7 @@ import pytest
 import torch
 from test_extract_fixtures import make_full_stage, make_lora_stage, make_tiny_checkpoint
 
-from extract.lora import full_delta_factors, lora_module_shapes, read_adapter
+from repcollapse.extract.lora import full_delta_factors, lora_module_shapes, read_adapter
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,10 @@ import torch
 import zarr
 from test_extract_fixtures import make_tiny_checkpoint, write_probe
 
-from extract.forward import FLOAT16_MAX, ChunkBuffer
-from repcollapse_cli.main import main
-from store_schema import StoreWriter, open_store
-from store_schema.testing import SyntheticSpec, make_synthetic_store
+from repcollapse.cli.main import main
+from repcollapse.extract.forward import FLOAT16_MAX, ChunkBuffer
+from repcollapse.store_schema import StoreWriter, open_store
+from repcollapse.store_schema.testing import SyntheticSpec, make_synthetic_store
 
 
 def _scaled_model(path: Path, factor: float) -> Path:

@@ -1,7 +1,7 @@
 """Kill-and-resume (SIGKILL at protocol steps, then re-run) and concurrent writers on one store.
 
 REPCOLLAPSE_EXTRACT_KILL_AT counts the steps of the store's write protocol
-(store_schema.protocol): inside create, add_head and reserve (each resize), then extract's
+(repcollapse.store_schema.protocol): inside create, add_head and reserve (each resize), then extract's
 writes (LoRA modules, behaviour, (hidden, token vars) per chunk) and the completion marks. The
 reference run records every step's label, and the kill points are chosen by label.
 tests/test_store_faults.py kills at every step of the same protocol without a model.
@@ -21,10 +21,10 @@ import pytest
 import zarr
 from test_extract_fixtures import make_lora_stage, make_tiny_checkpoint, write_probe
 
-from extract.run import KILL_ENV, ExtractConfig, extract
-from store_schema import open_store, store_exists
-from store_schema.protocol import observe_steps
-from store_schema.validate import validate_store
+from repcollapse.extract.run import KILL_ENV, ExtractConfig, extract
+from repcollapse.store_schema import open_store, store_exists
+from repcollapse.store_schema.protocol import observe_steps
+from repcollapse.store_schema.validate import validate_store
 
 REPO = Path(__file__).resolve().parents[1]
 CHUNK = 128
@@ -61,7 +61,7 @@ def _config() -> ExtractConfig:
 
 def _cli(store: Path, chain: dict, ckpts: list[Path], kill_at: int | None) -> subprocess.Popen:
     env = {**os.environ, KILL_ENV: str(kill_at or "")}
-    code = "import sys; from repcollapse_cli.main import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from repcollapse.cli.main import main; sys.exit(main(sys.argv[1:]))"
     argv = [
         sys.executable,
         "-c",

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from test_extract_fixtures import probe_records
 
-from extract.run import ExtractConfig, extract
-from store_schema import open_store
-from store_schema.validate import validate_store
+from repcollapse.extract.run import ExtractConfig, extract
+from repcollapse.store_schema import open_store
+from repcollapse.store_schema.validate import validate_store
 
 pytestmark = pytest.mark.slow
 

@@ -17,11 +17,11 @@ from test_extract_fixtures import (
     write_probe,
 )
 
-from extract.run import ExtractConfig, extract
-from repcollapse_cli.main import main
-from store_schema import SchemaError, open_store
-from store_schema.schema import GENERATED_INDEX_ATTR, generated_group
-from store_schema.validate import validate_store
+from repcollapse.cli.main import main
+from repcollapse.extract.run import ExtractConfig, extract
+from repcollapse.store_schema import SchemaError, open_store
+from repcollapse.store_schema.schema import GENERATED_INDEX_ATTR, generated_group
+from repcollapse.store_schema.validate import validate_store
 
 
 def snapshot(store: Path) -> dict[str, bytes]:

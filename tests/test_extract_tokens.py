@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from test_extract_fixtures import make_tokenizer, probe_records
 
-from extract.tokens import (
+from repcollapse.extract.tokens import (
     assign_splits,
     build_plan,
     render,
     sample_positions,
     tokenize_record,
 )
-from store_schema.records import DOMAINS, ProbeRecord, Span, parse_probe_record
+from repcollapse.store_schema.records import DOMAINS, ProbeRecord, Span, parse_probe_record
 
 
 @pytest.fixture(scope="module")

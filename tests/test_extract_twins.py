@@ -13,10 +13,10 @@ import zarr
 from test_extract_fixtures import make_lora_stage, make_tiny_checkpoint, write_probe
 from test_extract_resume import BATCH, CHUNK, _cli, assert_same_store
 
-from extract.run import ExtractConfig, extract
-from store_schema import open_store
-from store_schema.protocol import observe_steps
-from store_schema.validate import validate_store
+from repcollapse.extract.run import ExtractConfig, extract
+from repcollapse.store_schema import open_store
+from repcollapse.store_schema.protocol import observe_steps
+from repcollapse.store_schema.validate import validate_store
 
 N_LORA_ARRAYS = 14  # 7 modules x (A, B)
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-FORBIDDEN = ("torch", "transformers", "peft", "trl", "train", "extract")
+FORBIDDEN = ("torch", "transformers", "peft", "trl", "repcollapse.train", "repcollapse.extract")
 
 
 def _run(code: str) -> subprocess.CompletedProcess[str]:
@@ -16,7 +16,8 @@ def _run(code: str) -> subprocess.CompletedProcess[str]:
 
 def test_import_analyze_and_store_schema_leaves_no_model_stack() -> None:
     code = (
-        "import sys, pkgutil, importlib, analyze, store_schema\n"
+        "import sys, pkgutil, importlib\n"
+        "from repcollapse import analyze, store_schema\n"
         "for pkg in (analyze, store_schema):\n"
         "    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
         "        importlib.import_module(m.name)\n"

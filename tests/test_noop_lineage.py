@@ -1,6 +1,6 @@
 """One definition of a no-op checkpoint, used by every table and figure.
 
-The shipped no-op control (train/configs/A_noop.toml) is sequence 'A' with mitigation 'noop'.
+The shipped no-op control (repcollapse/train/configs/A_noop.toml) is sequence 'A' with mitigation 'noop'.
 Stage effects, order effects and the Pareto table are about real stages: adding such a chain to
 the tables must leave them unchanged, and the falsification check must find it.
 """
@@ -13,18 +13,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analyze.pareto import pareto_table
-from analyze.stats import StatsConfig, checkpoint_frame, run_stats
-from analyze.synthetic_tables import SyntheticTablesSpec, make_synthetic_tables
-from analyze.tables_io import read_tables
-from store_schema.lineage import is_noop, noop_mask
-from train.config_load import load_config
+from repcollapse.analyze.stats.pareto import pareto_table
+from repcollapse.analyze.stats.regression import StatsConfig, checkpoint_frame, run_stats
+from repcollapse.analyze.tables.read import read_tables
+from repcollapse.analyze.tables.synthetic import SyntheticTablesSpec, make_synthetic_tables
+from repcollapse.store_schema.lineage import is_noop, noop_mask
+from repcollapse.train.config_load import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_the_shipped_noop_config_is_a_noop() -> None:
-    cfg = load_config(REPO / "train" / "configs" / "A_noop.toml")
+    cfg = load_config(REPO / "repcollapse" / "train" / "configs" / "A_noop.toml")
     assert cfg.sequence == "A"
     assert is_noop(cfg.mitigation.name)
     both = replace(cfg.mitigation, replay_fraction=0.1, replay_source="general")

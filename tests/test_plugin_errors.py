@@ -16,15 +16,15 @@ import pandas as pd
 import pytest
 from test_analyze_support import registry_restored, store_with
 
-from analyze.plugins import MetricFailed
-from analyze.runner import run_metrics
-from repcollapse_cli.main import main
-from store_schema.testing import SyntheticSpec
+from repcollapse.analyze.engine.runner import run_metrics
+from repcollapse.analyze.plugins import MetricFailed
+from repcollapse.cli.main import main
+from repcollapse.store_schema.testing import SyntheticSpec
 
 SPEC = SyntheticSpec(n_checkpoints=2, n_layers=2, n_tokens=300, n_features=8, token_chunk=64)
 MOMENT = textwrap.dedent(
     """
-    from analyze.registry import Metric, register
+    from repcollapse.analyze.registry import Metric, register
 
 
     def boom(view, selection):
@@ -38,7 +38,7 @@ MOMENT = textwrap.dedent(
 )
 FUNCTION = textwrap.dedent(
     """
-    from analyze.registry import Metric, register
+    from repcollapse.analyze.registry import Metric, register
 
 
     def fboom(sums):

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from test_analyze_support import registry_restored, store_with
 
-from analyze.plugins import PluginError
-from analyze.registry import REGISTRY
-from analyze.runner import run_metrics
+from repcollapse.analyze.engine.runner import run_metrics
+from repcollapse.analyze.plugins import PluginError
+from repcollapse.analyze.registry import REGISTRY
 
 PLUGINS = {
     "lora": 'Metric("plugin_lora42", 1, "always 42", "lora", ("lora",), lambda *a: 42.0)',
@@ -36,7 +36,7 @@ def test_unsupported_plugin_kind_is_refused_by_name(kind: str, tmp_path: Path) -
     plugin.write_text(
         textwrap.dedent(
             f"""
-            from analyze.registry import Metric, register
+            from repcollapse.analyze.registry import Metric, register
             register({PLUGINS[kind]})
             """
         )

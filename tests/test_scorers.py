@@ -8,8 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from train.data import FUTURE_TASKS, POOL_DOMAINS, DataConfig, build_data
-from train.scorers import extract_code, final_answer, is_refusal, score_completion, score_preference
+from repcollapse.train.data import FUTURE_TASKS, POOL_DOMAINS, DataConfig, build_data
+from repcollapse.train.scorers import (
+    extract_code,
+    final_answer,
+    is_refusal,
+    score_completion,
+    score_preference,
+)
 
 
 @pytest.fixture(scope="module")

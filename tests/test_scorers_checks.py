@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from train.scorers import SandboxConfig, run_python_tests, score_completion
-from train.scorers.checks import CheckError, decode, plan_tests, verdict
-from train.scorers.sandbox import SandboxUnavailable, bwrap_problem
+from repcollapse.train.scorers import SandboxConfig, run_python_tests, score_completion
+from repcollapse.train.scorers.checks import CheckError, decode, plan_tests, verdict
+from repcollapse.train.scorers.sandbox import SandboxUnavailable, bwrap_problem
 
 needs_bwrap = pytest.mark.skipif(
     bwrap_problem() is not None, reason=f"bubblewrap cannot run here: {bwrap_problem()}"
@@ -142,7 +142,7 @@ def test_evaluation_stops_on_a_missing_sandbox(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # A whole evaluation of fake zeros would be worse than stopping with the reason.
-    from train.evaluate import SCORER_ERRORS, _score
+    from repcollapse.train.evaluate import SCORER_ERRORS, _score
 
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("REPCOLLAPSE_SANDBOX", raising=False)

@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from train.data.real import fanoutqa, gsm8k, refusals
-from train.scorers.score import score_completion
-from train.scorers.text import is_refusal
+from repcollapse.train.data.real import fanoutqa, gsm8k, refusals
+from repcollapse.train.scorers.score import score_completion
+from repcollapse.train.scorers.text import is_refusal
 
 
 def _sft(domain: str, ex) -> dict:  # type: ignore[no-untyped-def]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from train.scorers import SandboxConfig, run_python_tests, score_completion
+from repcollapse.train.scorers import SandboxConfig, run_python_tests, score_completion
 
 FAST = SandboxConfig(timeout_s=2.0)
 TESTS = ["assert f(2) == 4"]

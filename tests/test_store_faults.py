@@ -22,11 +22,11 @@ import store_fault_writer as W
 import xarray as xr
 import zarr
 
-from store_schema import open_store, store_exists
-from store_schema.protocol import observe_steps
-from store_schema.store import complete_mask
-from store_schema.validate import validate_store
-from store_schema.writer import StoreWriter
+from repcollapse.store_schema import open_store, store_exists
+from repcollapse.store_schema.protocol import observe_steps
+from repcollapse.store_schema.store import complete_mask
+from repcollapse.store_schema.validate import validate_store
+from repcollapse.store_schema.writer import StoreWriter
 
 
 def store_bytes(path: Path) -> dict[str, bytes]:

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import zarr
 
-from analyze.runner import run_metrics
-from repcollapse_cli.main import main
-from store_schema import SchemaError, StoreWriter
-from store_schema import schema as S
-from store_schema.testing import SyntheticSpec, make_synthetic_store
-from store_schema.validate import validate_store
+from repcollapse.analyze.engine.runner import run_metrics
+from repcollapse.cli.main import main
+from repcollapse.store_schema import SchemaError, StoreWriter
+from repcollapse.store_schema import schema as S
+from repcollapse.store_schema.testing import SyntheticSpec, make_synthetic_store
+from repcollapse.store_schema.validate import validate_store
 
 SPEC = SyntheticSpec(
     n_checkpoints=3, n_layers=3, n_tokens=200, n_features=8, vocab_size=30, topk=4, token_chunk=64
@@ -158,7 +158,7 @@ def test_unembedding_is_checked_against_head_hashes(store: Path, capsys) -> None
 
 
 def test_twin_copy_has_valid_checksums(store: Path, capsys) -> None:
-    from store_schema.checksums import verify_checkpoints
+    from repcollapse.store_schema.checksums import verify_checkpoints
 
     w = StoreWriter(store)
     g = zarr.open_group(str(store), mode="r")
@@ -180,7 +180,7 @@ def test_schema_error_survives_pickling() -> None:
     # A damaged block found inside a dask.distributed worker travels back pickled.
     import pickle
 
-    from store_schema.problems import Problem
+    from repcollapse.store_schema.problems import Problem
 
     err = SchemaError([Problem("checkpoint 'x' variable hidden chunk 0.1.0", "m", "k")], "ctx")
     back = pickle.loads(pickle.dumps(err))

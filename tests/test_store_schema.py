@@ -13,9 +13,15 @@ import numpy as np
 import pytest
 import zarr
 
-from store_schema import SCHEMA_VERSION, SchemaError, StoreWriter, open_store, validate_store
-from store_schema.schema import CHECKPOINT_COORDS, TOKEN_COORDS
-from store_schema.testing import SyntheticSpec, make_synthetic_store, synthetic_hidden
+from repcollapse.store_schema import (
+    SCHEMA_VERSION,
+    SchemaError,
+    StoreWriter,
+    open_store,
+    validate_store,
+)
+from repcollapse.store_schema.schema import CHECKPOINT_COORDS, TOKEN_COORDS
+from repcollapse.store_schema.testing import SyntheticSpec, make_synthetic_store, synthetic_hidden
 
 SPEC = SyntheticSpec(
     n_checkpoints=2, n_layers=3, n_tokens=120, n_features=8, vocab_size=20, topk=3, token_chunk=64
@@ -41,7 +47,7 @@ def store(tmp_path: Path) -> Path:
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "repcollapse_cli.main", *args],
+        [sys.executable, "-m", "repcollapse.cli.main", *args],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -51,7 +57,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_round_trip_is_bit_identical(store: Path) -> None:
     ds = open_store(store)
     assert list(ds.checkpoint.values) == ["base", "A/01-stage"]
-    from store_schema.testing import synthetic_token_coords
+    from repcollapse.store_schema.testing import synthetic_token_coords
 
     tc = synthetic_token_coords(SPEC)
     for name in TOKEN_COORDS:
@@ -249,13 +255,15 @@ def test_golden_store_opens(golden: Path, tmp_path: Path) -> None:
 
 def test_store_cli_never_imports_torch(store: Path) -> None:
     code = (
-        "import sys; from repcollapse_cli.main import main; "
+        "import sys; from repcollapse.cli.main import main; "
         f"main(['store', 'describe', {str(store)!r}]); "
-        "heavy = ('torch', 'transformers', 'peft', 'trl', 'extract'); "
-        # the data command's flags come from train.data.config, a plain dataclass: nothing else
-        "light = ('train', 'train.data', 'train.data.config'); "
+        "heavy = ('torch', 'transformers', 'peft', 'trl'); "
+        # the data command's flags come from repcollapse.train.data.config, a plain dataclass: nothing else
+        "light = ('repcollapse.train', 'repcollapse.train.data', 'repcollapse.train.data.config'); "
+        "ours = lambda m, pkg: m == pkg or m.startswith(pkg + '.'); "
         "bad = [m for m in sys.modules if m.split('.')[0] in heavy "
-        "or (m.split('.')[0] == 'train' and m not in light)]; "
+        "or ours(m, 'repcollapse.extract') "
+        "or (ours(m, 'repcollapse.train') and m not in light)]; "
         "assert not bad, bad"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)

@@ -6,10 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from train.config import ConfigError, LoraSettings, Mitigation, RunConfig, StageSpec
-from train.config_load import config_from_dict, load_config
+from repcollapse.train.config import ConfigError, LoraSettings, Mitigation, RunConfig, StageSpec
+from repcollapse.train.config_load import config_from_dict, load_config
 
-CONFIGS = sorted((Path(__file__).parent.parent / "train" / "configs").glob("*.toml"))
+CONFIGS = sorted(
+    (Path(__file__).parent.parent / "repcollapse" / "train" / "configs").glob("*.toml")
+)
+assert CONFIGS, "no shipped configs found: the parametrised tests below would pass vacuously"
 STAGES = [
     {"name": "general", "kind": "sft", "domain": "general"},
     {"name": "math", "kind": "sft", "domain": "math"},

@@ -8,7 +8,7 @@ import pytest
 import torch
 from tiny_model import make_tiny_model, make_tokenizer
 
-from train.mitigations import (
+from repcollapse.train.mitigations import (
     DiversitySpec,
     RegularizedSFTTrainer,
     decorrelation_penalty,
@@ -74,10 +74,10 @@ def _grads(
     from datasets import Dataset
     from trl import SFTConfig
 
-    from train.base import load_model
-    from train.config import LoraSettings
-    from train.pools import encode_sft
-    from train.stages import lora_config
+    from repcollapse.train.base import load_model
+    from repcollapse.train.config import LoraSettings
+    from repcollapse.train.pools import encode_sft
+    from repcollapse.train.stages import lora_config
 
     tok = make_tokenizer()
     rows = [
@@ -129,9 +129,9 @@ def test_diversity_penalty_changes_gradients(tiny: Path, tmp_path: Path) -> None
 def test_decorrelation_penalty_changes_gradients(tiny: Path, tmp_path: Path) -> None:
     from peft import get_peft_model
 
-    from train.base import load_model
-    from train.config import LoraSettings
-    from train.stages import lora_config
+    from repcollapse.train.base import load_model
+    from repcollapse.train.config import LoraSettings
+    from repcollapse.train.stages import lora_config
 
     # an "earlier stage" adapter with non-zero B, saved in peft format
     torch.manual_seed(5)

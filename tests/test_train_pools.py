@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from tiny_model import make_tokenizer, write_tiny_data
 
-from train.config_load import config_from_dict
-from train.pools import (
+from repcollapse.train.config_load import config_from_dict
+from repcollapse.train.pools import (
     IGNORE,
     DataDir,
     encode_pair,
@@ -20,7 +20,7 @@ from train.pools import (
     take_budget,
     truncate_pair,
 )
-from train.runner import plan_sequence
+from repcollapse.train.runner import plan_sequence
 
 
 @pytest.fixture(scope="module")

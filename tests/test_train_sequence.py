@@ -13,10 +13,10 @@ import torch
 from safetensors.torch import load_file
 from tiny_model import make_tiny_model, write_tiny_data
 
-from store_schema.records import read_manifest
-from train.base import materialize_base
-from train.config_load import config_from_dict
-from train.runner import run_sequence
+from repcollapse.store_schema.records import read_manifest
+from repcollapse.train.base import materialize_base
+from repcollapse.train.config_load import config_from_dict
+from repcollapse.train.runner import run_sequence
 
 EVAL = {
     "n_generate": 2,
@@ -257,7 +257,7 @@ def test_same_config_and_seed_reproduce(world: dict[str, Path]) -> None:
 
 
 def test_cli_base_and_run(world: dict[str, Path], tmp_path: Path) -> None:
-    from repcollapse_cli.main import main
+    from repcollapse.cli.main import main
 
     base = tmp_path / "base"
     assert main(["train", "base", "--model", str(world["tiny"]), "--out", str(base)]) == 0
@@ -392,8 +392,8 @@ def test_generation_with_per_prompt_caps_equals_separate_generations(
 ) -> None:
     """Prompts of several domains share batches: each completion cut at its own cap equals the
     completion generated alone with that cap (greedy)."""
-    from train.base import load_model, load_tokenizer
-    from train.evaluate import generate
+    from repcollapse.train.base import load_model, load_tokenizer
+    from repcollapse.train.evaluate import generate
 
     tok = load_tokenizer(world["base"])
     model = load_model(world["base"], "cpu", train=False)

@@ -1,6 +1,0 @@
-"""Every metric, statistic and figure from the activation store alone.
-
-Never imports torch, transformers, peft, trl, train or extract (tests/test_import_boundary.py).
-The metric pipeline: ``analyze.runner.run_metrics`` (CLI: ``repcollapse analyze metrics``); the
-metric registry: ``analyze.registry``; the one-pass accumulator: ``analyze.moments``.
-"""

@@ -1,0 +1,456 @@
+"""The one-pass accumulator: per (layer, group of checkpoints), every hidden chunk read once.
+
+Read pattern. A pass covers one layer and a group of checkpoints: the targets (whose metrics
+are computed) plus their references (base and parent, for CKA). Step ``k`` receives chunk ``k``
+of every member at once, so the base's and a parent's chunk is read once and reused by all of
+its children in the group; steps run in token order as one chain of dask tasks, so the state
+is one accumulator, never a copy per chunk.
+
+Per step and member: the chunk's kept rows are gathered in cell order (domain-major) and cast
+float16 -> float32 (float64 with ``precision='float64'``); a fixed per-domain reference (the mean
+of that domain's rows in the first chunk that holds the domain, fixed for the rest of the pass) is
+subtracted, so that the float32 products do not cancel catastrophically when the mean is large
+next to the spread. Then the products are done in the working precision and added to float64
+accumulators: per (domain, span) cell the count, sum, sum of squared norms and sum of
+unit-normalised raw rows (all O(N d)); per domain and per span the Gram matrix and the cross-Gram
+with base and parent (d x d). The products are formed per (domain, span) cell of the gathered
+chunk (a contiguous run) and each is added to its domain's and its span's accumulator, so every
+row enters one product; when a chunk holds many small cells (the per-call cost of a product is
+~140 rows' worth, ``GEMM_OVERHEAD_ROWS``) they are formed per domain run and again per span
+instead. Either way no per-cell d x d accumulator is kept (three times the memory). Measured on
+the bench store (cells of ~650 rows): a chunk's Gram 13.5 ms per cell vs 22 ms per domain + span
+(one whole-chunk product: 9.5 ms), a cross-Gram 19.6 vs 36.9 ms. Every reported selection (the whole
+probe = the sum of the domains, a domain, a span) gets its centered scatter exactly from its
+Gram and its cells' sums (``selection_scatter``), so the reference only changes rounding. The
+seeded row subsample and the per-example token-space Gram
+(per-sequence effective rank; examples that straddle chunks are carried to the next step) come
+from the same step.
+
+Centered anisotropy needs each row normalised after subtracting the mean of the *selection*,
+which no per-chunk sum can provide before the mean is known. It is computed exactly by a second,
+light pass (``step2``: O(N d) per selection, no d x d products) over the targets' chunks once
+the first pass has fixed every mean; it runs only when a centered-anisotropy metric is asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from repcollapse.analyze.engine import debias
+from repcollapse.analyze.engine.debias import PairSums
+from repcollapse.analyze.engine.seqrank import erank_of, fold_sequences
+from repcollapse.analyze.engine.tokens import ALL, TokenPlan
+from repcollapse.analyze.engine.xp import by_name, to_numpy
+
+PRECISIONS: tuple[str, ...] = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class PassConfig:
+    """What one pass accumulates."""
+
+    layer: int
+    members: tuple[str, ...]
+    """Checkpoints whose chunks the pass reads, in block order."""
+    targets: tuple[str, ...]
+    """Members whose own metrics are computed (the others are references only)."""
+    base: dict[str, str | None]
+    parent: dict[str, str | None]
+    needs: frozenset[str]
+    precision: str = "float32"
+    xp: str = "numpy"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r} is not one of {list(PRECISIONS)}")
+
+    def cross_pairs(self) -> list[tuple[str, str]]:
+        """(target, reference) pairs whose cross-Gram is accumulated (parent == base: once)."""
+        pairs: list[tuple[str, str]] = []
+        for t in self.targets:
+            refs = []
+            if "cross_base" in self.needs and self.base.get(t) not in (None, t):
+                refs.append(self.base[t])
+            if "cross_parent" in self.needs and self.parent.get(t) is not None:
+                refs.append(self.parent[t])
+            pairs += [(t, r) for r in dict.fromkeys(refs)]
+        return pairs
+
+
+@dataclass
+class MemberState:
+    n: np.ndarray
+    """Per cell: kept rows."""
+    s: Any
+    """Per cell: sum of the reference-shifted rows (float64, C x d)."""
+    sq: Any
+    """Per cell: sum of squared norms of the shifted rows (traces of cell scatters)."""
+    Gd: Any
+    """Per domain: Gram of the shifted rows (float64, n_domains x d x d)."""
+    Gs: Any
+    """Per span: Gram of the shifted rows (float64, n_spans x d x d)."""
+    ref: Any
+    ref_set: np.ndarray
+    unit: Any = None
+    cross: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    """Reference checkpoint -> (per-domain, per-span) cross-Gram of shifted rows."""
+    deb: dict[str, PairSums] = field(default_factory=dict)
+    """Debiased CKA's per-cell sums with a reference checkpoint, and with itself (own name)."""
+    rows: np.ndarray | None = None
+    seq_sum: np.ndarray | None = None
+    seq_cnt: np.ndarray | None = None
+    seq_skip: np.ndarray | None = None
+    """Per (domain, span or all): examples left out of seq_erank (identical tokens)."""
+    pending: dict[int, list[tuple[Any, np.ndarray]]] = field(default_factory=dict)
+    cunit: Any = None
+
+
+@dataclass
+class Accumulator:
+    config: PassConfig
+    plan: TokenPlan
+    d: int
+    states: dict[str, MemberState]
+    mu_cell: dict[str, Any] = field(default_factory=dict)
+    delta: dict[str, tuple[Any, Any, np.ndarray]] = field(default_factory=dict)
+    chunks_seen: list[int] = field(default_factory=list)
+
+    @property
+    def dtype(self) -> type:
+        return np.float32 if self.config.precision == "float32" else np.float64
+
+
+def init(config: PassConfig, plan: TokenPlan, d: int) -> Accumulator:
+    xp = by_name(config.xp)
+    C, nd, ns = plan.n_cells, len(plan.domains), len(plan.spans)
+    wd = np.float32 if config.precision == "float32" else np.float64
+    pairs = config.cross_pairs()
+    states = {}
+    for m in config.members:
+        is_t = m in config.targets
+        st = MemberState(
+            n=np.zeros(C, np.int64),
+            s=xp.zeros((C, d)),
+            sq=xp.zeros(C),
+            Gd=xp.zeros((nd, d, d)),
+            Gs=xp.zeros((ns, d, d)),
+            ref=xp.zeros((nd, d), dtype=wd),
+            ref_set=np.zeros(nd, bool),
+        )
+        if is_t and "unit" in config.needs:
+            st.unit = xp.zeros((C, d))
+        if is_t and "rows" in config.needs:
+            st.rows = np.zeros((len(plan.sample_tokens), d), np.float32)
+        if is_t and "seq" in config.needs:
+            st.seq_sum, st.seq_cnt = np.zeros((nd, ns + 1)), np.zeros((nd, ns + 1), np.int64)
+            st.seq_skip = np.zeros((nd, ns + 1), np.int64)
+        for t, r in pairs:
+            if t == m:
+                st.cross[r] = (xp.zeros((nd, d, d)), xp.zeros((ns, d, d)))
+        if "debias" in config.needs:
+            st.deb[m] = PairSums.zeros(xp, C, d)
+            st.deb.update({r: PairSums.zeros(xp, C, d) for t, r in pairs if t == m})
+        states[m] = st
+    return Accumulator(config=config, plan=plan, d=d, states=states)
+
+
+def _gather(xp: Any, block: Any, order: np.ndarray, d: int, wd: type) -> Any:
+    x = xp.asarray(block).reshape(-1, d)
+    return x[xp.asarray(order)].astype(wd)
+
+
+def _rows(xp: Any, buf: Any, runs: tuple[tuple[int, int], ...]) -> Any:
+    """The rows of ``runs`` of ``buf``: a view for one run, else one gathered copy."""
+    if len(runs) == 1:
+        return buf[runs[0][0] : runs[0][1]]
+    return xp.concatenate([buf[a:b] for a, b in runs])
+
+
+GEMM_OVERHEAD_ROWS = 140
+"""What one more product call costs, in rows of a single product: on this 2-core machine a
+576-wide float32 X^T X takes ~0.33 ms + 2.3 us per row (1 BLAS thread: 57 GFLOP/s at 32 rows,
+239 at 555, 281 at 4,096)."""
+
+
+def per_cell_products(cp: Any) -> bool:
+    """Whether a chunk's Grams are formed per (domain, span) cell, each added to its domain's and
+    its span's accumulator (every row enters one product), rather than per domain and again per
+    span (every row enters two, and a span's rows are gathered from one run per domain). Cells
+    win unless they are so many and so small that the per-call cost outweighs a second pass over
+    the rows: (cells - domains - spans) x overhead < rows."""
+    extra_calls = len(cp.segments) - len(cp.domain_runs) - len(cp.span_runs)
+    return extra_calls * GEMM_OVERHEAD_ROWS < len(cp.order)
+
+
+def _grams(xp: Any, Gd: Any, Gs: Any, x: Any, y: Any, cp: Any, plan: TokenPlan) -> None:
+    """Add the chunk's per-domain and per-span products ``x^T y`` of shifted rows to ``Gd``, ``Gs``
+    (``y is x``: the Gram; else a cross-Gram on the same rows)."""
+    if per_cell_products(cp):
+        for ci, a, b in cp.segments:
+            di, si = plan.cells[ci]
+            g = x[a:b].T @ y[a:b]
+            Gd[di] += g
+            Gs[si] += g
+        return
+    for di, a, b in cp.domain_runs:
+        Gd[di] += x[a:b].T @ y[a:b]
+    for si, runs in cp.span_runs:
+        xs = _rows(xp, x, runs)
+        Gs[si] += xs.T @ (xs if y is x else _rows(xp, y, runs))
+
+
+def step1(acc: Accumulator, k: int, *blocks: Any) -> Accumulator:
+    """Fold chunk ``k`` of every member (blocks in ``config.members`` order) into ``acc``."""
+    cfg, plan, d, wd = acc.config, acc.plan, acc.d, acc.dtype
+    xp = by_name(cfg.xp)
+    cp = plan.chunks[k]
+    bufs, sqs = {}, {}
+    for m, block in zip(cfg.members, blocks, strict=True):
+        st = acc.states[m]
+        is_t = m in cfg.targets
+        if st.rows is not None and len(cp.sample_rel):
+            raw = xp.asarray(block).reshape(-1, d)[xp.asarray(cp.sample_rel)]
+            st.rows[cp.sample_slot] = to_numpy(raw).astype(np.float32)
+        buf = _gather(xp, block, cp.order, d, wd)
+        w = None
+        if is_t and st.unit is not None:
+            norms = xp.sqrt(xp.einsum("ij,ij->i", buf, buf))
+            w = xp.where(norms > 0, 1.0 / xp.where(norms > 0, norms, 1.0), 0.0).astype(wd)
+        for di, a, b in cp.domain_runs:
+            if not st.ref_set[di]:
+                st.ref[di] = buf[a:b].mean(axis=0, dtype=np.float64).astype(wd)
+                st.ref_set[di] = True
+            buf[a:b] -= st.ref[di]
+        _grams(xp, st.Gd, st.Gs, buf, buf, cp, plan)
+        sq = xp.einsum("ij,ij->i", buf, buf)
+        for ci, a, b in cp.segments:
+            seg = buf[a:b]
+            st.n[ci] += b - a
+            st.s[ci] += seg.sum(axis=0, dtype=np.float64)
+            st.sq[ci] += sq[a:b].sum(dtype=np.float64)
+            if w is not None:
+                ws = w[a:b]
+                di = plan.cells[ci][0]
+                st.unit[ci] += seg.T @ ws + st.ref[di].astype(np.float64) * float(
+                    ws.sum(dtype=np.float64)
+                )
+        if is_t and st.seq_sum is not None:
+            fold_sequences(st, cp, buf, xp)
+        bufs[m], sqs[m] = buf, sq
+    for t, r in cfg.cross_pairs():
+        kd, ks = acc.states[t].cross[r]
+        _grams(xp, kd, ks, bufs[t], bufs[r], cp, plan)
+    for m, st in acc.states.items():  # debiased CKA: with itself and with its references
+        for other, sums in st.deb.items():
+            x, y, rx, ry = bufs[m], bufs[other], st.ref, acc.states[other].ref
+            debias.fold(sums, x, y, sqs[m], sqs[other], rx, ry, cp.segments, plan)
+    acc.chunks_seen.append(k)
+    return acc
+
+
+def finish1(acc: Accumulator) -> Accumulator:
+    """After the first pass: exact cell means and, per cell, the offsets to its selections' means
+    (what ``step2`` needs)."""
+    cfg, plan = acc.config, acc.plan
+    if sorted(acc.chunks_seen) != list(range(len(plan.chunks))):
+        raise RuntimeError(
+            f"pass over layer {cfg.layer}: chunks {acc.chunks_seen} seen, expected all {len(plan.chunks)}"
+        )
+    if "centered_unit" not in cfg.needs:
+        return acc
+    xp = by_name(cfg.xp)
+    sels = plan.selections()
+    for t in cfg.targets:
+        st = acc.states[t]
+        mu_cell = _cell_means(acc, t)
+        n = st.n.astype(np.float64)
+        mu_sel = np.stack(
+            [(n[c, None] * mu_cell[c]).sum(0) / n[c].sum() for c in map(plan.cells_of, sels)]
+        )
+        sel_of_cell = np.array(
+            [[0, 1 + di, 1 + len(plan.domains) + si] for di, si in plan.cells], np.int64
+        )
+        delta = mu_sel[sel_of_cell] - mu_cell[:, None, :]  # (C, 3, d)
+        acc.mu_cell[t] = xp.asarray(mu_cell.astype(acc.dtype))
+        acc.delta[t] = (xp.asarray(delta), xp.asarray(delta.astype(acc.dtype)), sel_of_cell)
+        st.cunit = xp.zeros((len(sels), acc.d))
+    return acc
+
+
+def _cell_means(acc: Accumulator, m: str) -> np.ndarray:
+    st, plan = acc.states[m], acc.plan
+    ref = to_numpy(st.ref).astype(np.float64)[[di for di, _ in plan.cells]]
+    return ref + to_numpy(st.s) / np.maximum(st.n, 1)[:, None]
+
+
+def step2(acc: Accumulator, k: int, *blocks: Any) -> Accumulator:
+    """Second pass (targets' chunks only): sums of rows centered by each selection's mean and
+    normalised, accumulated per selection (all, the row's domain, the row's span)."""
+    cfg, d, wd = acc.config, acc.d, acc.dtype
+    xp = by_name(cfg.xp)
+    cp = acc.plan.chunks[k]
+    for t, block in zip(cfg.targets, blocks, strict=True):
+        st = acc.states[t]
+        buf = _gather(xp, block, cp.order, d, wd)
+        delta64, delta_w, sel_of_cell = acc.delta[t]
+        for ci, a, b in cp.segments:
+            seg = buf[a:b]
+            seg -= acc.mu_cell[t][ci]
+            dc = delta_w[ci].T  # (d, 3): mu_S - mu_cell for S in (all, domain, span)
+            sq = xp.einsum("ij,ij->i", seg, seg)
+            nrm2 = sq[:, None] - 2.0 * (seg @ dc) + (dc * dc).sum(axis=0)[None, :]
+            w = xp.where(nrm2 > 0, 1.0 / xp.sqrt(xp.where(nrm2 > 0, nrm2, 1.0)), 0.0).astype(wd)
+            contrib = (seg.T @ w).astype(np.float64) - delta64[ci].T * w.sum(
+                axis=0, dtype=np.float64
+            )[None, :]
+            for j, sel in enumerate(sel_of_cell[ci].tolist()):
+                st.cunit[sel] += contrib[:, j]
+    return acc
+
+
+@dataclass
+class CellMoments:
+    """Host float64 moments of one member: per cell the count, mean, shifted sum and sum of
+    squares; per domain and per span the Gram of the shifted rows (rows minus their domain's
+    reference mean, subtracted before the products)."""
+
+    n: np.ndarray
+    mu: np.ndarray
+    s: np.ndarray
+    sq: np.ndarray
+    Gd: np.ndarray
+    Gs: np.ndarray
+    unit: np.ndarray | None = None
+    ref: np.ndarray | None = None
+    """Per domain: the reference subtracted before the products (working precision, as float64)."""
+    deb_self: PairSums | None = None
+    """Debiased CKA's sums of the member with itself."""
+    combined: dict[Any, Any] = field(default_factory=dict, repr=False)
+    """Selections' (n, mean, scatter) by key, shared by every target that reads this member
+    (its own metrics, and its children's CKA)."""
+
+    def gram(self, sel: tuple[str, str], plan: TokenPlan) -> np.ndarray:
+        return group_gram(self.Gd, self.Gs, sel, plan)
+
+
+def group_gram(Gd: np.ndarray, Gs: np.ndarray, sel: tuple[str, str], plan: TokenPlan) -> np.ndarray:
+    """The (shifted, uncentered) Gram of a selection: the whole probe is the sum over domains."""
+    dom, span = sel
+    if dom == ALL and span == ALL:
+        return Gd.sum(axis=0)
+    if span == ALL:
+        return Gd[plan.domains.index(dom)]
+    if dom == ALL:
+        return Gs[plan.spans.index(span)]
+    raise KeyError(f"selection {sel!r}: expected the whole probe, one domain or one span")
+
+
+def between_factors(
+    cm: CellMoments, cells: np.ndarray
+) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """n, mean, and the factors A (rows s_c / sqrt(n_c)) and B (rows sqrt(n_c) (mu_c - mu)) of
+    a union of cells: its centered scatter is G - A^T A + B^T B for its shifted Gram G."""
+    cells = cells[cm.n[cells] > 0]
+    n_c = cm.n[cells].astype(np.float64)
+    n = float(n_c.sum())
+    mu = (n_c[:, None] * cm.mu[cells]).sum(axis=0) / n
+    root = np.sqrt(n_c)[:, None]
+    return n, mu, cm.s[cells] / root, root * (cm.mu[cells] - mu)
+
+
+def selection_scatter(
+    cm: CellMoments, cells: np.ndarray, G: np.ndarray
+) -> tuple[int, np.ndarray, np.ndarray]:
+    """(n, mean, centered scatter) of a selection from its shifted Gram and its cells' sums:
+    sum_c (G_c - s_c s_c^T / n_c) + sum_c n_c (mu_c - mu)(mu_c - mu)^T, exact for any shift."""
+    n, mu, A, B = between_factors(cm, cells)
+    return int(n), mu, G - A.T @ A + B.T @ B
+
+
+def cross_scatter(x: CellMoments, y: CellMoments, cells: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Centered cross scatter Xc^T Yc of two members on the same tokens, from their shifted
+    cross-Gram ``K`` of the selection."""
+    _, _, Ax, Bx = between_factors(x, cells)
+    _, _, Ay, By = between_factors(y, cells)
+    return K - Ax.T @ Ay + Bx.T @ By
+
+
+@dataclass
+class LayerMoments:
+    """Everything the metrics of one target at one layer are derived from."""
+
+    checkpoint: str
+    layer: int
+    plan: TokenPlan
+    own: CellMoments
+    refs: dict[str, tuple[CellMoments, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
+    """role ('base' or 'parent') -> (reference moments, (per-domain, per-span) shifted
+    cross-Gram of target and reference)."""
+    cunit: np.ndarray | None = None
+    rows: np.ndarray | None = None
+    seq_sum: np.ndarray | None = None
+    seq_cnt: np.ndarray | None = None
+    seq_skip: np.ndarray | None = None
+    ref_deb: dict[str, PairSums] = field(default_factory=dict)
+    """role -> debiased CKA's sums of target and reference."""
+
+
+def _own(acc: Accumulator, m: str) -> CellMoments:
+    st = acc.states[m]
+    return CellMoments(
+        n=st.n.copy(),
+        mu=_cell_means(acc, m),
+        s=to_numpy(st.s),
+        sq=to_numpy(st.sq),
+        Gd=to_numpy(st.Gd),
+        Gs=to_numpy(st.Gs),
+        unit=None if st.unit is None else to_numpy(st.unit),
+        ref=np.asarray(to_numpy(st.ref), np.float64),
+        deb_self=st.deb[m].to_host() if m in st.deb else None,
+    )
+
+
+def results(acc: Accumulator) -> dict[str, LayerMoments]:
+    """Host moments per target."""
+    cfg = acc.config
+    own = {m: _own(acc, m) for m in cfg.members}
+    out = {}
+    for t in cfg.targets:
+        st = acc.states[t]
+        lm = LayerMoments(checkpoint=t, layer=cfg.layer, plan=acc.plan, own=own[t])
+        for role, ref in (("base", cfg.base.get(t)), ("parent", cfg.parent.get(t))):
+            if ref is None or f"cross_{role}" not in cfg.needs:
+                continue
+            if ref == t:  # the base against itself: the cross-Gram is its own Gram
+                lm.refs[role] = (own[t], (own[t].Gd, own[t].Gs))
+            else:
+                kd, ks = st.cross[ref]
+                lm.refs[role] = (own[ref], (to_numpy(kd), to_numpy(ks)))
+            if ref in st.deb:
+                lm.ref_deb[role] = own[t].deb_self if ref == t else st.deb[ref].to_host()
+        lm.cunit = None if st.cunit is None else to_numpy(st.cunit)
+        lm.rows, lm.seq_sum, lm.seq_cnt = st.rows, st.seq_sum, st.seq_cnt
+        lm.seq_skip = st.seq_skip
+        out[t] = lm
+    return out
+
+
+__all__ = [
+    "ALL",
+    "Accumulator",
+    "CellMoments",
+    "LayerMoments",
+    "PassConfig",
+    "cross_scatter",
+    "erank_of",
+    "group_gram",
+    "selection_scatter",
+    "finish1",
+    "init",
+    "results",
+    "step1",
+    "step2",
+]

@@ -1,0 +1,410 @@
+"""``run_metrics``: every metric of a store into the tables of docs/INTERFACES.md, cached.
+
+The recipe: open the store lazily; plan the tokens once; ask the cache what is missing per
+(checkpoint, metric, layer); run the one-pass accumulator for the (layer, checkpoint-group)
+pairs that miss a moment metric, a few passes at a time (as many as the scheduler has workers,
+which bounds memory and lets the cache record each batch as it finishes); compute the function
+and LoRA metrics the cache lacks; derive the collapse index; write the tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask
+import numpy as np
+import pandas as pd
+import zarr
+
+from repcollapse.analyze import registry
+from repcollapse.analyze.engine import layerfree, moments, passes
+from repcollapse.analyze.engine.cache import ROW_COLUMNS, MetricCache, rows_frame
+from repcollapse.analyze.engine.integrity import layers_to_read, verified_reader
+from repcollapse.analyze.engine.tokens import ALL, TokenPlan, build_plan
+from repcollapse.analyze.engine.twins import alias_twins, twin_sources
+from repcollapse.analyze.engine.xp import backend
+from repcollapse.analyze.metrics.collapse import collapse_rows
+from repcollapse.analyze.metrics.spectrum import topk_metric as spectrum_topk
+from repcollapse.analyze.options import Options
+from repcollapse.analyze.plugins import file_plugins, load_plugins
+from repcollapse.analyze.registry import Metric
+from repcollapse.analyze.tables.write import checkpoints_frame, metrics_frame, write_tables
+from repcollapse.store_schema import open_store
+from repcollapse.store_schema.store import read_attrs
+
+TOKEN_VARS = ("example", "domain", "span", "split", "is_sink", "target_id")
+
+
+@dataclass
+class RunSummary:
+    out_dir: Path
+    tables: dict[str, Path] = field(default_factory=dict)
+    passes: int = 0
+    blocks_read: int = 0
+    computed: list[tuple[str, str, int]] = field(default_factory=list)
+    """(checkpoint, metric, layer) keys computed in this run (not served by the cache)."""
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def scheduler(address: str | None) -> Iterator[int]:
+    """Dask scheduler for the run; yields how many passes run at once. None/'threads': local
+    threads; 'sync': one thread; 'local': a dask.distributed LocalCluster; else an address."""
+    if address in (None, "threads", "sync"):
+        n = 1 if address == "sync" else max(1, os.cpu_count() or 1)
+        from threadpoolctl import threadpool_limits
+
+        # One BLAS thread per task: parallelism comes from dask. Threaded BLAS inside parallel
+        # tasks, or on a machine whose cores are shared, oversubscribes them - measured here on
+        # a loaded 2-core machine: eigvalsh(576) 3.5 s with 2 BLAS threads vs 25 ms with 1.
+        with (
+            dask.config.set(scheduler="sync" if n == 1 else "threads", num_workers=n),
+            threadpool_limits(1),
+        ):
+            yield n
+        return
+    from distributed import Client, LocalCluster
+
+    cluster = (
+        LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, dashboard_address=None)
+        if address == "local"
+        else None
+    )
+    client = Client(cluster if cluster is not None else address)
+    for path in file_plugins():  # workers import user metric files under the same module name
+        client.upload_file(str(path))
+    try:
+        yield max(1, sum(client.nthreads().values()))
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def store_plan(ds: Any, options: Options) -> TokenPlan:
+    """The token plan of an opened store: its token coords, chunked as its hidden array is."""
+    return build_plan(
+        {k: np.asarray(ds[k].values) for k in TOKEN_VARS},
+        int(ds["hidden"].data.chunks[2][0]),
+        include_sinks=options.include_sinks,
+        sample_per_domain=options.sample_per_domain,
+        seed=options.seed,
+    )
+
+
+def lineage(
+    info: pd.DataFrame,
+) -> tuple[dict[str, str | None], dict[str, str | None], dict[str, list[str]]]:
+    """parent, base (root of the parent chain, if it is a stage-0 checkpoint) and ancestors."""
+    names = set(info["checkpoint"])
+    parent_of = dict(zip(info["checkpoint"], info["parent"], strict=True))
+    stage = dict(zip(info["checkpoint"], info["stage_index"], strict=True))
+    parent = {c: (p if p in names and p != c else None) for c, p in parent_of.items()}
+    base, anc = {}, {}
+    for c in info["checkpoint"]:
+        chain, cur = [], c
+        while parent[cur] is not None and parent[cur] not in chain and parent[cur] != c:
+            cur = parent[cur]
+            chain.append(cur)
+        anc[c] = chain
+        base[c] = cur if stage[cur] == 0 else None
+    return parent, base, anc
+
+
+@dataclass
+class _Run:
+    """What one run's steps share."""
+
+    ds: Any
+    plan: TokenPlan
+    ckpts: list[str]
+    layers: list[int]
+    options: Options
+    cache: MetricCache
+    recompute: bool
+    xp_name: str
+    reader: passes.BlockReader
+    raw_index: dict[str, int]
+    """Checkpoint name -> position in the store's checkpoint dim (complete or not)."""
+    summary: RunSummary
+    say: Callable[[str], None]
+    twins: dict[str, str]
+    """Checkpoint -> the checkpoint its data were copied from (repcollapse.analyze.engine.twins): not computed."""
+
+    def missing(self, c: str, m: Any, layer: int) -> bool:
+        if c in self.twins:
+            return False
+        key = (m.name, m.version, self.options.key(m.params), layer)
+        return self.recompute or key not in self.cache.done(c)
+
+
+def run_metrics(
+    store: str | Path,
+    out_dir: str | Path,
+    *,
+    metrics: Sequence[str] | None = None,
+    layers: Sequence[int] | None = None,
+    checkpoints: Sequence[str] | None = None,
+    options: Options | None = None,
+    scheduler_address: str | None = None,
+    group: str | None = None,
+    recompute: bool = False,
+    plugins: Sequence[str] = (),
+    log: Callable[[str], None] | None = None,
+) -> RunSummary:
+    """Compute the requested metrics (default: all) of a store and write the tables to out_dir.
+
+    metrics.parquet holds every cached value valid for the current registry versions and
+    options for the selected checkpoints and layers, so re-running one metric keeps the table
+    complete; ``recompute`` ignores the cache for the requested metrics. ``plugins``: metric
+    modules to import first (``repcollapse.analyze.plugins``; ``$REPCOLLAPSE_METRIC_PLUGINS`` too).
+    """
+    say = log or (lambda msg: print(msg, file=sys.stderr))
+    options = options or Options()
+    t_start = time.perf_counter()
+    summary = RunSummary(out_dir=Path(out_dir))
+    registry.ensure_loaded()
+    load_plugins(plugins)
+    for k in options.topk:
+        spectrum_topk(k)
+    wanted = registry.resolve(metrics)
+    attrs = read_attrs(store, group)
+    ds = open_store(store, group=group)
+    info = checkpoints_frame(ds, attrs)
+    all_names = list(info["checkpoint"])
+    ckpts = all_names if checkpoints is None else list(checkpoints)
+    bad = [c for c in ckpts if c not in all_names]
+    if bad:
+        raise ValueError(
+            f"checkpoints {bad} are not complete checkpoints of {store}; available: {all_names}"
+        )
+    n_layers = ds.sizes["layer"]
+    layer_list = list(range(n_layers)) if layers is None else [_layer(x, n_layers) for x in layers]
+    parent, base, ancestors = lineage(info)
+    plan = store_plan(ds, options)
+    run = _Run(
+        ds=ds,
+        plan=plan,
+        ckpts=ckpts,
+        layers=layer_list,
+        options=options,
+        cache=MetricCache(out_dir, str(attrs["store_id"])),
+        recompute=recompute,
+        xp_name=backend(options.backend).__name__.split(".")[0],
+        reader=passes.BlockReader(str(store), group),
+        raw_index=_raw_index(store, group),
+        summary=summary,
+        say=say,
+        twins=twin_sources(attrs.get("extraction_log", []), parent, base, ckpts),
+    )
+    to_read = layers_to_read(
+        ckpts,
+        layer_list,
+        n_layers,
+        wanted,
+        run.missing,
+        {"cross_base": base, "cross_parent": parent},
+    )
+    run.reader = verified_reader(store, group, list(to_read), run.raw_index, plan.token_chunk, say)
+    sinks = "included" if options.include_sinks else "excluded"
+    say(
+        f"analyze {store}: {len(ckpts)} checkpoint(s), layers {layer_list}, {plan.n_tokens} tokens "
+        f"({int(plan.cell_count.sum())} kept, sinks {sinks}), {len(wanted)} metric(s), "
+        f"backend {run.xp_name}"
+    )
+    with scheduler(scheduler_address) as n_parallel, _array_backend(run.xp_name):
+        t0 = time.perf_counter()
+        _moment_metrics(run, wanted, parent, base, n_parallel)
+        summary.seconds["moments"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        layerfree.function_metrics(
+            ds,
+            plan,
+            ckpts,
+            wanted,
+            options,
+            run.cache,
+            run.missing,
+            summary.computed,
+            run.reader,
+            run.raw_index,
+        )
+        summary.seconds["function"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    overlap, spectrum = layerfree.lora_metrics(
+        ds, attrs, ckpts, wanted, options, ancestors, run.cache, run.missing, summary.computed
+    )
+    summary.seconds["lora"] = time.perf_counter() - t0
+    alias_twins(run.cache, run.twins)
+
+    rows = _table_rows(run.cache, ckpts, set(layer_list), options)
+    derived = collapse_rows(rows) if len(rows) else pd.DataFrame()
+    if len(derived):
+        versions = {m.name: m.version for m in registry.REGISTRY if m.kind == "derived"}
+        derived = derived.assign(
+            metric_version=[versions[m] for m in derived["metric"]],
+            options_key=options.key(),
+            domain=ALL,
+            span=ALL,
+        )
+        rows = pd.concat([rows, derived[list(ROW_COLUMNS)]], ignore_index=True)
+    table = metrics_frame(
+        rows.drop(columns=["options_key"]),
+        str(attrs["store_id"]),
+        str(attrs.get("model_family", "")),
+        not options.include_sinks,
+    )
+    provenance = {
+        **dict(attrs),
+        "analysis": {
+            "options": options.as_dict(),
+            "metric_versions": {m.name: m.version for m in registry.REGISTRY},
+            "checkpoints": ckpts,
+            "layers": layer_list,
+            "group": group,
+            "backend": run.xp_name,
+            "scheduler": scheduler_address or "threads",
+            "reference_shift": "per (checkpoint, layer, domain): mean of the domain's kept rows in "
+            "the first chunk holding the domain; subtracted before the float32 products",
+            "centered_anisotropy": "exact: second pass with the selection means of the first",
+            "sinks_excluded": not options.include_sinks,
+        },
+    }
+    summary.tables = write_tables(out_dir, table, info, overlap, spectrum, provenance)
+    summary.seconds["total"] = time.perf_counter() - t_start
+    say(
+        f"wrote {len(table)} metric rows to {out_dir} in {summary.seconds['total']:.1f}s "
+        f"({summary.passes} passes; {len(summary.computed)} (checkpoint, metric, layer) results "
+        "computed in this run, any others served by the cache)"
+    )
+    return summary
+
+
+def _raw_index(store: str | Path, group: str | None) -> dict[str, int]:
+    root = zarr.open_group(str(store), mode="r")
+    names = (root[group] if group else root)["name"][:]
+    return {str(n): i for i, n in enumerate(np.asarray(names).tolist())}
+
+
+def _layer(x: int, n_layers: int) -> int:
+    if not -n_layers <= int(x) < n_layers:
+        raise ValueError(f"layer {x} out of range: the store has layers 0..{n_layers - 1}")
+    return int(x) % n_layers
+
+
+@contextlib.contextmanager
+def _array_backend(xp_name: str) -> Iterator[None]:
+    with dask.config.set({"array.backend": xp_name}):
+        yield
+
+
+def _moment_metrics(
+    run: _Run, wanted: list[Metric], parent: dict, base: dict, n_parallel: int
+) -> None:
+    """The one-pass accumulator for every (layer, checkpoint group) that misses a moment metric,
+    ``n_parallel`` passes per dask compute; the cache records each batch as it finishes."""
+    moment = [m for m in wanted if m.kind == "moment"]
+    d = run.ds.sizes["feature"]
+    jobs = []
+    for layer in run.layers:
+        todo = {c: [m for m in moment if run.missing(c, m, layer)] for c in run.ckpts}
+        todo = {c: ms for c, ms in todo.items() if ms}
+        if not todo:
+            continue
+        needs = frozenset(n for ms in todo.values() for m in ms for n in m.needs)
+        groups = passes.make_groups(
+            list(todo), base, parent, needs, run.plan.n_gram_blocks, d, run.options.memory_budget_mb
+        )
+        for g, (targets, members) in enumerate(groups):
+            cfg = moments.PassConfig(
+                layer=layer,
+                members=tuple(members),
+                targets=tuple(targets),
+                base=dict(base),
+                parent=dict(parent),
+                needs=needs,
+                precision=run.options.precision,
+                xp=run.xp_name,
+            )
+            jobs.append((cfg, g, {t: todo[t] for t in targets}))
+    token = uuid.uuid4().hex[:8]
+    n_chunks = len(run.plan.chunks)
+    for batch in _batches(
+        jobs, n_parallel, run.options.memory_budget_mb << 20, run.plan.n_gram_blocks, d
+    ):
+        tasks, keys = [], []
+        for cfg, g, todo in batch:
+            tasks += passes.pass_tasks(
+                run.reader, run.raw_index, d, run.plan, cfg, todo, run.options, token, g
+            )
+            keys += [(t, todo[t], cfg.layer) for t in cfg.targets]
+            run.summary.passes += 1
+            second = len(cfg.targets) if "centered_unit" in cfg.needs else 0
+            run.summary.blocks_read += n_chunks * (len(cfg.members) + second)
+        t0 = time.perf_counter()
+        results = dask.compute(*tasks)
+        for (t, ms, layer), rows in zip(keys, results, strict=True):
+            done = [(m.name, m.version, run.options.key(m.params), layer) for m in ms]
+            run.cache.add(t, rows_frame(rows), done)
+            run.summary.computed += [(t, m.name, layer) for m in ms]
+        run.say(
+            f"  layers {[cfg.layer for cfg, _, _ in batch]}: "
+            f"{sum(len(c.targets) for c, _, _ in batch)} target pass(es) in "
+            f"{time.perf_counter() - t0:.1f}s"
+        )
+
+
+def _batches(jobs: list, n_parallel: int, budget: int, n_blocks: int, d: int) -> list[list]:
+    """Passes run together: at most ``n_parallel``, and as many as fit the memory budget
+    together (at least one)."""
+    out: list[list] = []
+    used = 0
+    for job in jobs:
+        cfg = job[0]
+        size = passes.accumulator_bytes(n_blocks, d, len(cfg.members) + len(cfg.cross_pairs()))
+        if out and len(out[-1]) < n_parallel and used + size <= budget:
+            out[-1].append(job)
+            used += size
+        else:
+            out.append([job])
+            used = size
+    return out
+
+
+def _table_rows(
+    cache: MetricCache, ckpts: list[str], layers: set[int], options: Options
+) -> pd.DataFrame:
+    """Cached rows valid now: current registry version and options key, selected layers."""
+    valid = {}
+    for m in registry.REGISTRY:
+        if m.kind != "derived":
+            valid[m.name] = (m.version, options.key(m.params))
+    frames = []
+    for c in ckpts:
+        rows = cache.rows(c)
+        if rows.empty:
+            continue
+        base_name = rows["metric"].str.split("@").str[0]
+        ok = [
+            base in valid
+            and (int(v), k) == valid[base]
+            and (int(layer) in layers or int(layer) == -1 or base.startswith("lora"))
+            for base, v, k, layer in zip(
+                base_name, rows["metric_version"], rows["options_key"], rows["layer"], strict=True
+            )
+        ]
+        frames.append(rows[ok])
+    if not frames:
+        return pd.DataFrame(columns=list(ROW_COLUMNS))
+    out = pd.concat(frames, ignore_index=True)
+    return out.astype(
+        {"layer": np.int64, "metric_version": np.int64, "n_tokens": np.int64, "value": np.float64}
+    )

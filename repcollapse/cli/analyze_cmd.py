@@ -1,0 +1,248 @@
+"""`repcollapse analyze metrics|generated|stats|figures|report`: from the store alone, no model stack."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    p = sub.add_parser(
+        "metrics",
+        help="every metric of a store in one pass per (checkpoint, layer), cached, into Parquet",
+        description=(
+            "Write metrics.parquet (long form), checkpoints.parquet, lora_overlap.parquet, "
+            "lora_spectrum.parquet and provenance.json to --out. Results are cached in "
+            "OUT/cache by (store, checkpoint, metric, version, options): a re-run computes only "
+            "what is missing (new checkpoints, layers, metrics, options). metrics.parquet holds "
+            "every cached value valid for the current options, so re-running one metric keeps "
+            "the table complete."
+        ),
+    )
+    p.add_argument("store", help="path or fsspec URL of the activation store")
+    p.add_argument("--out", required=True, help="tables directory (created if missing)")
+    p.add_argument(
+        "--metrics", nargs="+", metavar="NAME", help="only these (and what they need); default all"
+    )
+    p.add_argument(
+        "--layers",
+        nargs="+",
+        type=int,
+        metavar="L",
+        help="hidden layers (negative: from the end); default all",
+    )
+    p.add_argument(
+        "--checkpoints",
+        nargs="+",
+        metavar="NAME",
+        help="complete checkpoints to analyse; default all",
+    )
+    p.add_argument(
+        "--include-sinks",
+        action="store_true",
+        help="keep attention-sink tokens (excluded by default)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("float32", "float64"),
+        default="float32",
+        help="per-chunk products in float32 (default; float64 accumulation) or all float64",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDR",
+        help="dask scheduler: 'threads' (default), 'sync', 'local' (a LocalCluster) or a dask.distributed address",
+    )
+    p.add_argument(
+        "--temperature",
+        nargs="+",
+        type=float,
+        default=(),
+        metavar="T",
+        help="also compute the function metrics at these temperatures from the last hidden layer",
+    )
+    p.add_argument(
+        "--topk",
+        nargs="+",
+        type=int,
+        default=(1, 10),
+        metavar="K",
+        help="k of topk_var_<k> (default 1 10)",
+    )
+    p.add_argument(
+        "--lora-k",
+        type=int,
+        default=8,
+        help="top-k singular vectors in the LoRA overlap (default 8)",
+    )
+    p.add_argument(
+        "--sample-per-domain",
+        type=int,
+        default=300,
+        help="rows per domain for the probe and silhouette (default 300)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the subsample, probe and label shuffle (default 0)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("auto", "numpy", "cupy"),
+        default="auto",
+        help="array backend (default auto: CuPy if a GPU is usable)",
+    )
+    p.add_argument(
+        "--memory-budget-mb",
+        type=int,
+        default=1024,
+        help="accumulator memory of the passes running at once, MiB (default %(default)s)",
+    )
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="a .py file or module name that registers metrics, imported first (repeatable; "
+        "also $REPCOLLAPSE_METRIC_PLUGINS)",
+    )
+    p.add_argument("--group", help="store sub-group to analyse (e.g. a generated-output probe)")
+    p.add_argument(
+        "--recompute", action="store_true", help="ignore the cache for the requested metrics"
+    )
+    p.add_argument("--list", action="store_true", help="list the registered metrics and exit")
+    p.set_defaults(handler=_metrics)
+
+    p = sub.add_parser(
+        "generated",
+        help="the generated-output probe (extract --generate N): distinct-n and spectra",
+        description=(
+            "For every complete generated sub-store: distinct-1/2/3 and mean completion length "
+            "of the sampled completions (per domain and overall), and the moment metrics of its "
+            "tokens (read span 'response' for the generated tokens), into OUT/generated.parquet "
+            "(same columns as metrics.parquet; a DuckDB view 'generated' for repcollapse query)."
+        ),
+    )
+    p.add_argument("store", help="path of the activation store")
+    p.add_argument("--out", required=True, help="tables directory (created if missing)")
+    p.add_argument(
+        "--metrics",
+        nargs="+",
+        metavar="NAME",
+        help="moment metrics (default: spectrum and anisotropy, those without a reference)",
+    )
+    p.add_argument("--layers", nargs="+", type=int, metavar="L", help="default all")
+    p.add_argument("--scheduler", metavar="ADDR", help="as for 'analyze metrics'")
+    p.set_defaults(handler=_generated)
+
+    p = sub.add_parser(
+        "stats", help="regressions, stage/order effects, Pareto, falsification tables"
+    )
+    p.add_argument(
+        "tables_dir", metavar="TABLES_DIR", help="directory written by 'analyze metrics'"
+    )
+    p.set_defaults(handler=_stats)
+    p = sub.add_parser("figures", help="figures (HTML and PNG) from the tables")
+    p.add_argument("tables_dir", metavar="TABLES_DIR")
+    p.add_argument("--out", required=True, help="directory for the figures")
+    p.set_defaults(handler=_figures)
+    p = sub.add_parser("report", help="one self-contained HTML report")
+    p.add_argument("tables_dir", metavar="TABLES_DIR")
+    p.add_argument("--out", default="report.html", help="report file (default report.html)")
+    p.set_defaults(handler=_report)
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    import sys
+
+    from repcollapse.analyze import registry
+    from repcollapse.analyze.engine.runner import run_metrics
+    from repcollapse.analyze.options import Options
+    from repcollapse.analyze.plugins import MetricFailed, PluginError, load_plugins
+
+    try:
+        registry.ensure_loaded()
+        load_plugins(args.plugin)
+    except (PluginError, ValueError) as exc:
+        print(f"repcollapse analyze metrics: {exc}")
+        return 2
+    if args.list:
+        for m in registry.ensure_loaded():
+            print(f"{m.name:<24} v{m.version}  {m.kind:<8} {m.description}")
+        return 0
+    try:
+        if args.metrics:
+            for name in args.metrics:
+                registry.get(name)
+        options = Options(
+            include_sinks=args.include_sinks,
+            precision=args.precision,
+            topk=tuple(args.topk),
+            sample_per_domain=args.sample_per_domain,
+            seed=args.seed,
+            lora_k=args.lora_k,
+            temperatures=tuple(args.temperature),
+            backend=args.backend,
+            memory_budget_mb=args.memory_budget_mb,
+        )
+    except (LookupError, ValueError) as exc:
+        print(f"repcollapse analyze metrics: {exc}")
+        return 2
+    try:
+        summary = run_metrics(
+            args.store,
+            args.out,
+            metrics=args.metrics,
+            layers=args.layers,
+            checkpoints=args.checkpoints,
+            options=options,
+            scheduler_address=args.scheduler,
+            group=args.group,
+            recompute=args.recompute,
+            plugins=args.plugin,
+        )
+    except MetricFailed as exc:  # a metric's code raised: a failed run, the cache kept
+        print(f"repcollapse analyze metrics: {exc}", file=sys.stderr)
+        return 1
+    except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
+        print(f"repcollapse analyze metrics: {exc}")
+        return 2
+    for name, path in summary.tables.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def _generated(args: argparse.Namespace) -> int:
+    from repcollapse.analyze.engine.generated import run_generated
+
+    try:
+        run_generated(
+            args.store,
+            args.out,
+            metrics=args.metrics,
+            layers=args.layers,
+            scheduler_address=args.scheduler,
+        )
+    except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
+        print(f"repcollapse analyze generated: {exc}")
+        return 2
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from repcollapse.analyze.stats.regression import main_stats
+
+    return main_stats(args)
+
+
+def _figures(args: argparse.Namespace) -> int:
+    from repcollapse.analyze.report.figures import main_figures
+
+    return main_figures(args)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from repcollapse.analyze.report.html import main_report
+
+    return main_report(args)

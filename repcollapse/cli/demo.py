@@ -1,0 +1,208 @@
+"""The whole instrument end to end, as a recipe of CLI steps (read it top to bottom).
+
+    repcollapse demo [--out demo_out] [--model DIR] [--budget demo|paper] [--set KEY=VALUE ...]
+
+1. data build         probe corpus, pools, future tasks
+2. train base         checkpoint 0 (embedded SmolLM2-135M-Instruct unless --model)
+3. train run          sequence A, the matched-token general-SFT control, and A with 10% replay
+4. extract            every checkpoint into one store (teacher-forced probe)
+5. store validate
+6. analyze metrics    -> tables/*.parquet (no torch in that process)
+7. analyze stats, figures, report -> report.html
+
+Every step runs as its own process (so the analysis steps never import torch) and is skipped
+when its output is already complete, so re-running is cheap and an interrupted demo continues
+where it stopped.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    out: Path
+    model: str | None = None
+    budget: str = "demo"
+    probe_per_domain: int = 12
+    """Probe records per domain (72 in all). The forward pass of extraction is the cost: 20 per
+    domain took 260 s for 13 checkpoints on 2 cores, 12 take ~60% of that."""
+    token_cap_per_span: int = 250
+    layer_stride: int = 3
+    """Analyse every k-th layer and the last (SmolLM2: 0, 3, ..., 30 of 31); 1 = every layer.
+    The store holds every layer either way, so `analyze metrics --layers` can add the rest
+    later without re-extracting. Derivation costs ~0.8 s per (checkpoint, layer): all 31 layers
+    took 318 s of the previous demo's 31 minutes; 11 layers take 82 s."""
+    sequences: tuple[str, ...] = ("A", "control", "A_replay10")
+    seed: int = 0
+    train_overrides: tuple[str, ...] = ()
+    """``--set KEY=VALUE`` strings passed to every ``train run`` (e.g. a smaller budget)."""
+    future_tasks: tuple[str, ...] = ("sentiment",)
+    """Future tasks of the evaluation; ('all',) = every task of the data directory. Default:
+    sentiment only. Measured on SmolLM2 at the demo budget, cipher and base_convert score 0 at
+    every adaptation step of every checkpoint (no information), and each costs ~15 s of the
+    ~95 s evaluation of every checkpoint."""
+
+    def __post_init__(self) -> None:
+        if self.budget not in ("demo", "paper"):
+            raise ValueError(f"DemoSettings.budget: expected demo or paper, found {self.budget!r}")
+        if self.probe_per_domain < 4:
+            raise ValueError(
+                f"DemoSettings.probe_per_domain: expected >= 4, found {self.probe_per_domain}"
+            )
+        if self.layer_stride < 1:
+            raise ValueError(f"DemoSettings.layer_stride: expected >= 1, found {self.layer_stride}")
+        if not self.future_tasks:
+            raise ValueError("DemoSettings.future_tasks: expected at least one name or 'all'")
+
+
+def _run(step: str, args: list[str], log: Path) -> float:
+    """Run one CLI step in its own process; raise with the log tail on failure."""
+    cmd = [sys.executable, "-m", "repcollapse.cli.main", *args]
+    print(f"[demo] {step}: repcollapse {shlex.join(args)}", flush=True)
+    t0 = time.perf_counter()
+    with log.open("a") as fh:
+        fh.write(f"\n$ repcollapse {shlex.join(args)}\n")
+        fh.flush()
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT)
+    dt = time.perf_counter() - t0
+    if proc.returncode != 0:
+        tail = "\n".join(log.read_text().splitlines()[-30:])
+        raise RuntimeError(
+            f"demo step '{step}' failed (exit {proc.returncode}); last log lines:\n{tail}"
+        )
+    print(f"[demo] {step}: done in {dt:.0f} s", flush=True)
+    return dt
+
+
+def _overrides(settings: DemoSettings) -> list[str]:
+    out = []
+    if settings.future_tasks != ("all",):
+        names = ", ".join(f'"{t}"' for t in settings.future_tasks)
+        out.append(f"budget.{settings.budget}.eval.future_tasks=[{names}]")
+    return out + list(settings.train_overrides)
+
+
+def analysed_layers(store: Path, stride: int) -> list[int]:
+    """Every ``stride``-th layer of the store and its last (the input of the unembedding)."""
+    import zarr
+
+    n_layers = zarr.open_array(store / "hidden", mode="r").shape[1]
+    return sorted(set(range(0, n_layers, stride)) | {n_layers - 1})
+
+
+def checkpoint_dirs(runs: Path) -> list[Path]:
+    """Complete checkpoint directories (those with a manifest), in training order."""
+    return sorted(p.parent for p in runs.glob("*/*/*/manifest.json"))
+
+
+def run_demo(settings: DemoSettings) -> Path:
+    out = settings.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "demo.log"
+    data, base, runs = out / "data", out / "base", out / "runs"
+    store, tables, report = out / "store.zarr", out / "tables", out / "report.html"
+    timings: dict[str, float] = {}
+
+    if not (data / "MANIFEST.json").exists():
+        timings["data"] = _run(
+            "data",
+            [
+                "data",
+                "build",
+                "--out",
+                str(data),
+                "--seed",
+                str(settings.seed),
+                "--probe-per-domain",
+                str(settings.probe_per_domain),
+            ],
+            log,
+        )
+    if not (base / "manifest.json").exists():
+        args = [
+            "train",
+            "base",
+            "--out",
+            str(base),
+            "--seed",
+            str(settings.seed),
+        ]  # evaluated by the first `train run`, with exactly its evaluation settings
+        if settings.model:
+            args += ["--model", settings.model]
+        timings["base"] = _run("base", args, log)
+    for seq in settings.sequences:
+        # One run directory per config (mitigated variants share the sequence name). train run
+        # skips stages whose checkpoint is complete, so this is cheap on a re-run.
+        timings[f"train {seq}"] = _run(
+            f"train {seq}",
+            [
+                "train",
+                "run",
+                seq,
+                "--out",
+                str(runs / seq),
+                "--base",
+                str(base),
+                "--data",
+                str(data),
+                "--budget",
+                settings.budget,
+                "--seed",
+                str(settings.seed),
+                # the control's and the replay chain's first stage equal A's: linked, not retrained
+                "--reuse",
+                str(runs),
+                *[a for o in _overrides(settings) for a in ("--set", o)],
+            ],
+            log,
+        )
+    ckpts = [base, *checkpoint_dirs(runs)]
+    # extract skips checkpoints already complete in the store
+    timings["extract"] = _run(
+        "extract",
+        [
+            "extract",
+            "--store",
+            str(store),
+            "--probe",
+            str(data / "probe.jsonl"),
+            "--token-cap-per-span",
+            str(settings.token_cap_per_span),
+            *map(str, ckpts),
+        ],
+        log,
+    )
+    timings["validate"] = _run("validate", ["store", "validate", str(store)], log)
+    layers = [str(x) for x in analysed_layers(store, settings.layer_stride)]
+    timings["metrics"] = _run(
+        "metrics",
+        ["analyze", "metrics", str(store), "--out", str(tables), "--layers", *layers],
+        log,
+    )
+    timings["stats"] = _run("stats", ["analyze", "stats", str(tables)], log)
+    timings["figures"] = _run(
+        "figures", ["analyze", "figures", str(tables), "--out", str(out / "figures")], log
+    )
+    timings["report"] = _run(
+        "report", ["analyze", "report", str(tables), "--out", str(report)], log
+    )
+
+    from repcollapse.analyze.report.html import stage_table
+
+    print("\nStage table (paper Table 4 form):")
+    print(stage_table(tables).to_string(index=False))
+    total = sum(timings.values())
+    print(
+        "\nStep times: "
+        + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items())
+        + f"; total {total:.0f}s"
+    )
+    print(f"\nreport: {report}")
+    return report

@@ -1,0 +1,57 @@
+"""`repcollapse demo`: the whole chain end to end (see repcollapse/cli/demo.py)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
+    parser.add_argument("--model", help="local HF causal-LM directory (default: embedded SmolLM2)")
+    parser.add_argument("--budget", default="demo", choices=["demo", "paper"])
+    parser.add_argument(
+        "--probe-per-domain", type=int, default=12, help="probe records per domain (default 12)"
+    )
+    parser.add_argument("--token-cap-per-span", type=int, default=250)
+    parser.add_argument(
+        "--layer-stride",
+        type=int,
+        default=3,
+        help="analyse every k-th layer and the last (default 3; 1 = all; the store has all)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--future-task",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="future task(s) of the behavioural evaluation (repeatable; default: sentiment, the "
+        "one SmolLM2 learns at all in the demo budget's 4 adaptation steps; 'all' for every task)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override passed to every `train run` (repeatable)",
+    )
+    parser.set_defaults(handler=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from repcollapse.cli.demo import DemoSettings, run_demo
+
+    settings = DemoSettings(
+        out=Path(args.out),
+        model=args.model,
+        budget=args.budget,
+        probe_per_domain=args.probe_per_domain,
+        token_cap_per_span=args.token_cap_per_span,
+        layer_stride=args.layer_stride,
+        seed=args.seed,
+        train_overrides=tuple(args.set),
+        future_tasks=tuple(args.future_task or DemoSettings.future_tasks),
+    )
+    run_demo(settings)
+    return 0

@@ -1,0 +1,259 @@
+"""Teacher-forced forward passes and the chunk buffer that writes them to the store.
+
+Batches are consecutive examples in store order, padded on the right with an attention mask
+and explicit per-token positions, so a token's states do not depend on the batch it is in (up
+to float rounding) and the tokens of one batch are one contiguous store range. The hidden
+states of every layer come from one forward of the decoder with ``output_hidden_states``; the
+last stored layer is the decoder's ``last_hidden_state`` (after the final norm, the input of the
+unembedding) whatever the model's ``hidden_states[-1]`` convention is.
+
+``ChunkBuffer`` holds one token chunk per layer (and the token variables of that chunk) and
+writes chunk-aligned blocks, optionally from a background thread while the next chunk fills
+(then two chunks at most): memory stays flat in the number of batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from repcollapse.extract.logits import LogitStatistics
+from repcollapse.extract.tokens import TokenizedExample
+from repcollapse.store_schema import schema as S
+from repcollapse.store_schema.writer import StoreWriter
+
+FLOAT16_MAX = 65504.0
+
+
+class HiddenRangeError(ValueError):
+    """Hidden states that float16 cannot hold: refused rather than stored as inf/NaN.
+
+    A ValueError, so the CLI prints it as one message. Storing bfloat16 instead would keep such
+    a model but change the dtype of ``hidden`` for every reader; a model whose residual stream
+    exceeds 65504 is rare and almost always broken, so the extraction stops and says where.
+    """
+
+
+def make_batches(
+    examples: Sequence[TokenizedExample], batch_size: int
+) -> list[list[TokenizedExample]]:
+    """Consecutive groups of ``batch_size`` examples (store order is kept)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer, found {batch_size}")
+    return [list(examples[i : i + batch_size]) for i in range(0, len(examples), batch_size)]
+
+
+def pad_batch(
+    batch: Sequence[TokenizedExample], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask, position_ids), right-padded to the longest example."""
+    length = max(len(ex.input_ids) for ex in batch)
+    ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), length), dtype=torch.long)
+    for row, ex in enumerate(batch):
+        ids[row, : len(ex.input_ids)] = torch.from_numpy(ex.input_ids)
+        mask[row, : len(ex.input_ids)] = 1
+    positions = torch.arange(length).unsqueeze(0).expand(len(batch), -1)
+    return ids.to(device), mask.to(device), positions.to(device)
+
+
+def autocast_context(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on GPU; plain float32 on CPU (deterministic, and CPU bf16 is slow)."""
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@dataclass
+class BatchOutput:
+    hidden: np.ndarray
+    """(layer, n_kept, feature) float16 of the batch's kept tokens, in store order."""
+    stats: dict[str, np.ndarray]
+    """Logit statistics and top-k per kept token."""
+    max_abs: np.ndarray
+    """(layer,) largest |h| before the float16 cast (float16 overflows above 65504)."""
+
+
+def forward_batch(
+    model: torch.nn.Module,
+    batch: Sequence[TokenizedExample],
+    *,
+    pad_id: int,
+    device: torch.device,
+    stats: LogitStatistics,
+) -> BatchOutput:
+    ids, mask, positions = pad_batch(batch, pad_id, device)
+    rows = torch.cat(
+        [torch.full((len(ex.keep),), r, dtype=torch.long) for r, ex in enumerate(batch)]
+    )
+    cols = torch.cat([torch.from_numpy(ex.keep) for ex in batch])
+    targets = torch.cat(
+        [torch.from_numpy(np.append(ex.input_ids[1:], -1)[ex.keep]) for ex in batch]
+    )
+    rows, cols, targets = rows.to(device), cols.to(device), targets.to(device)
+    with torch.inference_mode(), autocast_context(device):
+        out = model.base_model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            output_hidden_states=True,
+            use_cache=False,
+        )
+        states = [*out.hidden_states[:-1], out.last_hidden_state]
+        del out
+        # Gather the kept tokens layer by layer straight into float16: no float32 copy of all
+        # layers, and the range check needs no |h| temporary (aminmax is one pass).
+        hidden = torch.empty(
+            (len(states), len(rows), states[0].shape[-1]), dtype=torch.float16, device=device
+        )
+        max_abs = torch.empty(len(states), dtype=torch.float32, device=device)
+        for layer, h in enumerate(states):
+            kept = h[rows, cols]
+            lo, hi = torch.aminmax(kept)
+            max_abs[layer] = torch.maximum(lo.abs(), hi.abs()).float()
+            hidden[layer] = kept
+        del states
+        token_stats = stats(kept, targets)
+    return BatchOutput(hidden.cpu().numpy(), token_stats, max_abs.cpu().numpy())
+
+
+class _Chunk:
+    """Buffers of one token chunk: hidden (layer, chunk, feature) and the token variables."""
+
+    def __init__(self, n_layers: int, chunk: int, n_features: int, topk: int) -> None:
+        self.hidden = np.empty((n_layers, chunk, n_features), np.float16)
+        self.vars: dict[str, np.ndarray] = {
+            name: np.empty(chunk, spec.dtype) for name, spec in S.LOGIT_STATS.items()
+        }
+        self.vars[S.TOPK_IDS.name] = np.empty((chunk, topk), np.int32)
+        self.vars[S.TOPK_LOGPROBS.name] = np.empty((chunk, topk), np.float16)
+
+
+class ChunkBuffer:
+    """Collects tokens into one chunk of every layer and writes chunk-aligned blocks.
+
+    With ``write_behind`` the full chunk is written by a background thread while the next one
+    fills (file writes release the GIL, so they overlap the forward passes): two chunk buffers
+    then exist, one filling and one being written, and never more. ``close`` waits for the
+    last write, so the caller's completion mark still comes after every chunk.
+    """
+
+    def __init__(
+        self,
+        writer: StoreWriter,
+        index: int,
+        *,
+        n_layers: int,
+        n_features: int,
+        n_tokens: int,
+        topk: int,
+        after_write: Callable[[], None] = lambda: None,
+        write_behind: bool = False,
+    ) -> None:
+        self.writer, self.index, self.after_write = writer, index, after_write
+        self.chunk = min(writer.token_chunk, n_tokens)
+        self.n_tokens = n_tokens
+        self._shape = (n_layers, self.chunk, n_features, topk)
+        self._filling = _Chunk(*self._shape)
+        self._spare: _Chunk | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1) if write_behind else None
+        self._pending: Future | None = None
+        self.t0 = 0
+        self.fill = 0
+
+    def add(
+        self, hidden: np.ndarray, stats: dict[str, np.ndarray], max_abs: np.ndarray | None = None
+    ) -> None:
+        """Buffer a batch; ``max_abs`` (per layer, before the float16 cast) is range-checked
+        first, so no chunk holding an out-of-range value is ever written."""
+        if max_abs is not None:
+            self.check_range(max_abs)
+        n, pos = hidden.shape[1], 0
+        while pos < n:
+            take = min(self.chunk - self.fill, n - pos)
+            buf = self._filling
+            buf.hidden[:, self.fill : self.fill + take] = hidden[:, pos : pos + take]
+            for name, arr in buf.vars.items():
+                arr[self.fill : self.fill + take] = stats[name][pos : pos + take]
+            self.fill += take
+            pos += take
+            if self.fill == self.chunk:
+                self.flush()
+
+    def check_range(self, max_abs: np.ndarray) -> None:
+        """Raise HiddenRangeError naming checkpoint, layer and largest |h| if float16 overflows."""
+        max_abs = np.asarray(max_abs, dtype=np.float64)
+        bad = ~np.isfinite(max_abs) | (max_abs > FLOAT16_MAX)
+        if not bad.any():
+            return
+        layers = np.flatnonzero(bad).tolist()
+        # NaN first: a NaN layer has no magnitude to report.
+        nan = [layer for layer in layers if np.isnan(max_abs[layer])]
+        worst = nan[0] if nan else int(layers[int(np.argmax(max_abs[layers]))])
+        found = "NaN" if nan else f"max |h| {max_abs[worst]:.6g}"
+        name = self.writer.names()[self.index]
+        raise HiddenRangeError(
+            f"checkpoint {name!r}: hidden states do not fit float16 (at most {FLOAT16_MAX:.0f}): "
+            f"found {found} in layer {worst} (layers out of range: {layers}, tokens "
+            f"{self.t0 + self.fill} onwards); refused: the checkpoint is not marked complete, so "
+            "readers do not see it"
+        )
+
+    def _write(self, buf: _Chunk, t0: int, n: int) -> _Chunk:
+        self.writer.write_hidden(self.index, t0, buf.hidden[:, :n])
+        self.after_write()
+        self.writer.write_token_vars(self.index, t0, {k: v[:n] for k, v in buf.vars.items()})
+        self.after_write()
+        return buf
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            self._spare = self._pending.result()  # re-raises a failed write
+            self._pending = None
+
+    def flush(self) -> None:
+        if not self.fill:
+            return
+        if self.t0 + self.fill > self.n_tokens:
+            raise ValueError(
+                f"more tokens than the store holds: {self.t0 + self.fill} > {self.n_tokens}"
+            )
+        if self._pool is None:
+            self._write(self._filling, self.t0, self.fill)
+        else:
+            self._wait()
+            self._pending = self._pool.submit(self._write, self._filling, self.t0, self.fill)
+            self._filling = self._spare or _Chunk(*self._shape)
+            self._spare = None
+        self.t0 += self.fill
+        self.fill = 0
+
+    def close(self) -> None:
+        try:
+            self.flush()
+            self._wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+        if self.t0 != self.n_tokens:
+            raise ValueError(f"wrote {self.t0} tokens, the store holds {self.n_tokens}")
+
+
+def iterate_outputs(
+    model: torch.nn.Module,
+    examples: Sequence[TokenizedExample],
+    *,
+    batch_size: int,
+    pad_id: int,
+    device: torch.device,
+    stats: LogitStatistics,
+) -> Iterator[tuple[int, BatchOutput]]:
+    """(tokens in the batch, output) per batch, in store order."""
+    for batch in make_batches(examples, batch_size):
+        out = forward_batch(model, batch, pad_id=pad_id, device=device, stats=stats)
+        yield out.hidden.shape[1], out

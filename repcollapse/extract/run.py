@@ -1,0 +1,459 @@
+"""The extraction loop: checkpoints -> the activation store (``repcollapse extract``).
+
+For each checkpoint directory (``manifest.json`` required: a directory without one is an
+incomplete checkpoint and is refused before anything runs):
+
+1. the store is created from the first checkpoint (layers, width, vocab, LoRA modules, token
+   coordinates, provenance attrs) or, if it exists, checked against this run before anything
+   is written (repcollapse.extract.store_io);
+2. a checkpoint already complete in the store is skipped; one whose weight files are those of
+   a checkpoint already complete (hard links: ``train run --reuse``) gets a copy of its data
+   (repcollapse.extract.twins);
+3. the unembedding is added (deduplicated by content), the slot is reserved (an incomplete
+   checkpoint of the same name keeps its slot), the LoRA factors and behaviour are written, the
+   probe is run batch by batch through a chunk buffer (one chunk per layer filling, one being
+   written by a background thread), and ``complete`` is set LAST, after every chunk is on disk;
+4. with ``--generate N``, the checkpoint's sampled completions go to their own sub-store
+   (repcollapse.extract.generate).
+
+Devices: ``auto`` picks CUDA when present (bf16 autocast for the forward; logit statistics in
+float32 regardless), else CPU in float32.
+
+Resuming: a killed run leaves the checkpoint incomplete; re-running the same command rewrites
+every chunk of that slot with the same values (fixed batch composition, deterministic
+algorithms on CPU) and then marks it complete, so the store equals an uninterrupted run.
+
+``REPCOLLAPSE_EXTRACT_KILL_AT=n`` (tests only) SIGKILLs the process right after its n-th step
+of the store's write protocol (repcollapse.store_schema.protocol: the steps inside create, add_head and
+reserve, each LoRA module, behaviour, each hidden chunk, each token-variable chunk, the
+completion mark), to prove resumability.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from repcollapse.extract.checkpoints import (
+    CheckpointSource,
+    check_loadable,
+    check_same_model,
+    checkpoint_coords,
+    load_config,
+    load_model,
+    model_geometry,
+    read_checkpoint,
+    update_factors,
+)
+from repcollapse.extract.preflight import (
+    UsageError,
+    check_reused_names,
+    check_store_path,
+    weights_sha256,
+)
+from repcollapse.extract.store_io import (
+    TOPK,
+    Geometry,
+    code_version,
+    create_or_check,
+    update_attr_list,
+)
+from repcollapse.extract.tokens import TokenPlan, build_plan, tokenizer_fingerprint
+from repcollapse.extract.twins import copy_twin, find_twin
+from repcollapse.store_schema.problems import Problem, SchemaError
+from repcollapse.store_schema.protocol import KILL_ENV as PROTOCOL_KILL_ENV
+from repcollapse.store_schema.protocol import protocol_step
+from repcollapse.store_schema.records import (
+    ProbeRecord,
+    probe_corpus_hash,
+    probe_sources,
+    read_manifest,
+    read_probe_jsonl,
+)
+from repcollapse.store_schema.writer import StoreWriter
+
+KILL_ENV = PROTOCOL_KILL_ENV
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Every flag of ``repcollapse extract``; recorded in the store's ``extraction_config``."""
+
+    batch_size: int = field(default=8, metadata={"help": "examples per forward pass"})
+    max_length: int = field(default=512, metadata={"help": "tokens per example (truncated)"})
+    token_cap_per_span: int | None = field(
+        default=None, metadata={"help": "keep at most N tokens per (domain, span); None: all"}
+    )
+    seed: int = field(default=0, metadata={"help": "splits, token sampler, generation"})
+    generate: int = field(default=0, metadata={"help": "sampled completions per prompt (0: none)"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
+    token_chunk: int = field(default=4096, metadata={"help": "tokens per store chunk"})
+    logit_slice: int = field(default=256, metadata={"help": "tokens per float32 logit slice"})
+    write_behind: bool = field(
+        default=True, metadata={"help": "write each full chunk from a thread while the next fills"}
+    )
+    gen_temperature: float = 0.7
+    gen_max_new_tokens: int = 48
+    progress: bool = field(default=True, metadata={"help": "tqdm progress bar"})
+
+    def __post_init__(self) -> None:
+        minimum = {
+            "batch_size": 1,
+            "max_length": 1,
+            "token_chunk": 1,
+            "logit_slice": 1,
+            "gen_max_new_tokens": 1,
+            "generate": 0,
+            "token_cap_per_span": 1,
+        }
+        for name, low in minimum.items():
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or value < low):
+                raise UsageError(f"{_field(name)}: expected an integer >= {low}, found {value!r}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise UsageError(
+                f"{_field('device')}: expected auto, cpu or cuda, found {self.device!r}"
+            )
+
+    def recorded(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "progress"}
+
+
+_FLAGS = (
+    "batch_size",
+    "max_length",
+    "token_cap_per_span",
+    "seed",
+    "generate",
+    "device",
+    "token_chunk",
+)
+
+
+def _field(name: str) -> str:
+    """The field and, where the CLI sets it, its flag: the user typed the flag."""
+    flag = f" (--{name.replace('_', '-')})" if name in _FLAGS else ""
+    return f"ExtractConfig.{name}{flag}"
+
+
+@dataclass
+class CheckpointResult:
+    name: str
+    status: str
+    """'extracted', 'copied' (from a twin: repcollapse.extract.twins) or 'skipped' (already complete)."""
+    tokens: int = 0
+    seconds: float = 0.0
+    """Wall time for the checkpoint, model loading included."""
+    load_seconds: float = 0.0
+    """Loading the model and its LoRA factors / full-FT delta SVD."""
+    probe_seconds: float = 0.0
+    """The teacher-forced probe: forward, statistics and store writes."""
+    probe_cpu_seconds: float = 0.0
+    """CPU time of the process (all threads) during the probe: robust to a busy machine."""
+    generated: str = ""
+
+
+class WriteCounter:
+    """Marks each store write of extract as a step of the write protocol: repcollapse.store_schema.protocol
+    counts these and its own steps (inside create, each resize of reserve, ...) as one sequence,
+    and SIGKILLs the process at the n-th when ``KILL_ENV`` asks."""
+
+    def __call__(self) -> None:
+        protocol_step("extract: write")
+
+
+def resolve_device(name: str) -> Any:
+    """The torch device; a CUDA device that this machine does not have is a usage error."""
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index or 0) >= count:
+            raise UsageError(
+                f"--device {name}: expected a CUDA device, found {count} on this machine "
+                "(use --device cpu or auto)"
+            )
+    return device
+
+
+def _tokenizer_of(path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+
+
+@contextmanager
+def _deterministic() -> Any:
+    import torch
+
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+@dataclass
+class Job:
+    """What every checkpoint of one ``extract`` call shares."""
+
+    store: str | Path
+    records: list[ProbeRecord]
+    plan: TokenPlan
+    tokenizer: Any
+    geometry: Geometry
+    attrs: dict[str, Any]
+    config: ExtractConfig
+    device: Any
+    writer: StoreWriter
+    counter: WriteCounter
+    by_name: dict[str, CheckpointSource]
+    hashes: dict[str, str] = field(default_factory=dict)
+    """Weights sha256 per checkpoint name, where already computed (repcollapse.extract.preflight)."""
+
+    def weights_sha256(self, src: CheckpointSource) -> str:
+        name = src.manifest.name
+        if name not in self.hashes:
+            self.hashes[name] = weights_sha256(src)
+        return self.hashes[name]
+
+
+def extract(
+    store: str | Path,
+    probe: str | Path,
+    checkpoints: Sequence[str | Path],
+    config: ExtractConfig = ExtractConfig(),
+) -> list[CheckpointResult]:
+    """Extract every checkpoint into ``store``; returns what was done per checkpoint.
+
+    Everything is checked before anything is written (the store path, the probe, every
+    checkpoint's manifest, weights and config, the device, the tokenizers, a reused name's
+    weights): a bad input leaves no store, lock file or partial slot behind."""
+    if not checkpoints:
+        raise UsageError("extract: expected at least one checkpoint directory, found none")
+    check_store_path(store)
+    records = read_probe_jsonl(probe)
+    dirs = {read_manifest(p).name: Path(p) for p in checkpoints}
+    sources = [read_checkpoint(p, dirs) for p in checkpoints]
+    names = [s.manifest.name for s in sources]
+    if len(set(names)) != len(names):
+        raise UsageError(f"extract: checkpoint names must be unique, found {names}")
+    for src in sources:
+        check_loadable(src)
+    configs = [load_config(s.model_dir) for s in sources]
+    check_same_model(sources, configs)
+    device = resolve_device(config.device)
+    hashes = check_reused_names(store, sources)
+    tokenizer = _tokenizer_of(sources[0].tokenizer_dir)
+    fingerprint = tokenizer_fingerprint(tokenizer)
+    for src in sources[1:]:
+        other = tokenizer_fingerprint(_tokenizer_of(src.tokenizer_dir))
+        if other["vocab_sha256"] != fingerprint["vocab_sha256"]:
+            raise SchemaError(
+                [
+                    Problem(
+                        f"{src.path} tokenizer",
+                        f"expected vocab sha256 {fingerprint['vocab_sha256']} (as {sources[0].path}), "
+                        f"found {other['vocab_sha256']}",
+                        "tokenizer_mismatch",
+                    )
+                ]
+            )
+    plan = build_plan(
+        tokenizer,
+        records,
+        max_length=config.max_length,
+        token_cap_per_span=config.token_cap_per_span,
+        seed=config.seed,
+    )
+    geometry = model_geometry(configs[0])
+    first = sources[0].manifest
+    attrs = {
+        "probe_hash": probe_corpus_hash(records),
+        "probe_sources": probe_sources(records),
+        "model_id": first.base_model
+        or str(getattr(configs[0], "_name_or_path", ""))
+        or sources[0].path.name,
+        "model_family": first.model_family or str(configs[0].model_type),
+        "tokenizer": fingerprint,
+        "code_version": code_version(),
+        "extraction_config": {
+            **config.recorded(),
+            "probe_file": str(probe),
+            "hidden_last_layer": "final norm output (input of the unembedding)",
+            "is_sink_rule": "position 0",
+            "final_logit_softcapping": getattr(configs[0], "final_logit_softcapping", None),
+        },
+    }
+    create_or_check(
+        store,
+        group=None,
+        geometry=geometry,
+        coords=plan.coords,
+        attrs=attrs,
+        token_chunk=config.token_chunk,
+    )
+    job = Job(
+        store=store,
+        records=records,
+        plan=plan,
+        tokenizer=tokenizer,
+        geometry=geometry,
+        attrs=attrs,
+        config=config,
+        device=device,
+        writer=StoreWriter(store),
+        counter=WriteCounter(),
+        by_name={s.manifest.name: s for s in sources},
+        hashes=hashes,
+    )
+    with _deterministic():
+        return [_run_checkpoint(job, src) for src in sources]
+
+
+def _run_checkpoint(job: Job, src: CheckpointSource) -> CheckpointResult:
+    from repcollapse.extract.generate import generated_done, run_generated
+
+    config, name = job.config, src.manifest.name
+    probe_done = job.writer.status(name) == "complete"
+    gen_done = not config.generate or generated_done(job.store, name)
+    if probe_done and gen_done:
+        _log(config, f"{name}: complete in the store, skipped")
+        return CheckpointResult(name, "skipped")
+    t0 = time.perf_counter()
+    twin = None if probe_done or not gen_done else find_twin(job, src)
+    if twin is not None:
+        tokens = copy_twin(job, src, twin)
+        seconds = time.perf_counter() - t0
+        update_attr_list(
+            job.store,
+            None,
+            "extraction_log",
+            {
+                "checkpoint": name,
+                "copied_from": twin.manifest.name,
+                "seconds": round(seconds, 3),
+                "weights_sha256": job.weights_sha256(src),
+            },
+        )
+        _log(config, f"{name}: same weight files as {twin.manifest.name}, its data copied")
+        return CheckpointResult(name, "copied", tokens, seconds=seconds)
+    model = load_model(src, job.device)
+    lora = update_factors(model, src, job.by_name)
+    t_load, cpu_load = time.perf_counter(), time.process_time()
+    tokens = 0
+    if not probe_done:
+        tokens = write_checkpoint(job, job.writer, model, src, job.plan, lora)
+    t_probe, cpu_probe = time.perf_counter(), time.process_time()
+    if not probe_done:
+        update_attr_list(
+            job.store,
+            None,
+            "extraction_log",
+            {
+                "checkpoint": name,
+                "device": str(job.device),
+                "batch_size": config.batch_size,
+                "seconds": round(time.perf_counter() - t0, 3),
+                "tokens": tokens,
+                "weights_sha256": job.weights_sha256(src),
+            },
+        )
+    generated = run_generated(job, src, model, lora) if config.generate and not gen_done else ""
+    return CheckpointResult(
+        name,
+        "extracted",
+        tokens,
+        seconds=time.perf_counter() - t0,
+        load_seconds=t_load - t0,
+        probe_seconds=t_probe - t_load,
+        probe_cpu_seconds=cpu_probe - cpu_load,
+        generated=generated,
+    )
+
+
+def write_checkpoint(
+    job: Job, writer: StoreWriter, model: Any, src: CheckpointSource, plan: TokenPlan, lora: Any
+) -> int:
+    """Write one checkpoint's slot completely, the completion mark last; returns tokens."""
+    from tqdm.auto import tqdm
+
+    from repcollapse.extract.forward import ChunkBuffer, iterate_outputs
+    from repcollapse.extract.logits import LogitStatistics
+
+    config, counter, tokenizer = job.config, job.counter, job.tokenizer
+    weight = model.get_output_embeddings().weight.detach().float().cpu().numpy()
+    head = writer.add_head(weight)
+    counter()
+    index = writer.reserve(checkpoint_coords(src, lora, head))
+    counter()
+    if lora is not None:
+        for module, (a, b) in lora.factors.items():
+            writer.write_lora(index, module, a, b)
+            counter()
+    writer.write_behavior(index, src.behavior)
+    counter()
+    hidden = writer.g["hidden"]
+    n_layers, n_tokens, n_features = hidden.shape[1:]
+    buffer = ChunkBuffer(
+        writer,
+        index,
+        n_layers=n_layers,
+        n_features=n_features,
+        n_tokens=n_tokens,
+        topk=TOPK,
+        after_write=counter,
+        write_behind=config.write_behind,
+    )
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    stats = LogitStatistics(
+        model.get_output_embeddings().weight,
+        TOPK,
+        slice_size=config.logit_slice,
+        softcap=getattr(model.config, "final_logit_softcapping", None),
+    )
+    max_abs = np.zeros(n_layers)
+    bar = tqdm(
+        total=n_tokens,
+        unit="tok",
+        unit_scale=True,
+        desc=src.manifest.name,
+        disable=not config.progress,
+        file=sys.stderr,
+    )
+    for n, out in iterate_outputs(
+        model,
+        plan.examples,
+        batch_size=config.batch_size,
+        pad_id=pad_id,
+        device=job.device,
+        stats=stats,
+    ):
+        buffer.add(out.hidden, out.stats, out.max_abs)  # refuses |h| beyond float16 first
+        max_abs = np.maximum(max_abs, out.max_abs)
+        bar.update(n)
+    buffer.close()
+    bar.close()
+    writer.mark_complete(index)
+    counter()
+    _log(
+        config,
+        f"{src.manifest.name}: {n_tokens} tokens, max |h| {max_abs.max():.0f} (layer {int(max_abs.argmax())})",
+    )
+    return n_tokens
+
+
+def _log(config: ExtractConfig, message: str) -> None:
+    if config.progress:
+        print(message, file=sys.stderr)

