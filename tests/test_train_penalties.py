@@ -74,8 +74,8 @@ def _grads(
     from datasets import Dataset
     from trl import SFTConfig
 
-    from repcollapse.train.base import load_model
     from repcollapse.train.config import LoraSettings
+    from repcollapse.train.hf import load_model
     from repcollapse.train.pools import encode_sft
     from repcollapse.train.stages import lora_config
 
@@ -129,8 +129,8 @@ def test_diversity_penalty_changes_gradients(tiny: Path, tmp_path: Path) -> None
 def test_decorrelation_penalty_changes_gradients(tiny: Path, tmp_path: Path) -> None:
     from peft import get_peft_model
 
-    from repcollapse.train.base import load_model
     from repcollapse.train.config import LoraSettings
+    from repcollapse.train.hf import load_model
     from repcollapse.train.stages import lora_config
 
     # an "earlier stage" adapter with non-zero B, saved in peft format

@@ -392,8 +392,8 @@ def test_generation_with_per_prompt_caps_equals_separate_generations(
 ) -> None:
     """Prompts of several domains share batches: each completion cut at its own cap equals the
     completion generated alone with that cap (greedy)."""
-    from repcollapse.train.base import load_model, load_tokenizer
     from repcollapse.train.evaluate import generate
+    from repcollapse.train.hf import load_model, load_tokenizer
 
     tok = load_tokenizer(world["base"])
     model = load_model(world["base"], "cpu", train=False)

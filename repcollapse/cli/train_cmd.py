@@ -124,7 +124,7 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"repcollapse train run: {e}", file=sys.stderr)
         return 2
-    from repcollapse.train.base import resolve_device
+    from repcollapse.train.hf import resolve_device
 
     resolve_device(args.device)  # --device cuda without a GPU: exit 2 before anything is written
     for flag, path in (("--out", args.out), ("--base", args.base), ("--data", args.data)):

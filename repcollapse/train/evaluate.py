@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from repcollapse.train.base import load_model, load_tokenizer, resolve_device
 from repcollapse.train.config import SFT_DOMAINS, EvalSettings
+from repcollapse.train.hf import load_model, load_tokenizer, resolve_device
 from repcollapse.train.pools import IGNORE, DataDir, encode_pair, encode_sft, prompt_ids
 
 Scorer = Callable[[dict[str, Any], str], float]

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repcollapse.train.base import load_model, load_tokenizer
 from repcollapse.train.config import Budget, LoraSettings, Mitigation, StageSpec
+from repcollapse.train.hf import load_model, load_tokenizer
 
 
 @dataclass
