@@ -91,9 +91,9 @@ def _overrides(settings: DemoSettings) -> list[str]:
 
 def analysed_layers(store: Path, stride: int) -> list[int]:
     """Every ``stride``-th layer of the store and its last (the input of the unembedding)."""
-    import zarr
+    from repcollapse.store_schema.reader import StoreReader
 
-    n_layers = zarr.open_array(store / "hidden", mode="r").shape[1]
+    n_layers = StoreReader(store).n_layers
     return sorted(set(range(0, n_layers, stride)) | {n_layers - 1})
 
 

@@ -18,6 +18,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 from repcollapse.extract.checkpoints import CheckpointSource, checkpoint_coords
+from repcollapse.store_schema.reader import StoreReader
 
 if TYPE_CHECKING:
     from repcollapse.extract.run import Job
@@ -55,9 +56,10 @@ def find_twin(job: Job, src: CheckpointSource) -> CheckpointSource | None:
 
 def copy_twin(job: Job, src: CheckpointSource, twin: CheckpointSource) -> int:
     """Write ``src`` as a copy of ``twin``'s stored data; returns the token count."""
-    g = job.writer.g
-    t = job.writer.names().index(twin.manifest.name)
-    rank, scaling, head = (g[k][t] for k in ("lora_rank", "lora_scaling", "head"))
+    stored = StoreReader(job.writer.url, job.writer.group).checkpoint_values(
+        twin.manifest.name, ("lora_rank", "lora_scaling", "head")
+    )
+    rank, scaling, head = stored["lora_rank"], stored["lora_scaling"], stored["head"]
     lora = SimpleNamespace(rank=int(rank), scaling=float(scaling)) if int(rank) else None
     coords = checkpoint_coords(src, lora, int(head))
     return job.writer.copy_checkpoint(twin.manifest.name, coords, src.behavior, job.counter)

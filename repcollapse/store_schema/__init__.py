@@ -4,6 +4,7 @@ Depends on numpy, xarray and zarr only (no torch, no analysis stack).
 """
 
 from repcollapse.store_schema.problems import Problem, SchemaError
+from repcollapse.store_schema.reader import BlockReader, StoreReader
 from repcollapse.store_schema.records import (
     DOMAINS,
     SPANS,
@@ -23,6 +24,7 @@ from repcollapse.store_schema.validate import validate_store
 from repcollapse.store_schema.writer import StoreWriter
 
 __all__ = [
+    "BlockReader",
     "DOMAINS",
     "SPANS",
     "SCHEMA_VERSION",
@@ -32,6 +34,7 @@ __all__ = [
     "SchemaError",
     "Span",
     "StoreLayout",
+    "StoreReader",
     "StoreWriter",
     "create_store",
     "open_store",

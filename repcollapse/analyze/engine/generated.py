@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import zarr
 
 from repcollapse.analyze import registry
 from repcollapse.analyze.engine.runner import run_metrics
 from repcollapse.analyze.engine.tokens import ALL
 from repcollapse.analyze.options import Options
 from repcollapse.analyze.tables.write import metrics_frame
-from repcollapse.store_schema.schema import GENERATED_GROUP, GENERATED_INDEX_ATTR
+from repcollapse.store_schema.reader import StoreReader
+from repcollapse.store_schema.schema import GENERATED_GROUP
 
 TEXT_METRIC_VERSION = 1
 DISTINCT_N: tuple[int, ...] = (1, 2, 3)
@@ -62,25 +62,16 @@ def distinct_n(texts: Iterable[str], n: int) -> float:
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
-def generated_groups(store: str | Path) -> dict[str, str]:
-    """Checkpoint name -> sub-group of every complete generated sub-store ({} if none)."""
-    root = zarr.open_group(str(store), mode="r", zarr_format=3)
-    if GENERATED_GROUP not in root:
-        return {}
-    return dict(root[GENERATED_GROUP].attrs.get(GENERATED_INDEX_ATTR, {}))
-
-
-def text_rows(sub: zarr.Group, checkpoint: str) -> list[dict[str, Any]]:
+def text_rows(sub: StoreReader, checkpoint: str) -> list[dict[str, Any]]:
     """distinct-n and mean completion length of one sub-store's completions, per domain and
     overall."""
     completions = list(sub.attrs["completions"])
-    examples = [str(x) for x in sub["example"][:]]
-    domains = [str(x) for x in sub["domain"][:]]
-    domain_of = dict(zip(examples, domains, strict=True))
+    coords = sub.token_coords(("example", "domain"))
+    domain_of = dict(zip(coords["example"].tolist(), coords["domain"].tolist(), strict=True))
     missing = sorted({c["example"] for c in completions} - set(domain_of))
     if missing:
         raise ValueError(
-            f"{sub.store}/{sub.path}: completions {missing[:3]} have no tokens in the sub-store "
+            f"{sub.where}: completions {missing[:3]} have no tokens in the sub-store "
             "(expected every completion's example among its token coordinates)"
         )
     by_domain: dict[str, list[dict[str, Any]]] = {}
@@ -120,7 +111,8 @@ def run_generated(
 ) -> pd.DataFrame:
     """Analyse every complete generated sub-store of ``store``; write OUT/generated.parquet."""
     say = log or print
-    groups = generated_groups(store)
+    source = StoreReader(store)
+    groups = source.generated_groups()
     if not groups:
         raise ValueError(
             f"{store}: no generated-output probe (expected a '{GENERATED_GROUP}' group with "
@@ -142,7 +134,7 @@ def run_generated(
             group=group,
             log=say,
         )
-        sub = zarr.open_group(str(store), mode="r", zarr_format=3)[group]
+        sub = source.sub(group)
         text = metrics_frame(
             pd.DataFrame(text_rows(sub, checkpoint)),
             str(sub.attrs.get("store_id", "")),

@@ -11,12 +11,11 @@ costs ~1 s per GB, a separate read of every block first would double the store's
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-from repcollapse.analyze.engine.passes import BlockReader
-from repcollapse.store_schema.checksums import hidden_digests, verify_checkpoints
+from repcollapse.store_schema.checksums import verify_checkpoints
 from repcollapse.store_schema.problems import SchemaError
+from repcollapse.store_schema.reader import BlockReader, StoreReader
 
 
 def layers_to_read(
@@ -56,31 +55,23 @@ def layers_to_read(
 
 
 def verified_reader(
-    store: str | Path,
-    group: str | None,
+    store: StoreReader,
     checkpoints: Sequence[str],
     raw_index: Mapping[str, int],
-    token_chunk: int,
     say: Callable[[str], None],
 ) -> BlockReader:
     """Check everything but ``hidden`` of ``checkpoints`` now; return the reader that checks
     each ``hidden`` block as the passes read it (the digests of every slot in ``raw_index``:
     a few strings per chunk, and no block is ever read unchecked)."""
     if checkpoints:
-        found, unrecorded = verify_checkpoints(store, {c: [] for c in checkpoints}, group=group)
-        _refuse(store, found, unrecorded, say)
-    return BlockReader(
-        str(store),
-        group,
-        expected=hidden_digests(store, dict(raw_index), group=group),
-        names={i: c for c, i in raw_index.items()},
-        token_chunk=token_chunk,
-    )
+        found, unrecorded = verify_checkpoints(
+            store.url, {c: [] for c in checkpoints}, group=store.group
+        )
+        _refuse(store.where, found, unrecorded, say)
+    return store.hidden_blocks(verify=raw_index)
 
 
-def _refuse(
-    store: str | Path, problems: list, unrecorded: list[str], say: Callable[[str], None]
-) -> None:
+def _refuse(store: str, problems: list, unrecorded: list[str], say: Callable[[str], None]) -> None:
     """Raise SchemaError (a ValueError) naming each damaged checkpoint, variable and chunk."""
     if unrecorded:
         say(

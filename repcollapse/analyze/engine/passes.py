@@ -2,10 +2,10 @@
 
 A pass is the chain ``init -> step1(chunk 0) -> ... -> finish1 [-> step2(chunk 0) -> ...] ->
 results -> derive (one task per target)``. Step ``k`` reads chunk ``k`` of every member of the
-group itself (``BlockReader``: the store's ``hidden`` array, one (checkpoint, layer, chunk)
-block per member) and folds it into the accumulator, so with any scheduler (threads, a
-dask.distributed cluster) each block is read exactly once per pass, by the task that consumes
-it, and the accumulator is one object folded in token order: the same numbers whatever the
+group itself (``store_schema.reader.BlockReader``: one (checkpoint, layer, chunk) block of the
+store's ``hidden`` per member, checked against its recorded checksum) and folds it into the
+accumulator, so with any scheduler (threads, a dask.distributed cluster) each block is read
+exactly once per pass, by the task that consumes it, and the accumulator is one object folded in token order: the same numbers whatever the
 scheduler.
 
 Why the read is inside the step rather than a task of its own (e.g. the blocks of the lazy
@@ -23,12 +23,10 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import zarr
 from dask import delayed
 
 from repcollapse.analyze.engine import moments
@@ -38,7 +36,7 @@ from repcollapse.analyze.metrics.logits import FunctionSums, sums_from_hidden
 from repcollapse.analyze.options import Options
 from repcollapse.analyze.plugins import metric_failed
 from repcollapse.analyze.registry import Metric
-from repcollapse.store_schema.checksums import check_block, chunk_key
+from repcollapse.store_schema.reader import BlockReader
 
 Row = tuple[str, int, str, str, int, str, str, float, int]
 """(metric, metric_version, options_key, checkpoint, layer, domain, span, value, n_tokens)."""
@@ -136,35 +134,6 @@ def make_groups(
     if cur_t:
         groups.append((cur_t, cur_m))
     return groups
-
-
-@dataclass(frozen=True)
-class BlockReader:
-    """Reads hidden blocks straight from the store and checks each against the checksum
-    recorded at extraction (picklable: plain fields only)."""
-
-    url: str
-    group: str | None = None
-    expected: Mapping[tuple[int, str], str] = field(default_factory=dict)
-    """sha256 of each hidden chunk by (slot, chunk key) (``repcollapse.store_schema.checksums``); a block
-    with no entry (a store written before checksums) is read unchecked."""
-    names: Mapping[int, str] = field(default_factory=dict)
-    """Slot -> checkpoint name, for the error message."""
-    token_chunk: int = 1
-
-    def read(self, ckpt: int, layer: int, t0: int, t1: int) -> np.ndarray:
-        block = _hidden_array(self.url, self.group)[ckpt, layer, t0:t1, :]
-        if self.expected:
-            key = chunk_key((layer, t0 // self.token_chunk, 0))
-            name = self.names.get(ckpt, str(ckpt))
-            check_block(self.expected.get((ckpt, key)), block, name, key, self.url)
-        return block
-
-
-@functools.cache
-def _hidden_array(url: str, group: str | None) -> Any:
-    root = zarr.open_group(url, mode="r")
-    return (root[group] if group else root)["hidden"]
 
 
 def _read_step(
