@@ -22,7 +22,6 @@ from typing import Any
 import dask
 import numpy as np
 import pandas as pd
-import zarr
 
 from repcollapse.analyze import registry
 from repcollapse.analyze.engine import layerfree, moments, passes
@@ -37,8 +36,7 @@ from repcollapse.analyze.options import Options
 from repcollapse.analyze.plugins import file_plugins, load_plugins
 from repcollapse.analyze.registry import Metric
 from repcollapse.analyze.tables.write import checkpoints_frame, metrics_frame, write_tables
-from repcollapse.store_schema import open_store
-from repcollapse.store_schema.store import read_attrs
+from repcollapse.store_schema.reader import BlockReader, StoreReader
 
 TOKEN_VARS = ("example", "domain", "span", "split", "is_sink", "target_id")
 
@@ -131,7 +129,7 @@ class _Run:
     cache: MetricCache
     recompute: bool
     xp_name: str
-    reader: passes.BlockReader
+    reader: BlockReader
     raw_index: dict[str, int]
     """Checkpoint name -> position in the store's checkpoint dim (complete or not)."""
     summary: RunSummary
@@ -176,8 +174,9 @@ def run_metrics(
     for k in options.topk:
         spectrum_topk(k)
     wanted = registry.resolve(metrics)
-    attrs = read_attrs(store, group)
-    ds = open_store(store, group=group)
+    source = StoreReader(store, group)
+    attrs = source.attrs
+    ds = source.dataset()
     info = checkpoints_frame(ds, attrs)
     all_names = list(info["checkpoint"])
     ckpts = all_names if checkpoints is None else list(checkpoints)
@@ -199,8 +198,8 @@ def run_metrics(
         cache=MetricCache(out_dir, str(attrs["store_id"])),
         recompute=recompute,
         xp_name=backend(options.backend).__name__.split(".")[0],
-        reader=passes.BlockReader(str(store), group),
-        raw_index=_raw_index(store, group),
+        reader=source.hidden_blocks(),
+        raw_index=source.slots(),
         summary=summary,
         say=say,
         twins=twin_sources(attrs.get("extraction_log", []), parent, base, ckpts),
@@ -213,7 +212,7 @@ def run_metrics(
         run.missing,
         {"cross_base": base, "cross_parent": parent},
     )
-    run.reader = verified_reader(store, group, list(to_read), run.raw_index, plan.token_chunk, say)
+    run.reader = verified_reader(source, list(to_read), run.raw_index, say)
     sinks = "included" if options.include_sinks else "excluded"
     say(
         f"analyze {store}: {len(ckpts)} checkpoint(s), layers {layer_list}, {plan.n_tokens} tokens "
@@ -286,12 +285,6 @@ def run_metrics(
         "computed in this run, any others served by the cache)"
     )
     return summary
-
-
-def _raw_index(store: str | Path, group: str | None) -> dict[str, int]:
-    root = zarr.open_group(str(store), mode="r")
-    names = (root[group] if group else root)["name"][:]
-    return {str(n): i for i, n in enumerate(np.asarray(names).tolist())}
 
 
 def _layer(x: int, n_layers: int) -> int:
