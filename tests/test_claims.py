@@ -1,0 +1,306 @@
+"""Claim verdicts on tables built to show each one, the MDE against analytic cases, the clustered
+fit against statsmodels, the refusal of unidentifiable models, and the stage table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+
+from repcollapse.analyze.stats import design
+from repcollapse.analyze.stats.claims import (
+    INCONCLUSIVE,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    ClaimsConfig,
+    claim_tables,
+    verdict,
+)
+from repcollapse.analyze.stats.power import mde, power_t, seed_effect, seed_mde
+from repcollapse.analyze.stats.stage_table import formatted, t_interval
+from repcollapse.analyze.tables.read import read_tables
+from repcollapse.analyze.tables.synthetic_claims import ClaimTablesSpec, make_claim_tables
+
+CLAIMS = {
+    "erank_falls_vs_control",
+    "aniso_rises",
+    "cka_drift_grows",
+    "lora_overlap_grows",
+    "future_falls",
+    "collapse_predicts_future",
+    "replay_improves_tradeoff[replay:general:0.10]",
+    "order_matters",
+}
+
+
+def _claims(tmp: Path, spec: ClaimTablesSpec) -> tuple[pd.DataFrame, dict]:
+    notes: dict[str, list[str]] = {}
+    out = claim_tables(read_tables(make_claim_tables(tmp, spec)), ClaimsConfig(), notes)
+    return out["claims"].set_index("claim"), notes
+
+
+# ---------------------------------------------------------------- verdicts on synthetic tables
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        # every claim true at >= 2x its smallest effect of interest, small noise, 3 seeds
+        (ClaimTablesSpec(), REPRODUCED),
+        # no effect anywhere, small noise, 4 seeds: the intervals exclude every effect of interest
+        (ClaimTablesSpec(strength=0.0, noise_sd=0.002, seeds=(0, 1, 2, 3)), NOT_REPRODUCED),
+        # the same true effects under noise far above them, 2 seeds: nothing can be said
+        (ClaimTablesSpec(noise_sd=0.3, seeds=(0, 1)), INCONCLUSIVE),
+    ],
+    ids=["reproduced", "not-reproduced", "inconclusive"],
+)
+def test_each_verdict_on_tables_built_to_show_it(
+    tmp_path: Path, spec: ClaimTablesSpec, expected: str
+) -> None:
+    claims, _ = _claims(tmp_path, spec)
+    assert set(claims.index) == CLAIMS
+    assert (claims["verdict"] == expected).all(), claims[["effect", "ci_low", "ci_high", "verdict"]]
+    assert (claims["n_seeds"] == len(spec.seeds)).all()
+    assert claims["mde"].notna().all() and (claims["mde"] > 0).all()
+    if expected == REPRODUCED:
+        # the known effects (docs: synthetic_claims) are inside their intervals
+        truth = {"aniso_rises": 0.14, "future_falls": -0.21, "order_matters": -0.06}
+        for claim, true in truth.items():
+            r = claims.loc[claim]
+            assert r["ci_low"] <= true <= r["ci_high"], (claim, r.to_dict())
+    if expected == INCONCLUSIVE:
+        assert (claims["mde"] > claims["delta"]).all()  # underpowered: the MDE exceeds delta
+    if expected == NOT_REPRODUCED:
+        assert (claims["mde"] < claims["delta"]).all()
+
+
+def test_one_seed_is_inconclusive_and_the_regression_is_refused(tmp_path: Path) -> None:
+    claims, notes = _claims(tmp_path, ClaimTablesSpec(families=("x",), seeds=(0,)))
+    assert (claims["verdict"] == INCONCLUSIVE).all()
+    assert claims["ci_low"].isna().all()
+    # the point effects are still reported (they are the known ones, up to the noise)
+    assert claims.loc["aniso_rises", "effect"] == pytest.approx(0.14, abs=0.02)
+    reg = claims.loc["collapse_predicts_future"]
+    assert np.isnan(reg["effect"]) and "model refused" in reg["detail"]
+    assert "clusters" in reg["detail"] and any("refused" in n for n in notes["claims"])
+
+
+def test_missing_chains_are_inconclusive_not_errors(tmp_path: Path) -> None:
+    d = make_claim_tables(tmp_path, ClaimTablesSpec())
+    ck = pd.read_parquet(d / "checkpoints.parquet")
+    ck[~ck["sequence"].isin(["D", "control"])].to_parquet(d / "checkpoints.parquet")
+    out = claim_tables(read_tables(d), ClaimsConfig(), {})["claims"].set_index("claim")
+    for claim in ("order_matters", "erank_falls_vs_control"):
+        assert out.loc[claim, "verdict"] == INCONCLUSIVE and out.loc[claim, "n_units"] == 0
+    assert out.loc["aniso_rises", "verdict"] == REPRODUCED
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "direction", "expected"),
+    [
+        (0.01, 0.2, 1, REPRODUCED),
+        (-0.2, -0.01, -1, REPRODUCED),
+        (-0.01, 0.019, 1, NOT_REPRODUCED),  # excludes delta = 0.02
+        (-0.3, -0.1, 1, NOT_REPRODUCED),  # clearly the opposite way
+        (-0.01, 0.03, 1, INCONCLUSIVE),
+        (-0.03, 0.01, -1, INCONCLUSIVE),
+        (np.nan, np.nan, 1, INCONCLUSIVE),
+        (-0.3, -0.1, 0, REPRODUCED),  # two-sided: any side
+        (-0.01, 0.015, 0, NOT_REPRODUCED),
+        (-0.01, 0.025, 0, INCONCLUSIVE),
+    ],
+)
+def test_verdict_rule(lo: float, hi: float, direction: int, expected: str) -> None:
+    assert verdict((lo + hi) / 2, lo, hi, direction, 0.02) == expected
+
+
+# ---------------------------------------------------------------- MDE and the seed effect
+
+
+def test_mde_matches_the_normal_formula_for_many_degrees_of_freedom() -> None:
+    z = scipy.stats.norm.ppf(0.975) + scipy.stats.norm.ppf(0.8)
+    assert mde(0.5, float("inf")) == pytest.approx(z * 0.5, rel=1e-9)
+    assert mde(0.5, 1e6) == pytest.approx(z * 0.5, rel=1e-4)
+
+
+@pytest.mark.parametrize("df", [2, 3, 7])
+def test_mde_has_the_stated_power_exactly(df: int) -> None:
+    k = mde(1.0, df)
+    assert power_t(k, df, 0.05, two_sided=False) == pytest.approx(0.8, abs=1e-8)
+    # small df: the t MDE is well above the normal one (the z formula would overstate power)
+    assert k > 2.80
+
+
+def test_mde_power_by_simulation() -> None:
+    # n seeds with sd sigma, true effect = the MDE: the interval excludes zero ~80% of the time.
+    n, sigma, reps = 4, 1.0, 40_000
+    true = mde(sigma / np.sqrt(n), n - 1)
+    x = np.random.default_rng(0).normal(true, sigma, (reps, n))
+    t = x.mean(1) / (x.std(1, ddof=1) / np.sqrt(n))
+    rate = float((t > scipy.stats.t.ppf(0.975, n - 1)).mean())
+    assert rate == pytest.approx(0.8, abs=0.01)
+
+
+def test_seed_effect_one_family_is_the_t_interval() -> None:
+    v = np.array([0.1, 0.3, 0.2, 0.6])
+    e = seed_effect(pd.DataFrame({"model_family": "f", "seed": range(4), "value": v}))
+    lo, hi = scipy.stats.t.interval(0.95, 3, loc=v.mean(), scale=scipy.stats.sem(v))
+    assert (e.effect, e.ci_low, e.ci_high) == pytest.approx((v.mean(), lo, hi))
+    # MDE with the sample SD known exactly: (ncp*) sigma / sqrt(n)
+    assert seed_mde(e) == pytest.approx(mde(v.std(ddof=1) / 2, 3))
+
+
+def test_seed_effect_two_families_equals_ols_with_family_fixed_effects() -> None:
+    import statsmodels.formula.api as smf
+
+    rng = np.random.default_rng(1)
+    u = pd.DataFrame(
+        {
+            "model_family": ["a"] * 3 + ["b"] * 5,
+            "seed": list(range(3)) + list(range(5)),
+            "value": np.r_[rng.normal(1, 0.2, 3), rng.normal(2, 0.2, 5)],
+        }
+    )
+    e = seed_effect(u)
+    # sum-to-zero family coding: the intercept is the unweighted mean of the family means
+    res = smf.ols("value ~ C(model_family, Sum)", u).fit()
+    lo, hi = res.conf_int().loc["Intercept"]
+    assert e.effect == pytest.approx(res.params["Intercept"])
+    assert e.se == pytest.approx(res.bse["Intercept"])
+    assert (e.ci_low, e.ci_high) == pytest.approx((lo, hi))
+    assert e.df == 6 and e.n_seeds == 3
+
+
+def test_item_noise_floors_the_mde() -> None:
+    u = pd.DataFrame({"model_family": "f", "seed": range(3), "value": [0.5, 0.5001, 0.4999]})
+    e = seed_effect(u)
+    tiny = seed_mde(e)
+    floored = seed_mde(e, item_var=0.01)
+    assert floored == pytest.approx(mde(0.1 / np.sqrt(3), 2)) and floored > 100 * tiny
+    # one seed: no interval, but the item noise alone gives a z-test MDE (a lower bound)
+    one = seed_effect(pd.DataFrame({"model_family": ["f", "g"], "seed": 0, "value": [0.1, 0.2]}))
+    assert np.isnan(one.ci_low) and np.isnan(seed_mde(one))
+    z = scipy.stats.norm.ppf(0.975) + scipy.stats.norm.ppf(0.8)
+    assert seed_mde(one, item_var=0.04) == pytest.approx(z * np.sqrt(0.04 / 2))
+
+
+# ---------------------------------------------------------------- the clustered fit, refusal
+
+
+def _panel(n_clusters: int, per: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(n_clusters), per)
+    x1 = rng.normal(size=len(g))
+    y = 1 + 0.5 * x1 + rng.normal(size=n_clusters)[g] + rng.normal(size=len(g))
+    return pd.DataFrame({"x1": x1, "x2": rng.normal(size=len(g)), "y": y, "g": g})
+
+
+def test_clustered_fit_equals_statsmodels_cluster_covariance() -> None:
+    import statsmodels.api as sm
+
+    d = _panel(12, 5)
+    x = pd.DataFrame({"Intercept": 1.0, "x1": d["x1"], "x2": d["x2"]})
+    fit = design.fit_clustered(x, d["y"], d["g"])
+    ref = sm.OLS(d["y"], x).fit(cov_type="cluster", cov_kwds={"groups": d["g"]}, use_t=True)
+    assert np.allclose(fit.params, ref.params) and np.allclose(fit.std_err, ref.bse)
+    tab = fit.table(["x1"]).iloc[0]
+    lo, hi = ref.conf_int().loc["x1"]
+    assert (tab["ci_low"], tab["ci_high"]) == pytest.approx((lo, hi))  # t with G - 1 df
+    assert fit.df == 11
+
+
+def test_unidentifiable_models_are_refused_with_the_reason() -> None:
+    d = _panel(12, 5)
+    x = pd.DataFrame({"Intercept": 1.0, "x1": d["x1"], "x2": d["x2"]})
+    with pytest.raises(design.Unidentifiable, match="singular"):
+        design.identify(x.assign(x3=2 * d["x1"] - d["x2"]), d["g"])
+    with pytest.raises(design.Unidentifiable, match="nearly singular"):
+        design.identify(x.assign(x3=d["x1"] + 1e-5 * np.sin(7 * d.index)), d["g"])
+    with pytest.raises(
+        design.Unidentifiable,
+        match="at least 4 independent clusters for cluster-robust errors, found 3",
+    ):
+        design.identify(x, d["g"] % 3)
+    few = x.head(5)
+    with pytest.raises(design.Unidentifiable, match="2 residual degrees of freedom"):
+        design.identify(few, None)
+    # 12 checkpoints, 9 coefficients, one seed (3 chains + base): the case that once printed
+    # p = 4.6e-08 is refused before fitting.
+    rng = np.random.default_rng(0)
+    nine = pd.DataFrame(rng.normal(size=(12, 8)), columns=[f"t{i}" for i in range(8)])
+    nine.insert(0, "Intercept", 1.0)
+    with pytest.raises(design.Unidentifiable):
+        design.fit_clustered(
+            nine, pd.Series(rng.normal(size=12)), pd.Series([0] + [1, 2, 3] * 3 + [1, 2])
+        )
+
+
+# ---------------------------------------------------------------- the stage table
+
+
+def test_stage_table_means_and_intervals_over_seeds(tmp_path: Path) -> None:
+    d = make_claim_tables(tmp_path, ClaimTablesSpec())
+    st = claim_tables(read_tables(d), ClaimsConfig(), {})["stage_table"]
+    ck = pd.read_parquet(d / "checkpoints.parquet")
+    row = st[
+        (st["model_family"] == "fam_b")
+        & (st["sequence"] == "A")
+        & (st["mitigation"] == "none")
+        & (st["stage_index"] == 3)
+    ].iloc[0]
+    v = ck[
+        (ck["model_family"] == "fam_b")
+        & (ck["sequence"] == "A")
+        & (ck["mitigation"] == "none")
+        & (ck["stage_index"] == 3)
+    ]["future_score"].to_numpy()
+    lo, hi = scipy.stats.t.interval(0.95, len(v) - 1, loc=v.mean(), scale=scipy.stats.sem(v))
+    assert row["n_seeds"] == 3 and row["stage"] == "code"
+    assert (row["future_score"], row["future_score_ci_low"], row["future_score_ci_high"]) == (
+        pytest.approx((v.mean(), lo, hi))
+    )
+    m = pd.read_parquet(d / "metrics.parquet")
+    drift = m[
+        (m["metric"] == "drift_base")
+        & m["checkpoint"].isin(
+            ck.loc[
+                (ck["model_family"] == "fam_b")
+                & (ck["sequence"] == "A")
+                & (ck["mitigation"] == "none")
+                & (ck["stage_index"] == 3),
+                "checkpoint",
+            ]
+        )
+        & (m["model_family"] == "fam_b")
+    ]["value"]
+    assert row["cka_base"] == pytest.approx(1 - drift.mean())  # CKA from the drift
+    base = st[st["stage_index"] == 0]
+    assert len(base) == 2 and base["future_score_ci_low"].isna().all()  # one base per family
+    assert (base["cka_base"] == 1.0).all()
+    text = formatted(st)
+    assert list(text.columns)[3:] == [
+        "Target",
+        "Eff. rank",
+        "Anis.",
+        "CKA",
+        "Logit ent.",
+        "LoRA ov.",
+        "Future",
+    ]
+    assert text["Future"].str.contains(r"\[").sum() == (st["n_seeds"] > 1).sum()
+
+
+def test_t_interval_edge_cases() -> None:
+    assert np.isnan(t_interval(np.array([np.nan]), 0.05)[0])
+    m, lo, hi = t_interval(np.array([0.3, np.nan]), 0.05)
+    assert m == 0.3 and np.isnan(lo) and np.isnan(hi)
+
+
+def test_claims_config_validates_fields() -> None:
+    with pytest.raises(ValueError, match="ClaimsConfig.alpha"):
+        ClaimsConfig(alpha=1.5)
+    with pytest.raises(ValueError, match="ClaimsConfig.deltas"):
+        ClaimsConfig(deltas={"aniso_rises": 0.1})
