@@ -19,10 +19,10 @@ TINY = SyntheticSpec(n_checkpoints=3, n_layers=2, n_tokens=240, n_features=8, to
 
 def test_duplicate_registration_is_refused() -> None:
     reg = MetricRegistry()
-    m = Metric("thing", 1, "a thing", "moment", ("gram",))
+    m = Metric("thing", 1, "a thing", "moment", ("gram",), lambda view, sel: 1.0)
     reg.register(m)
     with pytest.raises(ValueError, match="'thing' is already registered"):
-        reg.register(m)
+        reg.register(dataclasses.replace(m, version=2))
     erank = registry.get("erank")
     with pytest.raises(ValueError, match="already registered"):
         registry.register(dataclasses.replace(erank, compute=lambda view, sel: 0.0))
@@ -49,7 +49,41 @@ def test_entries_validate_their_fields() -> None:
     with pytest.raises(ValueError, match="kind 'bogus' is not one of"):
         Metric("x", 1, "d", "bogus", ())
     with pytest.raises(ValueError, match=r"needs \['grams'\] not in"):
-        Metric("x", 1, "d", "moment", ("grams",))
+        Metric("x", 1, "d", "moment", ("grams",), lambda view, sel: 1.0)
+
+
+@pytest.mark.parametrize("kind", registry.KINDS)
+def test_an_entry_without_compute_is_refused_naming_its_signature(kind: str) -> None:
+    """Every kind is computed through its entry, so an entry without compute cannot exist."""
+    with pytest.raises(ValueError) as info:
+        Metric("x", 1, "d", kind, ())
+    msg = str(info.value)
+    assert "'x'" in msg and "expected a compute function" in msg and "found None" in msg
+    assert registry.COMPUTE_SIGNATURES[kind] in msg
+    with pytest.raises(ValueError, match="found 3"):
+        Metric("x", 1, "d", kind, (), 3)
+
+
+def test_temperature_is_a_parameter_of_a_function_entry() -> None:
+    entropy = registry.get("entropy")
+    hot = entropy.at_temperature(2)
+    assert (hot.name, hot.temperature, hot.row_name) == ("entropy", 2.0, "entropy@T2")
+    assert (hot.version, hot.params, hot.compute) == (
+        entropy.version,
+        entropy.params,
+        entropy.compute,
+    )
+    assert [v.row_name for v in entropy.variants((0.5, 2.5))] == [
+        "entropy",
+        "entropy@T0.5",
+        "entropy@T2.5",
+    ]
+    erank = registry.get("erank")
+    assert erank.variants((2.0,)) == [erank] and erank.row_name == "erank"
+    with pytest.raises(ValueError, match="a temperature applies to kind 'function'"):
+        erank.at_temperature(2)
+    with pytest.raises(ValueError, match="temperature expected > 0"):
+        entropy.at_temperature(0)
 
 
 def test_resolve_adds_requirements() -> None:

@@ -160,7 +160,6 @@ def registry_restored(*plugin_modules: str) -> Iterator[None]:
     other tests and the generated docs list it) and forget the plugin modules loaded."""
     from repcollapse.analyze import plugins, registry
 
-    registry.ensure_loaded()
     metrics, loaded = dict(registry.REGISTRY._metrics), dict(plugins._LOADED)
     try:
         yield

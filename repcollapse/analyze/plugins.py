@@ -1,7 +1,10 @@
 """User metric plugins: modules that register metrics, imported before names are resolved.
 
 A plugin is a Python file (``my_metrics.py``) or an importable module name
-(``mylab.metrics``) whose import calls ``repcollapse.analyze.registry.register``. ``repcollapse analyze
+(``mylab.metrics``) whose import calls ``repcollapse.analyze.registry.register``, with metrics of
+any kind (moment, function, lora, derived): the drivers compute each through its entry's
+``compute`` (its signature per kind: ``registry.COMPUTE_SIGNATURES``); an entry without one is
+refused when it is constructed. ``repcollapse analyze
 metrics --plugin SPEC`` and the ``REPCOLLAPSE_METRIC_PLUGINS`` environment variable (specs
 separated by ``os.pathsep``) load them, so a metric written years after the extraction runs on
 the archived store without editing this package.
@@ -25,8 +28,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from repcollapse.analyze.registry import REGISTRY, ensure_loaded
-
 ENV_VAR = "REPCOLLAPSE_METRIC_PLUGINS"
 _LOADED: dict[str, ModuleType] = {}
 
@@ -48,39 +49,14 @@ def plugin_specs(explicit: Sequence[str] = ()) -> list[str]:
     return list(dict.fromkeys([*explicit, *env]))
 
 
-PLUGIN_KINDS: tuple[str, ...] = ("moment", "function")
-"""Kinds a plugin may register. The drivers compute the built-in lora and derived metrics by
-their own code, not through the entry's ``compute``, so a plugin of those kinds would get
-another metric's value or no rows: refused at load until they dispatch through the registry."""
-
-
 def load_plugin(spec: str) -> ModuleType:
     """Import one plugin (a ``.py`` path or a module name), once per process."""
     key = str(Path(spec).resolve()) if spec.endswith(".py") else spec
     if key in _LOADED:
         return _LOADED[key]
-    registry = ensure_loaded()  # built-ins first: only what the plugin adds is checked
-    before = set(registry.names())
     module = _import_plugin(spec)
-    _check_registered(spec, [m for m in registry if m.name not in before])
     _LOADED[key] = module
     return module
-
-
-def _check_registered(spec: str, new: Sequence[Any]) -> None:
-    """Refuse (and unregister) what a plugin registered that the drivers cannot compute."""
-    bad = [
-        f"{m.name!r}: kind {m.kind!r} is not one of {list(PLUGIN_KINDS)} (lora and derived "
-        "plugins are not supported yet)"
-        if m.kind not in PLUGIN_KINDS
-        else f"{m.name!r}: expected a compute function, found None"
-        for m in new
-        if m.kind not in PLUGIN_KINDS or m.compute is None
-    ]
-    if bad:
-        for m in new:
-            REGISTRY._metrics.pop(m.name, None)
-        raise PluginError(f"metric plugin {spec!r}: " + "; ".join(bad))
 
 
 def _import_plugin(spec: str) -> ModuleType:
@@ -134,7 +110,7 @@ def metric_origin(metric: Any) -> str:
     for key, module in _LOADED.items():
         if module.__name__ == module_name:
             return f"plugin {key}"
-    if module_name.split(".")[0] == "analyze":
+    if module_name.split(".")[:2] == ["repcollapse", "analyze"]:
         return f"built-in, {module_name}"
     file = getattr(sys.modules.get(module_name), "__file__", None)
     return f"plugin {file}" if file else f"module {module_name}"

@@ -6,19 +6,36 @@ inputs it needs (``needs``: the one-pass accumulator builds only what the reques
 need), which analysis options its value depends on (``params``: the rest of the cache key),
 and at which selections it is reported (``scopes``). Registering a name twice is refused; an
 unknown name fails with the closest name and the full list, never a silent None.
+
+Every entry carries its ``compute`` function and the drivers call it for every kind (moment,
+function, lora, derived), so a plugin's metric is computed by its own code whatever its kind.
+This module imports none of its clients: ``repcollapse.analyze.metrics`` registers the built-in
+entries, and ``repcollapse/analyze/__init__.py`` imports it, so that any import of the analysis
+package (this module included) finds the built-ins registered.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 KINDS: tuple[str, ...] = ("moment", "function", "lora", "derived")
 """moment: from the one-pass hidden-state accumulator, per (checkpoint, layer, selection);
 function: from the stored logit statistics (or recomputed at a temperature), layer -1;
 lora: from the stored LoRA factors; derived: from other metrics' rows (collapse index)."""
+
+COMPUTE_SIGNATURES: dict[str, str] = {
+    "moment": "f(view: LayerView, selection: (domain, span)) -> float | None",
+    "function": "f(sums: FunctionSums) -> float | None",
+    "lora": "f(inputs: LoraInputs) -> float | None | {layer: value}",
+    "derived": "f(rows: DataFrame) -> DataFrame with columns checkpoint, layer, value[, n_tokens]",
+}
+"""What each kind's ``compute`` receives and returns (the drivers call it with exactly this).
+lora: a float is the checkpoint's layer-free value (layer -1), a mapping gives one row per layer;
+derived: ``rows`` are the run's metric rows (columns metric, checkpoint, layer, domain, span,
+value, n_tokens) and the result's rows are reported at domain = span = 'all'."""
 
 NEEDS: tuple[str, ...] = (
     "gram",  # per-cell count, sum and Gram (d x d)
@@ -48,12 +65,35 @@ class Metric:
     kind: str
     needs: tuple[str, ...]
     compute: Callable[..., Any] | None = None
-    """moment: ``f(view, selection) -> float | None``; function: ``f(FunctionSums) -> float``."""
+    """Required (None is refused): the signature of its kind, ``COMPUTE_SIGNATURES``."""
     scopes: tuple[str, ...] = ("all", "domain", "span")
     params: tuple[str, ...] = ()
     """Names of ``Options`` fields the value depends on (beyond include_sinks and precision)."""
     requires: tuple[str, ...] = field(default=())
     """Other metrics that must be computed first (derived metrics)."""
+    temperature: float | None = None
+    """function metrics: the softmax temperature of this variant (None: the stored T = 1
+    statistics). A variant is the same entry with this field set (``at_temperature``); its rows
+    are named ``<name>@T<T>`` (``row_name``), a name written, never parsed back."""
+
+    @property
+    def row_name(self) -> str:
+        """The ``metric`` value of this entry's rows in metrics.parquet and the cache."""
+        return self.name if self.temperature is None else f"{self.name}@T{self.temperature:g}"
+
+    def at_temperature(self, temperature: float) -> Metric:
+        """This function metric recomputed at ``temperature`` (same version and cache params)."""
+        if self.kind != "function":
+            raise ValueError(
+                f"metric {self.name!r}: a temperature applies to kind 'function', found {self.kind!r}"
+            )
+        return replace(self, temperature=float(temperature))
+
+    def variants(self, temperatures: Iterable[float] = ()) -> list[Metric]:
+        """The entry and, for a function metric, its variant at each of ``temperatures``."""
+        if self.kind != "function":
+            return [self]
+        return [self, *(self.at_temperature(t) for t in temperatures)]
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").isalnum():
@@ -67,6 +107,16 @@ class Metric:
         if self.kind not in KINDS:
             raise ValueError(
                 f"metric {self.name!r}: kind {self.kind!r} is not one of {list(KINDS)}"
+            )
+        if not callable(self.compute):
+            raise ValueError(
+                f"metric {self.name!r} (kind {self.kind!r}): expected a compute function "
+                f"{COMPUTE_SIGNATURES[self.kind]}, found {self.compute!r}"
+            )
+        if self.temperature is not None and not (self.kind == "function" and self.temperature > 0):
+            raise ValueError(
+                f"metric {self.name!r}: temperature expected > 0 on a function metric, found "
+                f"{self.temperature!r} on kind {self.kind!r}"
             )
         bad = [n for n in self.needs if n not in NEEDS]
         if bad:
@@ -154,20 +204,13 @@ def register(metric: Metric) -> Metric:
     return REGISTRY.register(metric)
 
 
-def ensure_loaded() -> MetricRegistry:
-    """Import the modules that register the built-in metrics (idempotent)."""
-    import repcollapse.analyze.metrics  # noqa: F401
-
-    return REGISTRY
-
-
 def get(name: str) -> Metric:
-    return ensure_loaded().get(name)
+    return REGISTRY.get(name)
 
 
 def names(kind: str | None = None) -> list[str]:
-    return ensure_loaded().names(kind)
+    return REGISTRY.names(kind)
 
 
 def resolve(metric_names: Iterable[str] | None) -> list[Metric]:
-    return ensure_loaded().resolve(metric_names)
+    return REGISTRY.resolve(metric_names)

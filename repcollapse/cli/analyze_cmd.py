@@ -162,13 +162,12 @@ def _metrics(args: argparse.Namespace) -> int:
     from repcollapse.analyze.plugins import MetricFailed, PluginError, load_plugins
 
     try:
-        registry.ensure_loaded()
         load_plugins(args.plugin)
     except (PluginError, ValueError) as exc:
         print(f"repcollapse analyze metrics: {exc}")
         return 2
     if args.list:
-        for m in registry.ensure_loaded():
+        for m in registry.REGISTRY:
             print(f"{m.name:<24} v{m.version}  {m.kind:<8} {m.description}")
         return 0
     try:

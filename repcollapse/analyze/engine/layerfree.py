@@ -5,7 +5,7 @@ when it already holds them."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import dask
@@ -39,22 +39,22 @@ def function_metrics(
     if not func:
         return
     target_id = np.asarray(ds["target_id"].values)
-    jobs = []  # (checkpoint, metrics, name suffix, delayed or ready FunctionSums)
+    jobs = []  # (checkpoint, entries at one temperature, delayed or ready FunctionSums)
     for c in ckpts:
         todo = [m for m in func if missing(c, m, -1)]
         if todo:
             stats = {v: np.asarray(ds[v].sel(checkpoint=c).values) for v in S.LOGIT_STATS}
-            jobs.append((c, todo, "", sums_from_stats(plan, stats, target_id)))
+            jobs.append((c, todo, sums_from_stats(plan, stats, target_id)))
     if options.temperatures:
         last = ds.sizes["layer"] - 1
         heads = np.asarray(ds["head"].values)
         W = {h: dask.delayed(np.asarray)(ds["unembedding"].data[h]) for h in set(heads.tolist())}
         dtype = np.float32 if options.precision == "float32" else np.float64
         for T in options.temperatures:
-            suffix = f"@T{T:g}"
+            at_t = [m.at_temperature(T) for m in func]
             for i, c in enumerate(ds["name"].values):
                 c = str(c)
-                todo = [m for m in func if c in ckpts and missing(c, _renamed(m, suffix), -1)]
+                todo = [m for m in at_t if c in ckpts and missing(c, m, -1)]
                 if todo:
                     task = passes.temperature_task(
                         reader,
@@ -67,28 +67,18 @@ def function_metrics(
                         dtype,
                         f"{uuid.uuid4().hex[:8]}-{i}",
                     )
-                    jobs.append((c, todo, suffix, task))
-    ready = dask.compute(*[j[3] for j in jobs])
-    for (c, todo, suffix, _), sums in zip(jobs, ready, strict=True):
-        rows, done = _function_rows(c, todo, suffix, sums, plan, options)
+                    jobs.append((c, todo, task))
+    ready = dask.compute(*[j[2] for j in jobs])
+    for (c, todo, _), sums in zip(jobs, ready, strict=True):
+        rows, done = _function_rows(c, todo, sums, plan, options)
         cache.add(c, rows_frame(rows), done)
-        computed += [(c, m.name + suffix, -1) for m in todo]
-
-
-def _renamed(m: Metric, suffix: str) -> Any:
-    return _Named(m, suffix) if suffix else m
-
-
-class _Named:
-    """A function metric at a temperature: same version and key, name ``<metric>@T<T>``."""
-
-    def __init__(self, m: Metric, suffix: str) -> None:
-        self.name, self.version, self.params = m.name + suffix, m.version, m.params
+        computed += [(c, m.row_name, -1) for m in todo]
 
 
 def _function_rows(
-    c: str, todo: list[Metric], suffix: str, sums: FunctionSums, plan: TokenPlan, options: Options
+    c: str, todo: list[Metric], sums: FunctionSums, plan: TokenPlan, options: Options
 ) -> tuple[list[tuple], list[tuple]]:
+    """Rows of function metrics (all at one temperature: ``sums`` were computed at it)."""
     rows, done = [], []
     for m in todo:
         key = options.key(m.params)
@@ -97,12 +87,12 @@ def _function_rows(
             try:
                 value = m.compute(s)
             except Exception as exc:  # a plugin's bug: name it, where, and stop the run
-                raise metric_failed(m, c, -1, sel, exc, m.name + suffix) from exc
+                raise metric_failed(m, c, -1, sel, exc, m.row_name) from exc
             if value is not None and np.isfinite(value):
                 rows.append(
-                    (m.name + suffix, m.version, key, c, -1, sel[0], sel[1], float(value), int(s.n))
+                    (m.row_name, m.version, key, c, -1, sel[0], sel[1], float(value), int(s.n))
                 )
-        done.append((m.name + suffix, m.version, key, -1))
+        done.append((m.row_name, m.version, key, -1))
     return rows, done
 
 
@@ -153,11 +143,11 @@ def lora_metrics(
         for c in ckpts:
             if not missing(c, m, -1):
                 continue
-            if m.name == "lora_update_erank":
-                vals = lora.update_erank_rows(ups.get(c, {}))
-            else:
-                v = lora.overlap_prev(c, ancestors[c], ups, options.lora_k)
-                vals = [] if v is None else [(-1, v)]
+            inputs = lora.LoraInputs(c, ups, tuple(ancestors[c]), options.lora_k)
+            try:
+                vals = _lora_values(m.compute(inputs))
+            except Exception as exc:  # a plugin's bug: name it, where, and stop the run
+                raise metric_failed(m, c, -1, (ALL, ALL), exc) from exc
             rows = [(m.name, m.version, key, c, layer, ALL, ALL, v, 0) for layer, v in vals]
             done = {(m.name, m.version, key, layer) for layer, _ in vals} | {
                 (m.name, m.version, key, -1)
@@ -192,3 +182,13 @@ def lora_metrics(
     cache.save_table("lora_overlap", table_key, overlap)
     cache.save_table("lora_spectrum", table_key, spectrum)
     return overlap, spectrum
+
+
+def _lora_values(out: Any) -> list[tuple[int, float]]:
+    """A lora compute's result as (layer, value) rows: a number is the layer-free value (layer
+    -1), a mapping one value per layer; None and non-finite values give no row."""
+    if out is None:
+        return []
+    items = out.items() if isinstance(out, Mapping) else [(-1, out)]
+    vals = [(int(layer), float(v)) for layer, v in items if v is not None]
+    return [(layer, v) for layer, v in vals if np.isfinite(v)]

@@ -25,12 +25,12 @@ import pandas as pd
 
 from repcollapse.analyze import registry
 from repcollapse.analyze.engine import layerfree, moments, passes
-from repcollapse.analyze.engine.cache import ROW_COLUMNS, MetricCache, rows_frame
+from repcollapse.analyze.engine.cache import MetricCache, rows_frame
 from repcollapse.analyze.engine.integrity import layers_to_read, verified_reader
-from repcollapse.analyze.engine.tokens import ALL, TokenPlan, build_plan
+from repcollapse.analyze.engine.table_rows import valid_rows, with_derived
+from repcollapse.analyze.engine.tokens import TokenPlan, build_plan
 from repcollapse.analyze.engine.twins import alias_twins, twin_sources
 from repcollapse.analyze.engine.xp import backend
-from repcollapse.analyze.metrics.collapse import collapse_rows
 from repcollapse.analyze.metrics.spectrum import topk_metric as spectrum_topk
 from repcollapse.analyze.options import Options
 from repcollapse.analyze.plugins import file_plugins, load_plugins
@@ -140,7 +140,7 @@ class _Run:
     def missing(self, c: str, m: Any, layer: int) -> bool:
         if c in self.twins:
             return False
-        key = (m.name, m.version, self.options.key(m.params), layer)
+        key = (m.row_name, m.version, self.options.key(m.params), layer)
         return self.recompute or key not in self.cache.done(c)
 
 
@@ -169,7 +169,6 @@ def run_metrics(
     options = options or Options()
     t_start = time.perf_counter()
     summary = RunSummary(out_dir=Path(out_dir))
-    registry.ensure_loaded()
     load_plugins(plugins)
     for k in options.topk:
         spectrum_topk(k)
@@ -244,17 +243,7 @@ def run_metrics(
     summary.seconds["lora"] = time.perf_counter() - t0
     alias_twins(run.cache, run.twins)
 
-    rows = _table_rows(run.cache, ckpts, set(layer_list), options)
-    derived = collapse_rows(rows) if len(rows) else pd.DataFrame()
-    if len(derived):
-        versions = {m.name: m.version for m in registry.REGISTRY if m.kind == "derived"}
-        derived = derived.assign(
-            metric_version=[versions[m] for m in derived["metric"]],
-            options_key=options.key(),
-            domain=ALL,
-            span=ALL,
-        )
-        rows = pd.concat([rows, derived[list(ROW_COLUMNS)]], ignore_index=True)
+    rows = with_derived(valid_rows(run.cache, ckpts, set(layer_list), options), options)
     table = metrics_frame(
         rows.drop(columns=["options_key"]),
         str(attrs["store_id"]),
@@ -370,34 +359,3 @@ def _batches(jobs: list, n_parallel: int, budget: int, n_blocks: int, d: int) ->
             out.append([job])
             used = size
     return out
-
-
-def _table_rows(
-    cache: MetricCache, ckpts: list[str], layers: set[int], options: Options
-) -> pd.DataFrame:
-    """Cached rows valid now: current registry version and options key, selected layers."""
-    valid = {}
-    for m in registry.REGISTRY:
-        if m.kind != "derived":
-            valid[m.name] = (m.version, options.key(m.params))
-    frames = []
-    for c in ckpts:
-        rows = cache.rows(c)
-        if rows.empty:
-            continue
-        base_name = rows["metric"].str.split("@").str[0]
-        ok = [
-            base in valid
-            and (int(v), k) == valid[base]
-            and (int(layer) in layers or int(layer) == -1 or base.startswith("lora"))
-            for base, v, k, layer in zip(
-                base_name, rows["metric_version"], rows["options_key"], rows["layer"], strict=True
-            )
-        ]
-        frames.append(rows[ok])
-    if not frames:
-        return pd.DataFrame(columns=list(ROW_COLUMNS))
-    out = pd.concat(frames, ignore_index=True)
-    return out.astype(
-        {"layer": np.int64, "metric_version": np.int64, "n_tokens": np.int64, "value": np.float64}
-    )

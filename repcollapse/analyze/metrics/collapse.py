@@ -56,6 +56,18 @@ def part_name(component: str) -> str:
     return f"ci_z_{component}"
 
 
+def collapse_part(part: str):  # noqa: ANN201
+    """The compute function of the derived entry ``part`` (the index or one of its parts): the
+    rows of that output of ``collapse_rows`` (checkpoint, layer, value, n_tokens)."""
+
+    def compute(metrics: pd.DataFrame) -> pd.DataFrame:
+        out = collapse_rows(metrics)
+        return out[out["metric"] == part].drop(columns="metric")
+
+    compute.__qualname__ = f"collapse_part.{part}"
+    return compute
+
+
 def collapse_rows(metrics: pd.DataFrame) -> pd.DataFrame:
     """Rows (checkpoint, layer, metric, value, n_tokens) of the index and its parts.
 
@@ -121,6 +133,7 @@ register(
         "+lora_overlap_prev (components a checkpoint lacks are left out)",
         "derived",
         ("metrics",),
+        collapse_part("collapse_index"),
         scopes=("all",),
         requires=_REQ,
     )
@@ -133,6 +146,7 @@ for _comp, _sign in COMPONENTS:
             f"collapse-index part: within-family z-score of {'+' if _sign > 0 else '-'}{_comp}",
             "derived",
             ("metrics",),
+            collapse_part(part_name(_comp)),
             scopes=("all",),
             requires=_REQ,
         )

@@ -70,6 +70,25 @@ def lora_modules(ds: xr.Dataset) -> list[str]:
     return sorted(str(v)[len(prefix) :] for v in ds.data_vars if str(v).startswith(prefix))
 
 
+@dataclass(frozen=True)
+class LoraInputs:
+    """What a lora metric's ``compute`` receives for one checkpoint."""
+
+    checkpoint: str
+    updates: dict[str, dict[str, list[BlockUpdate]]]
+    """Every checkpoint's update: checkpoint -> module -> per-block ``BlockUpdate`` (empty for a
+    checkpoint without LoRA factors, e.g. the base)."""
+    ancestors: tuple[str, ...]
+    """The checkpoint's earlier stages along its parent chain."""
+    k: int
+    """``Options.lora_k``: the top-k of the subspace overlaps."""
+
+    @property
+    def own(self) -> dict[str, list[BlockUpdate]]:
+        """This checkpoint's update (module -> per-block), empty when it has none."""
+        return self.updates.get(self.checkpoint) or {}
+
+
 def update_erank_rows(updates: dict[str, list[BlockUpdate]]) -> list[tuple[int, float]]:
     """(layer, value): module-mean effective rank per block (layer = block + 1), then layer -1."""
     if not updates:
@@ -108,6 +127,14 @@ def overlap_prev(
     return float(np.mean(values)) if values else None
 
 
+def update_erank(inputs: LoraInputs) -> dict[int, float]:
+    return dict(update_erank_rows(inputs.own))
+
+
+def overlap_prev_of(inputs: LoraInputs) -> float | None:
+    return overlap_prev(inputs.checkpoint, list(inputs.ancestors), inputs.updates, inputs.k)
+
+
 register(
     Metric(
         "lora_update_erank",
@@ -115,6 +142,7 @@ register(
         "effective rank of the stage's LoRA update (singular values via QR + r x r SVD)",
         "lora",
         ("lora",),
+        update_erank,
         scopes=("all",),
     )
 )
@@ -125,6 +153,7 @@ register(
         "mean top-k left-singular-subspace overlap with the earlier stages' updates",
         "lora",
         ("lora",),
+        overlap_prev_of,
         scopes=("all",),
         params=("lora_k",),
     )
