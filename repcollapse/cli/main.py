@@ -24,6 +24,7 @@ GROUPS: dict[str, str] = {
     "analyze": "metrics, statistics, figures and the report, from the store alone",
     "query": "run SQL (DuckDB) over the metric tables",
     "demo": "the whole chain end to end on the embedded model",
+    "study": "a resumable, shardable matrix of families x sequences x seeds x mitigations",
 }
 
 

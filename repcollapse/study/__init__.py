@@ -1,0 +1,24 @@
+"""`repcollapse study`: the experimental matrix (families x sequences x seeds x mitigations, one
+budget) as one resumable, shardable command (docs/study.md)."""
+
+from repcollapse.study.config import Family, StudyConfig, StudyError, load_study, parse_study
+from repcollapse.study.merge import merge_tables, study_inputs
+from repcollapse.study.plan import Cell, Shard, plan_cells
+from repcollapse.study.runner import StudyRun, in_process_executor, run_study, subprocess_executor
+
+__all__ = [
+    "Cell",
+    "Family",
+    "Shard",
+    "StudyConfig",
+    "StudyError",
+    "StudyRun",
+    "in_process_executor",
+    "load_study",
+    "merge_tables",
+    "parse_study",
+    "plan_cells",
+    "run_study",
+    "study_inputs",
+    "subprocess_executor",
+]

@@ -1,0 +1,383 @@
+"""Run a study's cells: each is one CLI step (`repcollapse data|train|extract|analyze ...`),
+skipped when its marker says it is complete with the same inputs.
+
+A marker (``OUT/cells/<cell>.json``) is written last, after the step succeeded, and records the
+cell's inputs (its fingerprint): a cell whose inputs changed (a seed added, another layer
+stride) runs again, and the steps themselves skip what is already done (complete stages,
+checkpoints in the store, cached metrics). While a cell runs, ``<cell>.running`` holds the pid
+and start time, so `study status` can tell running from interrupted cells.
+
+Every step runs in its own process by default (as in `repcollapse demo`: the analysis steps never
+import torch); tests run them in this process (``in_process_executor``) to inject faults.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from repcollapse.store_schema.records import write_json_atomic
+from repcollapse.study.config import StudyConfig
+from repcollapse.study.plan import WHOLE, Cell, Shard, plan_cells
+
+Executor = Callable[[list[str], Path], None]
+
+# Prior cost of one unit of each cell kind, in seconds of SmolLM2-135M at the demo budget on a
+# 2-core CPU (README, "The demo, measured": a trained and evaluated stage ~130 s, extraction
+# ~35 s a checkpoint, metrics ~9 s a checkpoint). The ETA scales them by the ratio of measured
+# to prior time of the cells run so far, so only their proportions matter.
+PRIOR_S: dict[str, float] = {
+    "data": 2.0,
+    "base": 25.0,
+    "train": 130.0,
+    "extract": 35.0,
+    "metrics": 9.0,
+    "report": 15.0,
+}
+
+
+class StepFailed(RuntimeError):
+    """A CLI step exited non-zero; the message carries the tail of its log."""
+
+
+def subprocess_executor(args: list[str], log: Path) -> None:
+    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    with log.open("a") as fh:
+        fh.write(f"\n$ repcollapse {' '.join(args)}\n")
+        fh.flush()
+        proc = subprocess.run(
+            [sys.executable, "-m", "repcollapse.cli.main", *args],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    if proc.returncode != 0:
+        tail = "\n".join(log.read_text().splitlines()[-20:])
+        raise StepFailed(f"repcollapse {args[0]} {args[1]} exited {proc.returncode}:\n{tail}")
+
+
+def in_process_executor(args: list[str], log: Path) -> None:
+    from repcollapse.cli.main import main
+
+    with log.open("a") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+        print(f"\n$ repcollapse {' '.join(args)}", flush=True)
+        rc = main(args)
+    if rc:
+        tail = "\n".join(log.read_text().splitlines()[-20:])
+        raise StepFailed(f"repcollapse {args[0]} {args[1]} exited {rc}:\n{tail}")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where everything of a study lives under its output directory."""
+
+    out: Path
+
+    @property
+    def cells(self) -> Path:
+        return self.out / "cells"
+
+    @property
+    def data(self) -> Path:
+        return self.out / "data"
+
+    def family(self, fam: str) -> Path:
+        return self.out / "families" / fam
+
+    def base(self, fam: str) -> Path:
+        return self.family(fam) / "base"
+
+    def view(self, fam: str, seed: int) -> Path:
+        return self.family(fam) / "views" / f"s{seed}"
+
+    def runs(self, fam: str) -> Path:
+        return self.family(fam) / "runs"
+
+    def store(self, fam: str) -> Path:
+        return self.out / "stores" / f"{fam}.zarr"
+
+    def tables(self, fam: str) -> Path:
+        return self.out / "tables" / fam
+
+    @property
+    def merged(self) -> Path:
+        return self.out / "merged"
+
+    def marker(self, cell: Cell) -> Path:
+        return self.cells / cell.marker_name
+
+    def running(self, cell: Cell) -> Path:
+        return self.cells / (cell.marker_name[: -len(".json")] + ".running")
+
+
+def read_marker(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _fmt(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class StudyRun:
+    def __init__(
+        self,
+        study: StudyConfig,
+        out: Path,
+        shard: Shard = WHOLE,
+        *,
+        executor: Executor = subprocess_executor,
+        log: Callable[[str], None] = print,
+        device: str | None = None,
+    ) -> None:
+        self.study, self.shard, self.executor, self.log = study, shard, executor, log
+        self.device = device
+        self.L = Layout(Path(out).resolve())
+        self.cells = plan_cells(study, shard)
+
+    # -- what each cell runs and what it depends on --------------------------------------------
+
+    def base_for(self, fam: str, seed: int) -> Path:
+        """The base directory a seed's chains start from. The study's first seed uses the base
+        itself (its evaluation is the base's row in the store); every other seed a view of it
+        (hard links of every file but behavior.json), because `train run` evaluates the base
+        with the run's seed and would otherwise overwrite the base's behaviour seed by seed."""
+        if seed == self.study.seeds[0]:
+            return self.L.base(fam)
+        return self.L.view(fam, seed)
+
+    def _make_view(self, fam: str, seed: int) -> None:
+        view, base = self.L.view(fam, seed), self.L.base(fam)
+        if (view / "manifest.json").is_file():
+            return
+        if view.exists():
+            shutil.rmtree(view)
+        tmp = view.with_name(view.name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        for f in sorted(base.rglob("*")):
+            rel = f.relative_to(base)
+            if f.is_dir() or rel.name in ("behavior.json", "manifest.json"):
+                continue
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(f, tmp / rel)
+            except OSError:
+                shutil.copy2(f, tmp / rel)
+        shutil.copy2(base / "manifest.json", tmp / "manifest.json")  # last: complete
+        tmp.rename(view)
+
+    def stage_dirs(self, cell: Cell) -> list[Path]:
+        run = self.L.runs(cell.family) / cell.run_name
+        return sorted(p.parent for p in run.glob("*/[0-9][0-9]-*/manifest.json"))
+
+    def checkpoints(self, fam: str) -> list[Path]:
+        trains = [c for c in self.cells if c.kind == "train" and c.family == fam]
+        return [self.L.base(fam), *[d for c in trains for d in self.stage_dirs(c)]]
+
+    def fingerprint(self, cell: Cell) -> dict[str, Any]:
+        st = self.study
+        if cell.kind == "data":
+            return {"seed": st.data_seed, "probe": st.probe_per_domain, "dir": st.data_dir}
+        if cell.kind == "base":
+            return {"model": self._family(cell.family).model}
+        if cell.kind == "train":
+            return {
+                "model": self._family(cell.family).model,
+                "config": cell.config,
+                "seed": cell.seed,
+                "budget": st.budget,
+                "set": list(st.train_overrides()),
+                "base": str(self.base_for(cell.family, cell.seed)),
+            }
+        if cell.kind == "extract":
+            return {
+                "checkpoints": [str(p) for p in self.checkpoints(cell.family)],
+                "token_cap_per_span": st.token_cap_per_span,
+            }
+        if cell.kind == "metrics":
+            # the upstream marker's inputs and finish time: a re-run upstream cell re-runs this
+            return {"layer_stride": st.layer_stride, "extract": self._upstream("extract", cell)}
+        families = sorted({c.family for c in self.cells if c.kind == "metrics"})
+        return {f: self._upstream("metrics", Cell("metrics", f)) for f in families}
+
+    def _upstream(self, kind: str, cell: Cell) -> Any:
+        m = read_marker(self.L.marker(Cell(kind, cell.family))) or {}
+        return [m.get("inputs"), m.get("finished")]
+
+    def _family(self, label: str) -> Any:
+        return next(f for f in self.study.families if f.label == label)
+
+    def is_complete(self, cell: Cell) -> bool:
+        m = read_marker(self.L.marker(cell))
+        return m is not None and m.get("inputs") == _plain(self.fingerprint(cell))
+
+    def execute(self, cell: Cell) -> None:
+        """Run one cell's CLI step(s)."""
+        st, L, run = self.study, self.L, self.executor
+        log = L.out / "study.log"
+        dev = ["--device", self.device] if self.device else []
+        if cell.kind == "data":
+            if st.data_dir is None:
+                run(
+                    [
+                        "data",
+                        "build",
+                        "--out",
+                        str(L.data),
+                        "--seed",
+                        str(st.data_seed),
+                        "--probe-per-domain",
+                        str(st.probe_per_domain),
+                    ],
+                    log,
+                )
+            else:  # a given data directory: used in place
+                if L.data.is_symlink() or L.data.exists():
+                    L.data.unlink() if L.data.is_symlink() else shutil.rmtree(L.data)
+                L.data.symlink_to(st.data_dir, target_is_directory=True)
+        elif cell.kind == "base":
+            model = self._family(cell.family).model
+            run(["train", "base", "--model", model, "--out", str(L.base(cell.family)), *dev], log)
+        elif cell.kind == "train":
+            base = self.base_for(cell.family, cell.seed)
+            if base != L.base(cell.family):
+                self._make_view(cell.family, cell.seed)
+            args = [
+                "train",
+                "run",
+                cell.config,
+                "--out",
+                str(L.runs(cell.family) / cell.run_name),
+                "--base",
+                str(base),
+                "--data",
+                str(L.data),
+                "--budget",
+                st.budget,
+                "--seed",
+                str(cell.seed),
+                "--reuse",
+                str(L.runs(cell.family)),
+                "--quiet",
+                *dev,
+            ]
+            for o in st.train_overrides():
+                args += ["--set", o]
+            run(args, log)
+        elif cell.kind == "extract":
+            ckpts = [str(p) for p in self.checkpoints(cell.family)]
+            extract_args = [
+                "extract",
+                "--store",
+                str(L.store(cell.family)),
+                "--probe",
+                str(L.data / "probe.jsonl"),
+                "--token-cap-per-span",
+                str(st.token_cap_per_span),
+                "--no-progress",
+            ]
+            run([*extract_args, *(["--device", self.device] if self.device else []), *ckpts], log)
+            run(["store", "validate", str(L.store(cell.family))], log)
+        elif cell.kind == "metrics":
+            from repcollapse.cli.demo import analysed_layers
+
+            layers = [str(x) for x in analysed_layers(L.store(cell.family), st.layer_stride)]
+            store, tables = str(L.store(cell.family)), str(L.tables(cell.family))
+            run(["analyze", "metrics", store, "--out", tables, "--layers", *layers], log)
+        else:
+            from repcollapse.study.merge import merge_tables
+
+            fams = [c.family for c in self.cells if c.kind == "metrics"]
+            merge_tables([(st.name, f, L.tables(f)) for f in fams], L.merged)
+            report_steps(L.merged, L.out, run, log)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> Path:
+        L = self.L
+        L.cells.mkdir(parents=True, exist_ok=True)
+        meta = {"name": self.study.name, "source": self.study.source, "budget": self.study.budget}
+        write_json_atomic(L.cells / "study.json", meta)
+        t_start = time.perf_counter()
+        spent_s = spent_prior = 0.0
+        todo = [c for c in self.cells if not self.is_complete(c)]
+        n = len(self.cells)
+        self.log(
+            f"[study {self.study.name}] shard {self.shard}: {n} cells, "
+            f"{n - len(todo)} complete, {len(todo)} to run -> {L.out}"
+        )
+        pending_prior = sum(_prior(c) for c in todo)
+        for i, cell in enumerate(self.cells, start=1):
+            if self.is_complete(cell):  # decided now: an upstream cell may have just run
+                self.log(f"[study {i}/{n}] {cell.id}: complete, skipped")
+                continue
+            running = L.running(cell)
+            write_json_atomic(running, {"pid": os.getpid(), "started": time.time()})
+            t0 = time.perf_counter()
+            try:
+                self.execute(cell)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    running.unlink()
+            dt = time.perf_counter() - t0
+            write_json_atomic(
+                L.marker(cell),
+                {
+                    "cell": cell.id,
+                    "inputs": _plain(self.fingerprint(cell)),
+                    "elapsed_s": round(dt, 3),
+                    "finished": time.time(),
+                },
+            )
+            spent_s += dt
+            spent_prior += _prior(cell)
+            pending_prior -= _prior(cell)
+            eta = pending_prior * spent_s / spent_prior if spent_prior else 0.0
+            self.log(
+                f"[study {i}/{n}] {cell.id}: done in {_fmt(dt)}; elapsed "
+                f"{_fmt(time.perf_counter() - t_start)}, ETA {_fmt(eta)}"
+            )
+        report = L.out / "report.html"
+        self.log(f"[study {self.study.name}] complete: {report}")
+        return report
+
+
+def report_steps(tables: Path, out: Path, run: Executor, log: Path) -> None:
+    """Stats, figures and the report over one (merged) tables directory."""
+    run(["analyze", "stats", str(tables)], log)
+    run(["analyze", "figures", str(tables), "--out", str(out / "figures")], log)
+    run(["analyze", "report", str(tables), "--out", str(out / "report.html")], log)
+
+
+def _prior(cell: Cell) -> float:
+    return PRIOR_S[cell.kind] * (cell.stages if cell.kind in ("train", "extract", "metrics") else 1)
+
+
+def _plain(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+def run_study(
+    study: StudyConfig,
+    out: str | Path,
+    shard: Shard = WHOLE,
+    *,
+    executor: Executor = subprocess_executor,
+    log: Callable[[str], None] = print,
+    device: str | None = None,
+) -> Path:
+    """Run (or continue) the cells of ``shard``; returns the report path."""
+    return StudyRun(study, Path(out), shard, executor=executor, log=log, device=device).run()

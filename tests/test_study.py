@@ -1,0 +1,330 @@
+"""`repcollapse study`: resumption after an interruption at any cell, shards merging to one
+run's tables, status, and one-line errors for a bad STUDY.toml.
+
+Fast (default suite): the cell loop with the steps replaced by a recorder, interrupted at every
+cell in turn; plans, shards, status and config errors. Slow (``-m slow``, ~4 min on 2 cores):
+real studies on a tiny random Llama at the demo test's tiny budget, run in this process
+(``in_process_executor``) so a fault can be injected inside a training stage."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from test_demo_e2e import TINY_BUDGET
+from tiny_model import make_tiny_model
+
+from repcollapse.study import (
+    Shard,
+    StudyError,
+    in_process_executor,
+    load_study,
+    merge_tables,
+    parse_study,
+    plan_cells,
+    run_study,
+    study_inputs,
+)
+from repcollapse.study.runner import StudyRun
+from repcollapse.study.status import cell_states
+
+TABLES = ("metrics", "checkpoints", "lora_overlap", "lora_spectrum")
+
+
+def _study_toml(
+    root: Path, models: list[Path], data: Path | None = None, sequences: str = '"D"'
+) -> Path:
+    fams = ", ".join(f'"{m}"' for m in models)
+    sets = ", ".join(json.dumps(s) for s in TINY_BUDGET)
+    data_line = f'dir = "{data}"' if data else ""
+    text = f"""
+name = "tiny"
+budget = "demo"
+seeds = [0, 1]
+families = [{fams}]
+sequences = [{sequences}]
+[data]
+probe_per_domain = 4
+{data_line}
+[train]
+set = [{sets}]
+[extract]
+token_cap_per_span = 40
+[analyze]
+layer_stride = 1
+"""
+    path = root / "STUDY.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    root = tmp_path_factory.mktemp("models")
+    return [
+        make_tiny_model(root / "tinyA", seed=0, n_layers=2, hidden=32),
+        make_tiny_model(root / "tinyB", seed=1, n_layers=2, hidden=32),
+    ]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory, models: list[Path]) -> dict:
+    """One uninterrupted real study: one family, two seeds, sequence D (3 stages)."""
+    root = tmp_path_factory.mktemp("study")
+    models = models[:1]
+    toml = _study_toml(root, models)
+    study = load_study(toml)
+    full = root / "full"
+    run_study(study, full, executor=in_process_executor, log=lambda s: None)
+    # every later study reads the same data directory (built once here)
+    study = load_study(_study_toml(root, models, data=full / "data"))
+    return {"root": root, "models": models, "study": study, "full": full}
+
+
+def _merged(dirs: list[Path], out: Path) -> dict[str, pd.DataFrame]:
+    merge_tables(study_inputs(dirs), out)
+    return {t: pd.read_parquet(out / f"{t}.parquet") for t in TABLES}
+
+
+def _assert_same(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame]) -> None:
+    for t in TABLES:
+        pd.testing.assert_frame_equal(a[t], b[t], check_exact=False, rtol=1e-6, obj=t)
+
+
+@pytest.mark.slow
+def test_full_study_writes_every_artifact(setup: dict) -> None:
+    full, study = setup["full"], setup["study"]
+    assert (full / "report.html").stat().st_size > 10_000
+    ck = pd.read_parquet(full / "merged" / "checkpoints.parquet")
+    assert len(ck) == 1 + 2 * 3  # base + 2 seeds x D's 3 stages
+    assert set(ck.store_id) == {"tiny/tinyA"} and set(ck.seed) == {0, 1}
+    assert ck["future_score"].notna().all()  # the base too: evaluated with the first seed
+    assert {s for _, s, _ in cell_states(study, full)} == {"done"}
+
+
+@pytest.mark.slow
+def test_rerun_skips_every_cell(setup: dict) -> None:
+    full = setup["full"]
+    before = {p: p.stat().st_mtime_ns for p in (full / "cells").glob("train*.json")}
+    lines: list[str] = []
+    run_study(setup["study"], full, executor=in_process_executor, log=lines.append)
+    # the later studies name the data directory instead of building it: that cell and the
+    # report (its inputs did not change either, so only data) run again
+    ran = [ln for ln in lines if "done in" in ln]
+    assert all("] data:" in ln for ln in ran), ran
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fail_at", [2, 5])
+def test_resumes_after_a_fault_inside_a_cell(
+    setup: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_at: int
+) -> None:
+    """Training stage number ``fail_at`` raises: the study stops inside a train cell (2: the
+    first seed's chain, after one stage; 5: the second seed's, after its first cell). The
+    re-run redoes no finished cell and ends with the uninterrupted run's tables."""
+    import repcollapse.train.stages as stages
+
+    out = tmp_path / "out"
+    real = stages.train_stage
+    calls = {"n": 0}
+
+    def flaky(*a, **k):  # noqa: ANN002, ANN003
+        calls["n"] += 1
+        if calls["n"] == fail_at:
+            raise RuntimeError("injected fault")
+        return real(*a, **k)
+
+    monkeypatch.setattr(stages, "train_stage", flaky)
+    with pytest.raises(RuntimeError, match="injected fault"):
+        run_study(setup["study"], out, executor=in_process_executor, log=lambda s: None)
+    done_before = {
+        p.name: p.stat().st_mtime_ns
+        for p in (out / "cells").glob("*.json")
+        if p.name != "study.json"
+    }
+    assert not list((out / "cells").glob("*.running"))
+    monkeypatch.setattr(stages, "train_stage", real)
+    lines: list[str] = []
+    run_study(setup["study"], out, executor=in_process_executor, log=lines.append)
+    assert {n: (out / "cells" / n).stat().st_mtime_ns for n in done_before} == done_before
+    assert sum("complete, skipped" in ln for ln in lines) == len(done_before)
+    _assert_same(_merged([out], tmp_path / "m1"), _merged([setup["full"]], tmp_path / "m2"))
+
+
+@pytest.mark.slow
+def test_shards_merge_to_one_runs_tables(setup: dict, tmp_path: Path) -> None:
+    study = setup["study"]
+    outs = []
+    for i in (1, 2):
+        out = tmp_path / f"shard{i}"
+        run_study(study, out, Shard(i, 2), executor=in_process_executor, log=lambda s: None)
+        outs.append(out)
+    merged = _merged(outs, tmp_path / "merged")
+    assert merged["checkpoints"]["future_score"].notna().all()
+    _assert_same(merged, _merged([setup["full"]], tmp_path / "one"))
+
+
+@pytest.mark.slow
+def test_study_report_cli_merges_shards(setup: dict, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    cmd = [sys.executable, "-m", "repcollapse.cli.main", "study", "report", str(setup["full"])]
+    proc = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "report.html").stat().st_size > 10_000
+    assert (out / "tables" / "regression.parquet").is_file()
+
+
+# -- fast: the cell loop, plans, shards, status, errors ------------------------------------------
+
+
+@pytest.fixture()
+def two_family(models: list[Path], tmp_path: Path):  # noqa: ANN201
+    return load_study(_study_toml(tmp_path, models, sequences='"A", "control", "D"'))
+
+
+def _recording_run(study, out: Path, shard: Shard, fail_at: str | None, seen: list[str]):  # noqa: ANN001, ANN202
+    run = StudyRun(study, out, shard, log=lambda s: None)
+
+    def execute(cell):  # noqa: ANN001, ANN202
+        seen.append(cell.id)
+        if cell.id == fail_at:
+            raise KeyboardInterrupt  # as a kill would: nothing after this point runs
+        time.sleep(0.001)
+
+    run.execute = execute  # type: ignore[method-assign]
+    return run
+
+
+def test_plan_and_shards_cover_every_cell_once(two_family) -> None:  # noqa: ANN001
+    one = plan_cells(two_family)
+    kinds = [c.kind for c in one]
+    assert kinds[0] == "data" and kinds[-1] == "report"
+    trains = [c for c in one if c.kind == "train"]
+    assert len(trains) == 2 * 2 * 3 and len({c.id for c in trains}) == len(trains)
+    for n in (2, 3, 4):
+        shards = [plan_cells(two_family, Shard(i, n)) for i in range(1, n + 1)]
+        ids = [c.id for cs in shards for c in cs if c.kind == "train"]
+        assert sorted(ids) == sorted(c.id for c in trains)  # each once
+        for cs in shards:  # a shard's chains of one (family, seed) are all there, with their base
+            fam_seeds = {(c.family, c.seed) for c in cs if c.kind == "train"}
+            for fam, seed in fam_seeds:
+                assert {c.config for c in cs if (c.family, c.seed) == (fam, seed)} == {
+                    "A",
+                    "control",
+                    "D",
+                }
+            assert {c.family for c in cs if c.kind == "base"} == {f for f, _ in fam_seeds}
+        assert plan_cells(two_family, Shard(1, n)) == shards[0]  # deterministic
+    with pytest.raises(StudyError, match="at most 4 shards"):
+        plan_cells(two_family, Shard(1, 5))
+
+
+def test_interrupted_at_any_cell_resumes_there(two_family, tmp_path: Path) -> None:  # noqa: ANN001
+    ids = [c.id for c in plan_cells(two_family)]
+    for k, stop in enumerate(ids):
+        out = tmp_path / f"k{k}"
+        first: list[str] = []
+        with pytest.raises(KeyboardInterrupt):
+            _recording_run(two_family, out, Shard(1, 1), stop, first).run()
+        assert first == ids[: k + 1]
+        marks = {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}
+        assert not list((out / "cells").glob("*.running"))
+        second: list[str] = []
+        _recording_run(two_family, out, Shard(1, 1), None, second).run()
+        assert second == ids[k:], (stop, second)  # the interrupted cell and everything after
+        for name, mtime in marks.items():
+            if name != "study.json":
+                assert (out / "cells" / name).stat().st_mtime_ns == mtime
+        third: list[str] = []
+        _recording_run(two_family, out, Shard(1, 1), None, third).run()
+        assert third == []
+
+
+def test_changed_inputs_rerun_the_cell(two_family, tmp_path: Path) -> None:  # noqa: ANN001
+    import dataclasses
+
+    seen: list[str] = []
+    _recording_run(two_family, tmp_path, Shard(1, 1), None, seen).run()
+    wider = dataclasses.replace(two_family, layer_stride=2)
+    again: list[str] = []
+    _recording_run(wider, tmp_path, Shard(1, 1), None, again).run()
+    assert again == ["metrics/tinyA", "metrics/tinyB", "report"]
+
+
+def test_status_lists_missing_running_and_interrupted(two_family, tmp_path: Path) -> None:  # noqa: ANN001
+    study, out = two_family, tmp_path / "st"
+    run = StudyRun(study, out)
+    run.L.cells.mkdir(parents=True)
+    cells = run.cells
+    (run.L.running(cells[1])).write_text(json.dumps({"pid": 2**22 + 12345, "started": 0}))
+    import os
+
+    (run.L.running(cells[2])).write_text(json.dumps({"pid": os.getpid(), "started": 0}))
+    states = dict((c, s) for c, s, _ in cell_states(study, out))
+    assert states[cells[0].id] == "missing"
+    assert states[cells[1].id] == "interrupted"
+    assert states[cells[2].id] == "running"
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        ({"seeds": [0, 0]}, "seeds"),
+        ({"seeds": "0"}, "seeds"),
+        ({"sequences": ["A", "Z"]}, "sequences"),
+        ({"families": ["no-such-model"]}, "families"),
+        ({"budget": "huge"}, "budget"),
+        ({"mitigations": ["replay99"]}, "mitigations"),
+        ({"extract": {"token_cap_per_span": 0}}, "extract.token_cap_per_span"),
+        ({"analyze": {"layer_strid": 2}}, "analyze.layer_strid"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
+def test_bad_study_toml_names_the_field(
+    two_family,
+    tmp_path: Path,
+    edit: dict,
+    field: str,  # noqa: ANN001
+) -> None:
+    raw = {**two_family.raw, **edit}
+    with pytest.raises(StudyError) as exc:
+        parse_study(raw, "S.toml", tmp_path)
+    msg = str(exc.value)
+    assert "\n" not in msg and f"field '{field}'" in msg, msg
+
+
+def test_bad_study_toml_cli_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "S.toml"
+    bad.write_text(
+        'name = "x"\nfamilies = ["smollm2-135m-instruct"]\nsequences = ["A"]\nseeds = [-1]\n'
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "repcollapse.cli.main", "study", str(bad)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "field 'seeds'" in lines[0], proc.stderr
+
+
+def test_shard_spec_errors() -> None:
+    for bad in ("0/2", "3/2", "a/b", "1"):
+        with pytest.raises(StudyError, match="--shard"):
+            Shard.parse(bad)
+
+
+def test_presets_parse() -> None:
+    root = Path(__file__).resolve().parents[1] / "studies"
+    for name in ("cpu-small", "paper"):
+        study = load_study(root / f"{name}.toml")
+        assert {f.label for f in study.families} == {"smollm2-135m-instruct", "gemma3-270m"}
+        assert len(study.seeds) >= 3 and {"A", "control", "D"} <= set(study.sequences)
+    paper = load_study(root / "paper.toml")
+    assert paper.budget == "paper" and {"A", "B", "C", "D"} <= set(paper.sequences)
