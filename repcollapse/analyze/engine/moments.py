@@ -7,13 +7,17 @@ its children in the group; steps run in token order as one chain of dask tasks, 
 is one accumulator, never a copy per chunk.
 
 Per step and member: the chunk's kept rows are gathered in cell order (domain-major) and cast
-float16 -> float32 (float64 with ``precision='float64'``); a fixed per-domain reference (the mean
-of that domain's rows in the first chunk that holds the domain, fixed for the rest of the pass) is
-subtracted, so that the float32 products do not cancel catastrophically when the mean is large
-next to the spread. Then the products are done in the working precision and added to float64
-accumulators: per (domain, span) cell the count, sum, sum of squared norms and sum of
-unit-normalised raw rows (all O(N d)); per domain and per span the Gram matrix and the cross-Gram
-with base and parent (d x d). The products are formed per (domain, span) cell of the gathered
+float16 -> float64; a fixed per-domain reference (the mean of that domain's rows in the first
+chunk that holds the domain, fixed for the rest of the pass) is subtracted, so that the products
+do not cancel catastrophically when the mean is large next to the spread. The member's OWN
+moments are formed from these float64 rows in both precision modes: per (domain, span) cell the
+count, sum, sum of squared norms and sum of unit-normalised raw rows (all O(N d)), and per domain
+and per span the Gram matrix (d x d). Why float64 for the own Gram: RankMe takes square roots of
+its eigenvalues, which lifts the float32 products' round-off (~eps32 l_max) to visible singular
+values, and no floor can tell those from real ones (a floor at that level dropped real singular
+values: RankMe 1.4% low on the demo store). The cross-Grams with base and parent, the debias sums'
+products and the per-sequence Grams use the working precision (float32 by default: CKA's error
+is relative to ||K||, measured within 1e-5 of float64 mode). The products are formed per (domain, span) cell of the gathered
 chunk (a contiguous run) and each is added to its domain's and its span's accumulator, so every
 row enters one product; when a chunk holds many small cells (the per-call cost of a product is
 ~140 rows' worth, ``GEMM_OVERHEAD_ROWS``) they are formed per domain run and again per span
@@ -207,45 +211,45 @@ def step1(acc: Accumulator, k: int, *blocks: Any) -> Accumulator:
     cfg, plan, d, wd = acc.config, acc.plan, acc.d, acc.dtype
     xp = by_name(cfg.xp)
     cp = plan.chunks[k]
-    bufs, sqs = {}, {}
+    bufs, bufs64, sqs = {}, {}, {}
     for m, block in zip(cfg.members, blocks, strict=True):
         st = acc.states[m]
         is_t = m in cfg.targets
         if st.rows is not None and len(cp.sample_rel):
             raw = xp.asarray(block).reshape(-1, d)[xp.asarray(cp.sample_rel)]
             st.rows[cp.sample_slot] = to_numpy(raw).astype(np.float32)
-        buf = _gather(xp, block, cp.order, d, wd)
+        # float64 rows for the member's own moments in both modes (module doc: RankMe)
+        x64 = _gather(xp, block, cp.order, d, np.float64)
         w = None
         if is_t and st.unit is not None:
-            norms = xp.sqrt(xp.einsum("ij,ij->i", buf, buf))
-            w = xp.where(norms > 0, 1.0 / xp.where(norms > 0, norms, 1.0), 0.0).astype(wd)
+            norms = xp.sqrt(xp.einsum("ij,ij->i", x64, x64))
+            w = xp.where(norms > 0, 1.0 / xp.where(norms > 0, norms, 1.0), 0.0)
         for di, a, b in cp.domain_runs:
             if not st.ref_set[di]:
-                st.ref[di] = buf[a:b].mean(axis=0, dtype=np.float64).astype(wd)
+                st.ref[di] = x64[a:b].mean(axis=0).astype(wd)
                 st.ref_set[di] = True
-            buf[a:b] -= st.ref[di]
-        _grams(xp, st.Gd, st.Gs, buf, buf, cp, plan)
-        sq = xp.einsum("ij,ij->i", buf, buf)
+            x64[a:b] -= st.ref[di]
+        _grams(xp, st.Gd, st.Gs, x64, x64, cp, plan)
+        sq = xp.einsum("ij,ij->i", x64, x64)
         for ci, a, b in cp.segments:
-            seg = buf[a:b]
+            seg = x64[a:b]
             st.n[ci] += b - a
-            st.s[ci] += seg.sum(axis=0, dtype=np.float64)
-            st.sq[ci] += sq[a:b].sum(dtype=np.float64)
+            st.s[ci] += seg.sum(axis=0)
+            st.sq[ci] += sq[a:b].sum()
             if w is not None:
                 ws = w[a:b]
                 di = plan.cells[ci][0]
-                st.unit[ci] += seg.T @ ws + st.ref[di].astype(np.float64) * float(
-                    ws.sum(dtype=np.float64)
-                )
+                st.unit[ci] += seg.T @ ws + st.ref[di].astype(np.float64) * float(ws.sum())
+        buf = x64 if wd is np.float64 else x64.astype(wd)
         if is_t and st.seq_sum is not None:
             fold_sequences(st, cp, buf, xp)
-        bufs[m], sqs[m] = buf, sq
+        bufs[m], bufs64[m], sqs[m] = buf, x64, sq
     for t, r in cfg.cross_pairs():
         kd, ks = acc.states[t].cross[r]
         _grams(xp, kd, ks, bufs[t], bufs[r], cp, plan)
     for m, st in acc.states.items():  # debiased CKA: with itself and with its references
         for other, sums in st.deb.items():
-            x, y, rx, ry = bufs[m], bufs[other], st.ref, acc.states[other].ref
+            x, y, rx, ry = bufs64[m], bufs64[other], st.ref, acc.states[other].ref
             debias.fold(sums, x, y, sqs[m], sqs[other], rx, ry, cp.segments, plan)
     acc.chunks_seen.append(k)
     return acc
