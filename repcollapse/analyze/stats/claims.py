@@ -366,3 +366,15 @@ def claim_tables(tables: Tables, cfg: ClaimsConfig, notes: Notes) -> dict[str, p
         "claims": claims_table(ck, cfg, notes),
         "stage_table": stage_table(ck, cfg.alpha),
     }
+
+
+def claims_config(stats_cfg: object) -> ClaimsConfig:
+    """The claims' settings that a stats run's configuration fixes (alpha, layer convention,
+    control sequence, response, controls); duck-typed so this module needs no stats config."""
+    return ClaimsConfig(
+        alpha=stats_cfg.alpha,  # type: ignore[attr-defined]
+        convention=stats_cfg.convention,  # type: ignore[attr-defined]
+        control=stats_cfg.control_sequence,  # type: ignore[attr-defined]
+        future=stats_cfg.response,  # type: ignore[attr-defined]
+        controls=tuple(stats_cfg.controls),  # type: ignore[attr-defined]
+    )

@@ -169,3 +169,13 @@ def choose_clusters(d: pd.DataFrame, n_coef: int) -> tuple[pd.Series, str]:
     if cells.nunique() - 1 >= n_coef:
         return cells, "family/sequence"
     return chain_labels(d), "chain"
+
+
+def term_budget(d: pd.DataFrame, clustered: bool, family_fe: bool) -> int:
+    """How many predictors (besides the intercept and family dummies) the rows allow: residual
+    df >= MIN_RESID_DF, and with clustered errors no more coefficients than chains - 1."""
+    fixed = 1 + (d["model_family"].nunique() - 1 if family_fe else 0)
+    budget = len(d) - MIN_RESID_DF - fixed
+    if clustered:
+        budget = min(budget, chain_labels(d).nunique() - 1 - fixed)
+    return max(budget, 0)

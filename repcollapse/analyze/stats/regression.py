@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from repcollapse.analyze.stats import design
+from repcollapse.analyze.stats.claims import claim_tables, claims_config
 from repcollapse.analyze.tables.read import LayerConvention, Tables, checkpoint_table, read_tables
 from repcollapse.store_schema.lineage import CONTROL_SEQUENCE, noop_mask
 
@@ -142,16 +144,25 @@ def regression(ck: pd.DataFrame, cfg: StatsConfig, notes: Notes) -> pd.DataFrame
         scale[t] = sd
         d[t] = (d[t] - d[t].mean()) / sd
     n_candidates = len(terms)
-    terms, reduced = _select_terms(d, terms, notes)
+    # Below min_families: family fixed effects and errors clustered by replicate (design.py).
+    few = d["model_family"].nunique() < cfg.min_families
+    budget = design.term_budget(d, clustered=few, family_fe=few)
+    terms, reduced = _select_terms(d, terms, notes, budget)
     if reduced:
+        n_chains = design.chain_labels(d).nunique()
         add_note(
             notes,
             sec,
-            f"Only {len(d)} usable checkpoint(s) for {n_candidates} predictor(s): "
-            f"reduced model on {', '.join(terms) or 'nothing'}.",
+            f"Only {len(d)} usable checkpoint(s) in {n_chains} chain(s) for {n_candidates} "
+            "predictor(s): the full model is not identifiable and is refused; "
+            f"reduced model on {', '.join(terms) or 'nothing'} (descriptive only: no p-values).",
         )
     if not terms:
-        add_note(notes, sec, f"Too few checkpoints ({len(d)}) for any regression: none fitted.")
+        add_note(
+            notes,
+            sec,
+            f"Too few checkpoints ({len(d)}) or chains for any regression: none fitted.",
+        )
         return pd.DataFrame(columns=REG_COLUMNS)
     d["sequence_label"] = d["sequence"].replace("", "base")
     n_fam = d["model_family"].nunique()
@@ -171,20 +182,25 @@ def regression(ck: pd.DataFrame, cfg: StatsConfig, notes: Notes) -> pd.DataFrame
     return _with_scale(_fit_ols(d, terms, cfg, notes, reduced), scale)
 
 
-def _select_terms(d: pd.DataFrame, terms: list[str], notes: Notes) -> tuple[list[str], bool]:
-    """Terms in keep-priority order while rows allow (two residual degrees of freedom at least,
-    or the intervals mean nothing), skipping any that is a linear combination of those kept."""
+def _select_terms(
+    d: pd.DataFrame, terms: list[str], notes: Notes, budget: int
+) -> tuple[list[str], bool]:
+    """Terms in keep-priority order while the ``budget`` allows (design.term_budget: residual
+    degrees of freedom and clusters), skipping any that is (nearly) a linear combination of
+    those kept."""
     priority = {t: i for i, t in enumerate(reversed(DROP_ORDER))}
     kept: list[str] = []
     reduced = False
     for t in sorted(terms, key=lambda t: priority.get(t, len(priority))):
-        if len(d) < len(kept) + 4:
+        if len(kept) >= budget:
             reduced = True
             continue
-        x = np.column_stack([np.ones(len(d)), *(d[k].to_numpy() for k in [*kept, t])])
-        if np.linalg.matrix_rank(x) < x.shape[1]:
+        x = design.design_matrix(d, [*kept, t], family_fe=False)
+        if design.condition_number(x) > design.MAX_CONDITION:
             add_note(
-                notes, "regression", f"{t} is a linear combination of the other terms: left out."
+                notes,
+                "regression",
+                f"{t} is (nearly) a linear combination of the other terms: left out.",
             )
             continue
         kept.append(t)
@@ -258,34 +274,36 @@ def _fit_mixed(
 def _fit_ols(
     d: pd.DataFrame, terms: list[str], cfg: StatsConfig, notes: Notes, reduced: bool
 ) -> pd.DataFrame:
-    import statsmodels.formula.api as smf
-
-    # The fixed-effects analogue of the mixed model: one intercept per (family, sequence) cell,
-    # or per family, whichever the residual degrees of freedom allow.
-    cell = d["model_family"] + "/" + d["sequence_label"]
-    fe, label = "", "ols"
-    if cell.nunique() > 1 and len(d) - len(terms) - cell.nunique() >= 5:
-        d = d.assign(cell=cell)
-        fe, label = " + C(cell)", "ols+fe(family/sequence)"
-    elif d["model_family"].nunique() > 1 and len(d) - len(terms) - d["model_family"].nunique() >= 5:
-        fe, label = " + C(model_family)", "ols+fe(family)"
-    if reduced:
-        label = label.replace("ols", "ols-reduced", 1)
-    res = smf.ols(f"{cfg.response} ~ {' + '.join(terms)}{fe}", d).fit()
-    ci = res.conf_int(cfg.alpha)
-    rows = [
-        dict(
-            term=t,
-            estimate=res.params[t],
-            std_err=res.bse[t],
-            ci_low=ci.loc[t, 0],
-            ci_high=ci.loc[t, 1],
-            p_value=res.pvalues[t],
+    # Family as a fixed effect (two families cannot estimate a variance); seeds and sequences
+    # through errors clustered by (family, sequence) cell or by chain (docs/claims.md).
+    fam_fe = d["model_family"].nunique() > 1
+    x = design.design_matrix(d, terms, fam_fe)
+    clusters, level = design.choose_clusters(d, x.shape[1])
+    try:
+        fit = design.fit_clustered(x, d[cfg.response], clusters, cfg.alpha)
+    except design.Unidentifiable as exc:
+        add_note(notes, "regression", f"Model refused, none fitted: {exc}.")
+        return pd.DataFrame(columns=REG_COLUMNS)
+    label = "ols" + ("-reduced" if reduced else "") + ("+fe(family)" if fam_fe else "")
+    label += f"+cluster({level})"
+    tab = fit.table(["Intercept", *terms])
+    if reduced:  # a model chosen because the full one was refused: no test of anything
+        tab["p_value"] = np.nan
+    rows = tab.to_dict("records")
+    rows.append(dict(term="var(residual)", estimate=fit.resid_var))
+    add_note(
+        notes,
+        "regression",
+        f"OLS ({label}) on {len(d)} checkpoints: standard errors robust to dependence within "
+        f"{fit.n_clusters} clusters by {level}, t with {fit.df} df.",
+    )
+    if level == "chain":
+        add_note(
+            notes,
+            "regression",
+            "Too few (family, sequence) cells to cluster on: an offset shared by the seeds of "
+            "a sequence is not covered by the intervals.",
         )
-        for t in ["Intercept", *terms]
-    ]
-    rows.append(dict(term="var(residual)", estimate=float(res.scale)))
-    add_note(notes, "regression", f"OLS ({label}) on {len(d)} checkpoints.")
     return pd.DataFrame(rows).assign(model=label, n_obs=len(d))
 
 
@@ -330,6 +348,7 @@ def run_stats(
         "pareto": pareto_table(ck, notes),
         "falsification": run_falsification(tables, ck, cfg, notes),
     }
+    out.update(claim_tables(tables, claims_config(cfg), notes))
     if write:
         for name, df in out.items():
             df.to_parquet(tables.root / f"{name}.parquet", index=False)
