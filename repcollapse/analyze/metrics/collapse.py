@@ -12,10 +12,11 @@ a component with fewer than 2 values or no spread contributes z = 0 (no spread: 
 1e-9 of the values' magnitude, i.e. round-off between identical inputs, e.g. the embedding layer
 of LoRA checkpoints, not a difference). Rows: ``collapse_index``
 per layer and at layer -1, and its parts ``ci_z_<component>`` per layer. Layer -1 is the mean of
-the per-layer index over layers 1..L: layer 0 (the embeddings, which LoRA never changes) has
-its own row but stays out of the mean, the stats' layer convention (``LayerConvention``), so
-the two never summarise different layers (no layer -1 row when only layer 0 is analysed).
-Version 2 (version 1 averaged layer 0 in). The index depends on which checkpoints are analysed together,
+the per-layer index over ``repcollapse.analyze.layers.summary_layers`` (layers 1..L: layer 0,
+the embeddings, which LoRA never changes, has its own row but stays out of the mean), the one
+layer convention the stats and the stage table use too, so the two never summarise different
+layers. Version 3 (version 2 wrote no layer -1 row when only layer 0 was analysed, where the
+stats' mean took layer 0; version 1 averaged layer 0 in). The index depends on which checkpoints are analysed together,
 so it is recomputed (cheaply, from the cached components) on every run, never cached.
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from repcollapse.analyze.layers import summary_layers
 from repcollapse.analyze.registry import Metric, register
 
 COMPONENTS: tuple[tuple[str, float], ...] = (
@@ -34,8 +36,6 @@ COMPONENTS: tuple[tuple[str, float], ...] = (
     ("lora_overlap_prev", 1.0),
 )
 LAYER_FREE = {"lora_overlap_prev"}
-FIRST_LAYER = 1
-"""The first layer the layer -1 mean takes in (0 = embeddings: left out, as in the stats)."""
 SPREAD_FLOOR = 1e-9
 """Relative std below which a component has no spread across checkpoints (z = 0)."""
 
@@ -86,6 +86,7 @@ def collapse_rows(metrics: pd.DataFrame) -> pd.DataFrame:
     checkpoints = sorted(set(whole["checkpoint"]))
     free = wide.xs(-1, level="layer") if -1 in wide.index.get_level_values("layer") else None
     layers = sorted({int(x) for x in wide.index.get_level_values("layer")} - {-1})
+    mean_layers = set(summary_layers(layers))
     lora_z = None
     if free is not None and "lora_overlap_prev" in free:
         lora_z = zscore(free["lora_overlap_prev"].reindex(checkpoints))
@@ -108,7 +109,7 @@ def collapse_rows(metrics: pd.DataFrame) -> pd.DataFrame:
             if not np.isfinite(index[c]):
                 continue
             n = int(n_tok.get((c, layer), n_tok.xs(c, level="checkpoint").max()))
-            if layer >= FIRST_LAYER:
+            if layer in mean_layers:
                 per_layer[c].append(float(index[c]))
             if layer != -1:
                 rows.append((c, layer, "collapse_index", float(index[c]), n))
@@ -128,7 +129,7 @@ _REQ = tuple(c for c, _ in COMPONENTS)
 register(
     Metric(
         "collapse_index",
-        2,
+        3,
         "mean of the within-family z-scores of -erank, -pr, +aniso_centered, +topk_var_10, "
         "+lora_overlap_prev (components a checkpoint lacks are left out)",
         "derived",

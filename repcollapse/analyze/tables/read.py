@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from repcollapse.analyze import layers
+
 KEY: list[str] = ["store_id", "checkpoint"]
 BEHAVIOR: tuple[str, ...] = (
     "target_score",
@@ -90,8 +92,7 @@ class LayerConvention:
 
     def describe(self) -> str:
         if self.layer == "mean":
-            first = 0 if self.include_embeddings else 1
-            where = f"mean over layers {first}..L (layer 0 = embeddings)"
+            where = layers.describe(self.include_embeddings)
         elif self.layer == "middle":
             where = "the middle layer (n_layers // 2)"
         else:
@@ -194,10 +195,11 @@ def _pick_layer(sel: pd.DataFrame, conv: LayerConvention) -> pd.DataFrame:
     if sel.empty or (conv.layer == "mean" and not free.empty):
         return free.groupby(KEY, as_index=False)["value"].mean()
     if conv.layer == "mean":
-        lo = 0 if conv.include_embeddings else 1
-        chosen = sel[sel["layer"] >= lo]
-        if chosen.empty:  # a one-layer table: better the embeddings than nothing
-            chosen = sel
+        # the one layer convention (repcollapse.analyze.layers), per store
+        keep = sel.groupby("store_id")["layer"].transform(
+            lambda x: x.isin(layers.summary_layers(x, conv.include_embeddings))
+        )
+        chosen = sel[keep.astype(bool)]
     elif conv.layer == "middle":
         mid = sel.groupby("store_id")["layer"].transform("max") // 2
         chosen = sel[sel["layer"] == mid]
