@@ -348,3 +348,33 @@ def test_regression_with_two_families_and_seeds_has_family_fixed_effects(tmp_pat
     assert reg["model"].iloc[0] == "ols+fe(family)+cluster(family/sequence)"
     assert set(t.coefficients) <= set(reg["term"])
     assert any("clusters by family/sequence" in n for n in notes["regression"])
+
+
+def test_run_stats_writes_claims_and_stage_table(tmp_path: Path) -> None:
+    from repcollapse.analyze.stats.claims_report import report_sections
+    from repcollapse.analyze.stats.regression import run_stats
+
+    d = make_claim_tables(tmp_path, ClaimTablesSpec())
+    out = run_stats(d)
+    claims = pd.read_parquet(d / "claims.parquet")
+    assert list(claims.columns)[:8] == [
+        "claim",
+        "effect",
+        "ci_low",
+        "ci_high",
+        "mde",
+        "n_seeds",
+        "verdict",
+        "rule",
+    ]
+    assert set(claims["claim"]) == CLAIMS and (claims["verdict"] == REPRODUCED).all()
+    st = pd.read_parquet(d / "stage_table.parquet")
+    assert len(st) == len(out["stage_table"]) > 0
+    # per family: base first, then each sequence's plain chain before its mitigated variant
+    fam = st[st["model_family"] == "fam_a"]
+    assert fam["stage_index"].iloc[0] == 0
+    a = fam[fam["sequence"] == "A"]
+    assert list(a["mitigation"]) == ["none"] * 4 + ["replay:general:0.10"] * 4
+    (t1, claims_html), (t2, stage_html) = report_sections(out)
+    assert claims_html.count('class="pass"') == len(CLAIMS) and "docs/claims.md" in claims_html
+    assert stage_html.count("<tr") == len(st) + 1 and "[" in stage_html

@@ -153,7 +153,9 @@ def _chain(ck: pd.DataFrame, seq: str, mitigation: str = "none") -> pd.DataFrame
 def _at(chain: pd.DataFrame, col: str, stage: int | str) -> pd.DataFrame:
     """The value of ``col`` at one stage of each (family, seed) chain: an index, or 'last'."""
     if stage == "last":
-        idx = chain.groupby(["model_family", "seed"])["stage_index"].transform("max")
+        # The chain's last stage in its family: a seed whose chain stops short has no value
+        # there (comparing it at an earlier stage would mix stage counts).
+        idx = chain.groupby("model_family")["stage_index"].transform("max")
         rows = chain[chain["stage_index"] == idx]
     else:
         rows = chain[chain["stage_index"] == stage]

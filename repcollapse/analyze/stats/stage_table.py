@@ -62,7 +62,13 @@ def stage_table(ck: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
             row[q], row[f"{q}_ci_low"], row[f"{q}_ci_high"] = t_interval(per_seed, alpha)
         rows.append(row)
     cols = [*KEY, "n_seeds", *(c for q in QUANTITIES for c in (q, f"{q}_ci_low", f"{q}_ci_high"))]
-    return pd.DataFrame(rows, columns=cols)
+    out = pd.DataFrame(rows, columns=cols)
+    # The paper's order: per family the base, then each sequence's plain chain before its
+    # mitigated variants, stages in order.
+    order = out.assign(_mit=out["mitigation"] != "none").sort_values(
+        ["model_family", "sequence", "_mit", "mitigation", "stage_index"]
+    )
+    return order.drop(columns="_mit").reset_index(drop=True)
 
 
 def formatted(st: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
