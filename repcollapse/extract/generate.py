@@ -40,7 +40,7 @@ from repcollapse.store_schema.store import store_exists, store_lock
 from repcollapse.store_schema.writer import StoreWriter
 
 if TYPE_CHECKING:
-    from repcollapse.extract.run import Job
+    from repcollapse.extract.job import Job
 
 
 def generated_done(store: Any, name: str) -> bool:
@@ -131,7 +131,7 @@ def sample_completions(
 
 def run_generated(job: Job, src: Any, model: Any, lora: Any) -> str:
     """Generate, then extract the generated probe of one checkpoint into its sub-store."""
-    from repcollapse.extract.run import write_checkpoint
+    from repcollapse.extract.slot import write_checkpoint
 
     cfg = job.config
     name = src.manifest.name

@@ -31,47 +31,41 @@ completion mark), to prove resumability.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from repcollapse.extract.checkpoints import (
     CheckpointSource,
     check_loadable,
     check_same_model,
-    checkpoint_coords,
     load_config,
     load_model,
     model_geometry,
     read_checkpoint,
     update_factors,
 )
+from repcollapse.extract.generate import generated_done, run_generated
+from repcollapse.extract.job import ExtractConfig, Job, WriteCounter, log
 from repcollapse.extract.preflight import (
     UsageError,
     check_reused_names,
     check_store_path,
-    weights_sha256,
 )
+from repcollapse.extract.slot import write_checkpoint
 from repcollapse.extract.store_io import (
-    TOPK,
-    Geometry,
     code_version,
     create_or_check,
     update_attr_list,
 )
-from repcollapse.extract.tokens import TokenPlan, build_plan, tokenizer_fingerprint
+from repcollapse.extract.tokens import build_plan, tokenizer_fingerprint
 from repcollapse.extract.twins import copy_twin, find_twin
 from repcollapse.store_schema.problems import Problem, SchemaError
 from repcollapse.store_schema.protocol import KILL_ENV as PROTOCOL_KILL_ENV
-from repcollapse.store_schema.protocol import protocol_step
 from repcollapse.store_schema.records import (
-    ProbeRecord,
     probe_corpus_hash,
     probe_sources,
     read_manifest,
@@ -80,67 +74,6 @@ from repcollapse.store_schema.records import (
 from repcollapse.store_schema.writer import StoreWriter
 
 KILL_ENV = PROTOCOL_KILL_ENV
-
-
-@dataclass(frozen=True)
-class ExtractConfig:
-    """Every flag of ``repcollapse extract``; recorded in the store's ``extraction_config``."""
-
-    batch_size: int = field(default=8, metadata={"help": "examples per forward pass"})
-    max_length: int = field(default=512, metadata={"help": "tokens per example (truncated)"})
-    token_cap_per_span: int | None = field(
-        default=None, metadata={"help": "keep at most N tokens per (domain, span); None: all"}
-    )
-    seed: int = field(default=0, metadata={"help": "splits, token sampler, generation"})
-    generate: int = field(default=0, metadata={"help": "sampled completions per prompt (0: none)"})
-    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
-    token_chunk: int = field(default=4096, metadata={"help": "tokens per store chunk"})
-    logit_slice: int = field(default=256, metadata={"help": "tokens per float32 logit slice"})
-    write_behind: bool = field(
-        default=True, metadata={"help": "write each full chunk from a thread while the next fills"}
-    )
-    gen_temperature: float = 0.7
-    gen_max_new_tokens: int = 48
-    progress: bool = field(default=True, metadata={"help": "tqdm progress bar"})
-
-    def __post_init__(self) -> None:
-        minimum = {
-            "batch_size": 1,
-            "max_length": 1,
-            "token_chunk": 1,
-            "logit_slice": 1,
-            "gen_max_new_tokens": 1,
-            "generate": 0,
-            "token_cap_per_span": 1,
-        }
-        for name, low in minimum.items():
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or value < low):
-                raise UsageError(f"{_field(name)}: expected an integer >= {low}, found {value!r}")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise UsageError(
-                f"{_field('device')}: expected auto, cpu or cuda, found {self.device!r}"
-            )
-
-    def recorded(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "progress"}
-
-
-_FLAGS = (
-    "batch_size",
-    "max_length",
-    "token_cap_per_span",
-    "seed",
-    "generate",
-    "device",
-    "token_chunk",
-)
-
-
-def _field(name: str) -> str:
-    """The field and, where the CLI sets it, its flag: the user typed the flag."""
-    flag = f" (--{name.replace('_', '-')})" if name in _FLAGS else ""
-    return f"ExtractConfig.{name}{flag}"
 
 
 @dataclass
@@ -158,15 +91,6 @@ class CheckpointResult:
     probe_cpu_seconds: float = 0.0
     """CPU time of the process (all threads) during the probe: robust to a busy machine."""
     generated: str = ""
-
-
-class WriteCounter:
-    """Marks each store write of extract as a step of the write protocol: repcollapse.store_schema.protocol
-    counts these and its own steps (inside create, each resize of reserve, ...) as one sequence,
-    and SIGKILLs the process at the n-th when ``KILL_ENV`` asks."""
-
-    def __call__(self) -> None:
-        protocol_step("extract: write")
 
 
 def resolve_device(name: str) -> Any:
@@ -204,42 +128,18 @@ def _deterministic() -> Any:
         torch.use_deterministic_algorithms(previous)
 
 
-@dataclass
-class Job:
-    """What every checkpoint of one ``extract`` call shares."""
-
-    store: str | Path
-    records: list[ProbeRecord]
-    plan: TokenPlan
-    tokenizer: Any
-    geometry: Geometry
-    attrs: dict[str, Any]
-    config: ExtractConfig
-    device: Any
-    writer: StoreWriter
-    counter: WriteCounter
-    by_name: dict[str, CheckpointSource]
-    hashes: dict[str, str] = field(default_factory=dict)
-    """Weights sha256 per checkpoint name, where already computed (repcollapse.extract.preflight)."""
-
-    def weights_sha256(self, src: CheckpointSource) -> str:
-        name = src.manifest.name
-        if name not in self.hashes:
-            self.hashes[name] = weights_sha256(src)
-        return self.hashes[name]
-
-
 def extract(
     store: str | Path,
     probe: str | Path,
     checkpoints: Sequence[str | Path],
-    config: ExtractConfig = ExtractConfig(),
+    config: ExtractConfig | None = None,
 ) -> list[CheckpointResult]:
     """Extract every checkpoint into ``store``; returns what was done per checkpoint.
 
     Everything is checked before anything is written (the store path, the probe, every
     checkpoint's manifest, weights and config, the device, the tokenizers, a reused name's
     weights): a bad input leaves no store, lock file or partial slot behind."""
+    config = config or ExtractConfig()
     if not checkpoints:
         raise UsageError("extract: expected at least one checkpoint directory, found none")
     check_store_path(store)
@@ -323,13 +223,11 @@ def extract(
 
 
 def _run_checkpoint(job: Job, src: CheckpointSource) -> CheckpointResult:
-    from repcollapse.extract.generate import generated_done, run_generated
-
     config, name = job.config, src.manifest.name
     probe_done = job.writer.status(name) == "complete"
     gen_done = not config.generate or generated_done(job.store, name)
     if probe_done and gen_done:
-        _log(config, f"{name}: complete in the store, skipped")
+        log(config, f"{name}: complete in the store, skipped")
         return CheckpointResult(name, "skipped")
     t0 = time.perf_counter()
     twin = None if probe_done or not gen_done else find_twin(job, src)
@@ -347,7 +245,7 @@ def _run_checkpoint(job: Job, src: CheckpointSource) -> CheckpointResult:
                 "weights_sha256": job.weights_sha256(src),
             },
         )
-        _log(config, f"{name}: same weight files as {twin.manifest.name}, its data copied")
+        log(config, f"{name}: same weight files as {twin.manifest.name}, its data copied")
         return CheckpointResult(name, "copied", tokens, seconds=seconds)
     model = load_model(src, job.device)
     lora = update_factors(model, src, job.by_name)
@@ -381,79 +279,3 @@ def _run_checkpoint(job: Job, src: CheckpointSource) -> CheckpointResult:
         probe_cpu_seconds=cpu_probe - cpu_load,
         generated=generated,
     )
-
-
-def write_checkpoint(
-    job: Job, writer: StoreWriter, model: Any, src: CheckpointSource, plan: TokenPlan, lora: Any
-) -> int:
-    """Write one checkpoint's slot completely, the completion mark last; returns tokens."""
-    from tqdm.auto import tqdm
-
-    from repcollapse.extract.forward import ChunkBuffer, iterate_outputs
-    from repcollapse.extract.logits import LogitStatistics
-
-    config, counter, tokenizer = job.config, job.counter, job.tokenizer
-    weight = model.get_output_embeddings().weight.detach().float().cpu().numpy()
-    head = writer.add_head(weight)
-    counter()
-    index = writer.reserve(checkpoint_coords(src, lora, head))
-    counter()
-    if lora is not None:
-        for module, (a, b) in lora.factors.items():
-            writer.write_lora(index, module, a, b)
-            counter()
-    writer.write_behavior(index, src.behavior)
-    counter()
-    hidden = writer.g["hidden"]
-    n_layers, n_tokens, n_features = hidden.shape[1:]
-    buffer = ChunkBuffer(
-        writer,
-        index,
-        n_layers=n_layers,
-        n_features=n_features,
-        n_tokens=n_tokens,
-        topk=TOPK,
-        after_write=counter,
-        write_behind=config.write_behind,
-    )
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    stats = LogitStatistics(
-        model.get_output_embeddings().weight,
-        TOPK,
-        slice_size=config.logit_slice,
-        softcap=getattr(model.config, "final_logit_softcapping", None),
-    )
-    max_abs = np.zeros(n_layers)
-    bar = tqdm(
-        total=n_tokens,
-        unit="tok",
-        unit_scale=True,
-        desc=src.manifest.name,
-        disable=not config.progress,
-        file=sys.stderr,
-    )
-    for n, out in iterate_outputs(
-        model,
-        plan.examples,
-        batch_size=config.batch_size,
-        pad_id=pad_id,
-        device=job.device,
-        stats=stats,
-    ):
-        buffer.add(out.hidden, out.stats, out.max_abs)  # refuses |h| beyond float16 first
-        max_abs = np.maximum(max_abs, out.max_abs)
-        bar.update(n)
-    buffer.close()
-    bar.close()
-    writer.mark_complete(index)
-    counter()
-    _log(
-        config,
-        f"{src.manifest.name}: {n_tokens} tokens, max |h| {max_abs.max():.0f} (layer {int(max_abs.argmax())})",
-    )
-    return n_tokens
-
-
-def _log(config: ExtractConfig, message: str) -> None:
-    if config.progress:
-        print(message, file=sys.stderr)

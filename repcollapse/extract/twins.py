@@ -21,7 +21,7 @@ from repcollapse.extract.checkpoints import CheckpointSource, checkpoint_coords
 from repcollapse.store_schema.reader import StoreReader
 
 if TYPE_CHECKING:
-    from repcollapse.extract.run import Job
+    from repcollapse.extract.job import Job
 
 
 def weight_files(src: CheckpointSource) -> list[Path]:

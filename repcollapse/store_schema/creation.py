@@ -19,6 +19,9 @@ from pathlib import Path
 
 import zarr
 
+from repcollapse.store_schema.location import is_local as _is_local
+from repcollapse.store_schema.location import local_path as _local_path
+from repcollapse.store_schema.location import open_group as _open_group
 from repcollapse.store_schema.protocol import looks_unfinished, protocol_step
 
 _BUILD_MARK = ".creating-"
@@ -30,8 +33,6 @@ def _where(url: str | Path, group: str | None) -> str:
 
 def creation_state(url: str | Path, group: str | None) -> str:
     """'absent', 'created', 'unfinished' (a killed creation's leftovers) or 'foreign'."""
-    from repcollapse.store_schema.store import _is_local, _local_path, _open_group
-
     try:
         g = _open_group(url, group, "r")
     except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
@@ -70,8 +71,6 @@ def begin_creation(
 
     Raises FileExistsError for an existing store or foreign data. The caller holds the lock.
     """
-    from repcollapse.store_schema.store import _is_local, _local_path
-
     state = creation_state(url, group)
     refuse_existing(url, group, state)
     if not _is_local(url):

@@ -25,6 +25,9 @@ import xarray as xr
 import zarr
 
 from repcollapse.store_schema import schema as S
+from repcollapse.store_schema.location import is_local as _is_local
+from repcollapse.store_schema.location import local_path as _local_path
+from repcollapse.store_schema.location import open_group as _open_group
 from repcollapse.store_schema.problems import Problem, SchemaError
 from repcollapse.store_schema.protocol import committed_slots, protocol_step
 
@@ -74,16 +77,6 @@ _AUTO_ATTRS = {
 """Root attributes create_store sets itself (the caller need not pass them)."""
 
 
-def _is_local(url: str | Path) -> bool:
-    s = str(url)
-    return "://" not in s or s.startswith("file://")
-
-
-def _local_path(url: str | Path) -> Path:
-    s = str(url)
-    return Path(s[len("file://") :] if s.startswith("file://") else s)
-
-
 @contextlib.contextmanager
 def store_lock(url: str | Path) -> Iterator[None]:
     """Exclusive lock for the steps that change shared metadata (creation, slot reservation,
@@ -112,13 +105,6 @@ def store_lock(url: str | Path) -> Iterator[None]:
             finally:
                 del _HELD[path]
                 fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _open_group(url: str | Path, group: str | None, mode: str) -> zarr.Group:
-    root = zarr.open_group(store=str(url), mode=mode, zarr_format=3)
-    if group:
-        return root[group] if mode == "r" else root.require_group(group)
-    return root
 
 
 def _create(

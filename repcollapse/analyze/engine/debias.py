@@ -37,15 +37,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from repcollapse.analyze.engine.tokens import TokenPlan
 from repcollapse.analyze.engine.xp import to_numpy
 
-if TYPE_CHECKING:
-    from repcollapse.analyze.engine.moments import CellMoments
+
+class CellMoments(Protocol):
+    """What ``centered_fourth`` reads of a member's cell moments (``moments.CellMoments``, which
+    imports this module: a protocol here rather than an import back)."""
+
+    n: np.ndarray
+    s: np.ndarray
+    sq: np.ndarray
+    ref: np.ndarray | None
 
 
 @dataclass

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from repcollapse.analyze.stats.regression import Notes, StatsConfig, add_note
+from repcollapse.analyze.stats.config import Notes, StatsConfig, add_note
 from repcollapse.analyze.tables.read import with_parent
 
 

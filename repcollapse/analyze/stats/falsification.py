@@ -11,16 +11,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from repcollapse.analyze.stats.config import StatsConfig
 from repcollapse.analyze.tables.read import Tables, select_metrics, with_parent
 from repcollapse.store_schema.lineage import noop_mask
-
-if TYPE_CHECKING:
-    from repcollapse.analyze.stats.regression import StatsConfig
 
 COLUMNS: list[str] = ["check", "metric", "statistic", "threshold", "result", "detail"]
 SHUFFLED_TOL = 0.1
