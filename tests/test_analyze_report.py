@@ -15,9 +15,9 @@ import pytest
 
 from repcollapse.analyze.report.html import (
     TABLE4,
+    ReportConfig,
     build_report,
     format_value,
-    main_report,
     stage_table,
 )
 from repcollapse.analyze.tables.synthetic import (
@@ -25,6 +25,7 @@ from repcollapse.analyze.tables.synthetic import (
     SyntheticTruth,
     make_synthetic_tables,
 )
+from repcollapse.cli.analyze_tables_cmd import main_report
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,11 @@ def syn(tmp_path_factory: pytest.TempPathFactory) -> SyntheticTruth:
 
 @pytest.fixture(scope="module")
 def page(syn: SyntheticTruth, tmp_path_factory: pytest.TempPathFactory) -> str:
-    out = build_report(syn.tables_dir, tmp_path_factory.mktemp("rep") / "report.html")
+    out = build_report(
+        syn.tables_dir,
+        tmp_path_factory.mktemp("rep") / "report.html",
+        report=ReportConfig(compute_missing=True),
+    )
     return out.read_text(encoding="utf-8")
 
 
@@ -121,7 +126,14 @@ def test_report_on_thin_data_says_so(tmp_path: Path) -> None:
     spec = SyntheticTablesSpec(families=("smollm2",), seeds=(0,), mitigations=(), noop=False)
     truth = make_synthetic_tables(tmp_path / "t", spec)
     (tmp_path / "t" / "lora_overlap.parquet").unlink()
-    rc = main_report(argparse.Namespace(tables_dir=str(tmp_path / "t"), out=str(tmp_path / "r")))
+    rc = main_report(
+        argparse.Namespace(
+            tables_dir=str(tmp_path / "t"),
+            out=str(tmp_path / "r"),
+            figures=None,
+            compute_missing=True,
+        )
+    )
     assert rc == 0
     page = (tmp_path / "r" / "report.html").read_text(encoding="utf-8")
     for s in ("One seed", "no random effect", "lora_overlap: skipped", "not run"):
@@ -132,8 +144,11 @@ def test_report_on_thin_data_says_so(tmp_path: Path) -> None:
 def test_main_report_missing_tables_is_a_plain_error(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    rc = main_report(argparse.Namespace(tables_dir=str(tmp_path), out=str(tmp_path / "x.html")))
-    assert rc == 2 and "checkpoints.parquet is missing" in capsys.readouterr().out
+    rc = main_report(
+        argparse.Namespace(tables_dir=str(tmp_path), out=str(tmp_path / "x.html"), figures=None)
+    )
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == "" and "checkpoints.parquet is missing" in err
 
 
 def _run_metrics() -> object:
@@ -155,7 +170,9 @@ def test_runner_tables_from_a_synthetic_store_make_a_report(tmp_path: Path) -> N
     store = tmp_path / "store.zarr"
     make_synthetic_store(store, SyntheticSpec(n_checkpoints=4))
     run_metrics(str(store), tmp_path / "tables", log=lambda _msg: None)
-    out = build_report(tmp_path / "tables", tmp_path / "report.html")
+    out = build_report(
+        tmp_path / "tables", tmp_path / "report.html", report=ReportConfig(compute_missing=True)
+    )
     page = out.read_text(encoding="utf-8")
     st = stage_table(tmp_path / "tables")
     assert "A/03-stage" in set(st["Checkpoint"])

@@ -14,7 +14,6 @@ from repcollapse.analyze.stats.pareto import pareto_mask, pareto_table
 from repcollapse.analyze.stats.regression import (
     StatsConfig,
     checkpoint_frame,
-    main_stats,
     regression,
     run_stats,
 )
@@ -24,6 +23,7 @@ from repcollapse.analyze.tables.synthetic import (
     SyntheticTruth,
     make_synthetic_tables,
 )
+from repcollapse.cli.analyze_tables_cmd import main_stats
 from repcollapse.store_schema.lineage import noop_mask
 
 STATS_TABLES = ("regression", "stage_effects", "order_effects", "pareto", "falsification")
@@ -293,4 +293,5 @@ def test_missing_checkpoints_table_is_a_plain_error(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     assert main_stats(argparse.Namespace(tables_dir=str(tmp_path))) == 2
-    assert "checkpoints.parquet is missing" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert out == "" and "checkpoints.parquet is missing" in err

@@ -10,7 +10,7 @@ from pathlib import Path
 from test_extract_fixtures import make_tiny_checkpoint, probe_records, write_probe
 
 from repcollapse.analyze.engine.runner import run_metrics
-from repcollapse.analyze.report.html import build_report
+from repcollapse.analyze.report.html import ReportConfig, build_report
 from repcollapse.analyze.tables.synthetic import SyntheticTablesSpec, make_synthetic_tables
 from repcollapse.extract.run import ExtractConfig, extract
 from repcollapse.store_schema.describe import describe_store
@@ -55,9 +55,13 @@ def test_store_tables_and_report_list_the_probe_sources(tmp_path: Path) -> None:
 
     # The report of a study reads them from provenance.json, one table per store.
     syn = make_synthetic_tables(tmp_path / "syn", SyntheticTablesSpec(families=("smollm2",)))
-    page = build_report(syn.tables_dir, tmp_path / "before.html").read_text()
+    page = build_report(
+        syn.tables_dir, tmp_path / "before.html", report=ReportConfig(True)
+    ).read_text()
     assert "sources and licenses are not recorded" in page
     shutil.copy(out / "provenance.json", syn.tables_dir / "provenance.json")
-    page = build_report(syn.tables_dir, tmp_path / "after.html").read_text()
+    page = build_report(
+        syn.tables_dir, tmp_path / "after.html", report=ReportConfig(True)
+    ).read_text()
     assert "Probe corpus by source and license" in page
     assert f"<td>math</td><td>{GSM8K}</td><td>MIT</td><td>2</td>" in page

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from repcollapse.cli import analyze_tables_cmd
+
 
 def register(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -136,21 +138,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", metavar="ADDR", help="as for 'analyze metrics'")
     p.set_defaults(handler=_generated)
 
-    p = sub.add_parser(
-        "stats", help="regressions, stage/order effects, Pareto, falsification tables"
-    )
-    p.add_argument(
-        "tables_dir", metavar="TABLES_DIR", help="directory written by 'analyze metrics'"
-    )
-    p.set_defaults(handler=_stats)
-    p = sub.add_parser("figures", help="figures (HTML and PNG) from the tables")
-    p.add_argument("tables_dir", metavar="TABLES_DIR")
-    p.add_argument("--out", required=True, help="directory for the figures")
-    p.set_defaults(handler=_figures)
-    p = sub.add_parser("report", help="one self-contained HTML report")
-    p.add_argument("tables_dir", metavar="TABLES_DIR")
-    p.add_argument("--out", default="report.html", help="report file (default report.html)")
-    p.set_defaults(handler=_report)
+    analyze_tables_cmd.register(sub)
 
 
 def _metrics(args: argparse.Namespace) -> int:
@@ -227,21 +215,3 @@ def _generated(args: argparse.Namespace) -> int:
         print(f"repcollapse analyze generated: {exc}")
         return 2
     return 0
-
-
-def _stats(args: argparse.Namespace) -> int:
-    from repcollapse.analyze.stats.regression import main_stats
-
-    return main_stats(args)
-
-
-def _figures(args: argparse.Namespace) -> int:
-    from repcollapse.analyze.report.figures import main_figures
-
-    return main_figures(args)
-
-
-def _report(args: argparse.Namespace) -> int:
-    from repcollapse.analyze.report.html import main_report
-
-    return main_report(args)

@@ -188,6 +188,31 @@ BEHAVIOR: dict[str, VariableSpec] = {
     for key in BEHAVIOR_KEYS
 }
 
+CHECKPOINT_TABLE: dict[str, str] = {
+    "store_id": "str",
+    "model_family": "str",
+    "model_id": "str",
+    "checkpoint": "str",
+    **{
+        name: ("int64" if CHECKPOINT_COORDS[name].dtype.startswith("int") else "str")
+        for name in (
+            "sequence",
+            "stage_index",
+            "stage_kind",
+            "stage_domain",
+            "parent",
+            "seed",
+            "tokens_seen",
+            "mitigation",
+            "lora_rank",
+        )
+    },
+    **{key: "float64" for key in BEHAVIOR_KEYS},
+}
+"""Columns (and dtypes) of a checkpoint table, one row per complete checkpoint: the store's
+identity (attrs), the checkpoint's coordinates ("checkpoint" is ``name``) and its behaviour.
+analyze writes ``checkpoints.parquet`` with exactly these and reads nothing less."""
+
 REQUIRED_VARIABLES: dict[str, VariableSpec] = {
     HIDDEN.name: HIDDEN,
     COMPLETE.name: COMPLETE,

@@ -9,11 +9,10 @@ same red in every figure.
 
 from __future__ import annotations
 
-import argparse
 import json
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import altair as alt
@@ -394,16 +393,39 @@ BUILDERS: dict[str, Callable[[Ctx], tuple[alt.TopLevelMixin, pd.DataFrame, str]]
 }
 
 
+@dataclass(frozen=True)
+class FiguresConfig:
+    """How the figures are written (what they show comes from the tables and StatsConfig)."""
+
+    html: bool = field(
+        default=True, metadata={"help": "also write each figure as a self-contained HTML page"}
+    )
+    scale_factor: float = field(
+        default=SCALE_FACTOR, metadata={"help": "PNG resolution relative to the chart's size"}
+    )
+
+    def __post_init__(self) -> None:
+        if not self.scale_factor > 0:
+            raise ValueError(
+                f"FiguresConfig.scale_factor: expected > 0, found {self.scale_factor!r}"
+            )
+
+
 def make_figures(
     tables_dir: str | Path,
     out_dir: str | Path,
     cfg: StatsConfig | None = None,
     html: bool = True,
+    *,
+    figures: FiguresConfig | None = None,
 ) -> list[Path]:
     """Write every figure that its inputs allow; returns the PNG paths written.
 
     ``figures.json`` in ``out_dir`` lists each figure (title, files) or why it was skipped.
+    ``figures`` (when given) sets the HTML switch and the PNG scale; ``html`` is its shorthand.
     """
+    figures = figures or FiguresConfig(html=html)
+    html = figures.html
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tables = read_tables(tables_dir)
@@ -419,7 +441,7 @@ def make_figures(
             manifest.append(dict(name=name, skipped=f"{name}: skipped ({why})"))
             continue
         data.to_csv(out / f"{name}.data.csv", index=False)
-        chart.save(str(out / f"{name}.png"), scale_factor=SCALE_FACTOR)
+        chart.save(str(out / f"{name}.png"), scale_factor=figures.scale_factor)
         if html:
             chart.save(str(out / f"{name}.html"), inline=True)
         pngs.append(out / f"{name}.png")
@@ -434,16 +456,3 @@ def make_figures(
         )
     (out / "figures.json").write_text(json.dumps(manifest, indent=1))
     return pngs
-
-
-def main_figures(args: argparse.Namespace) -> int:
-    """CLI: `repcollapse analyze figures DIR --out OUT`."""
-    try:
-        pngs = make_figures(args.tables_dir, args.out)
-    except FileNotFoundError as exc:
-        print(f"repcollapse analyze figures: {exc}")
-        return 2
-    manifest = json.loads((Path(args.out) / "figures.json").read_text())
-    for f in manifest:
-        print(f.get("skipped") or f"{f['name']}: {Path(args.out) / f['png']}")
-    return 0 if pngs or manifest else 1

@@ -6,10 +6,10 @@ archived beside the tables and still open offline years later.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -214,19 +214,109 @@ def _figures_html(fig_dir: Path) -> str:
     return "".join(parts)
 
 
+STATS_TABLES: tuple[str, ...] = (
+    "regression",
+    "stage_effects",
+    "order_effects",
+    "pareto",
+    "falsification",
+)
+"""What ``analyze stats`` writes beside the tables (with ``stats_notes.json``) and the report shows."""
+
+
+class MissingReportInputs(FileNotFoundError):
+    """The statistics or figures the report shows were not given (a usage error: exit 2)."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """Where the report's inputs come from."""
+
+    compute_missing: bool = field(
+        default=False,
+        metadata={
+            "help": "compute the statistics and figures not found (as 'analyze stats' and "
+            "'analyze figures' would) instead of refusing"
+        },
+    )
+
+
+def read_stats(tables_dir: str | Path) -> dict[str, pd.DataFrame] | None:
+    """The statistics ``run_stats`` wrote in ``tables_dir`` (tables plus a ``notes`` frame), or
+    None when any of them is absent."""
+    root = Path(tables_dir)
+    paths = [root / f"{name}.parquet" for name in STATS_TABLES] + [root / "stats_notes.json"]
+    if not all(p.exists() for p in paths):
+        return None
+    out = {name: pd.read_parquet(root / f"{name}.parquet") for name in STATS_TABLES}
+    notes = json.loads((root / "stats_notes.json").read_text())
+    out["notes"] = pd.DataFrame(
+        [(s, t) for s, ts in notes.items() for t in ts], columns=["section", "note"]
+    )
+    return out
+
+
+def _inputs(
+    tables_dir: Path,
+    out_html: Path,
+    cfg: StatsConfig,
+    figures_dir: Path | None,
+    report: ReportConfig,
+) -> tuple[dict[str, pd.DataFrame], Path, list[str]]:
+    """The statistics and the figures directory the report shows, and where each came from."""
+    said = []
+    stats = read_stats(tables_dir)
+    if stats is not None:
+        said.append(f"Statistics read from {tables_dir} (written by 'analyze stats').")
+    elif report.compute_missing:
+        stats = run_stats(tables_dir, cfg)
+        said.append("Statistics computed for this report (none were found in the tables).")
+    else:
+        raise MissingReportInputs(
+            f"{str(tables_dir)!r} holds no statistics (expected {', '.join(STATS_TABLES)} "
+            "parquet and stats_notes.json): run 'repcollapse analyze stats' first, or pass "
+            "--compute-missing"
+        )
+    fig_dir = figures_dir or out_html.parent / "figures"
+    if (fig_dir / "figures.json").exists():
+        said.append(f"Figures read from {fig_dir} (written by 'analyze figures').")
+    elif report.compute_missing:
+        make_figures(tables_dir, fig_dir, cfg)
+        said.append(f"Figures drawn for this report into {fig_dir} (none were given).")
+    else:
+        raise MissingReportInputs(
+            f"{str(fig_dir)!r} holds no figures.json: pass --figures DIR written by "
+            "'repcollapse analyze figures', or --compute-missing"
+        )
+    return stats, fig_dir, said
+
+
 def build_report(
     tables_dir: str | Path,
     out_html: str | Path,
     cfg: StatsConfig | None = None,
     figures_dir: str | Path | None = None,
+    report: ReportConfig | None = None,
 ) -> Path:
-    """Run the statistics and figures on ``tables_dir`` and write one HTML page."""
+    """Write one HTML page from ``tables_dir``, the statistics ``analyze stats`` wrote there and
+    the figures in ``figures_dir`` (default: the ``figures`` directory beside the page, where
+    the demo and a study write them).
+
+    The statistics and figures are read, not re-run: absent ones raise MissingReportInputs
+    unless ``report.compute_missing``, which computes them (with ``cfg``) and says so in the
+    page. ``cfg`` also sets the layer convention of the stage table.
+    """
     cfg = cfg or StatsConfig()
+    report = report or ReportConfig()
     tables_dir, out_html = Path(tables_dir), Path(out_html)
+    if read_tables(tables_dir).checkpoints is None:
+        raise FileNotFoundError(f"checkpoints.parquet is missing from {str(tables_dir)!r}")
     out_html.parent.mkdir(parents=True, exist_ok=True)
-    fig_dir = Path(figures_dir) if figures_dir else out_html.with_name(out_html.stem + "_figures")
-    stats = run_stats(tables_dir, cfg)
-    make_figures(tables_dir, fig_dir, cfg)
+    stats, fig_dir, said = _inputs(
+        tables_dir, out_html, cfg, Path(figures_dir) if figures_dir else None, report
+    )
     st = stage_table(tables_dir, convention=cfg.convention)
     effects = stats["stage_effects"]
     pooled = effects[effects["model_family"] == "all"] if not effects.empty else effects
@@ -263,7 +353,11 @@ def build_report(
         ("Order dependence (math then code vs code then math)", _table(stats["order_effects"])),
         ("Mitigation Pareto frontier", _table(stats["pareto"], 200)),
         ("Falsification checks", _falsification_html(stats["falsification"])),
-        ("Notes", f"<ul>{notes_html}</ul>"),
+        (
+            "Notes",
+            f"<ul>{notes_html}</ul>"
+            + "".join(f'<p class="note">{html.escape(x)}</p>' for x in said),
+        ),
         ("Provenance", _provenance_html(tables_dir)),
     ]
     body = "".join(f"<h2>{html.escape(t)}</h2>{c}" for t, c in sections)
@@ -276,17 +370,3 @@ def build_report(
     )
     out_html.write_text(page, encoding="utf-8")
     return out_html
-
-
-def main_report(args: argparse.Namespace) -> int:
-    """CLI: `repcollapse analyze report DIR --out OUT` (OUT: an .html file or a directory)."""
-    out = Path(args.out)
-    if out.suffix.lower() not in (".html", ".htm"):
-        out = out / "report.html"
-    try:
-        path = build_report(args.tables_dir, out)
-    except FileNotFoundError as exc:
-        print(f"repcollapse analyze report: {exc}")
-        return 2
-    print(f"report: {path}")
-    return 0

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from repcollapse.analyze.tables.read import TablesError
+
 HARDENING: tuple[tuple[str, str], ...] = (
     # extensions are files: neither installed nor loaded, not even the known ones implicitly
     ("autoinstall_known_extensions", "false"),
@@ -30,10 +32,6 @@ LOCKDOWN: tuple[tuple[str, str], ...] = (
     ("lock_configuration", "true"),  # last: after it nothing above can be changed back
 )
 """Required: the connection is not handed out unless both are set."""
-
-
-class TablesError(ValueError):
-    """A tables directory or file that cannot be read; the message names the path."""
 
 
 class RefusedQuery(ValueError):

@@ -12,7 +12,7 @@ parent always lives in the same store.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,37 +21,30 @@ import numpy as np
 import pandas as pd
 
 from repcollapse.analyze import layers
+from repcollapse.analyze.tables.write import METRIC_COLUMNS, OVERLAP_COLUMNS, SPECTRUM_COLUMNS
+from repcollapse.store_schema.schema import BEHAVIOR_KEYS, CHECKPOINT_TABLE
 
 KEY: list[str] = ["store_id", "checkpoint"]
-BEHAVIOR: tuple[str, ...] = (
-    "target_score",
-    "retention",
-    "ece",
-    "val_loss",
-    "future_score",
-    "future_auc",
-)
+BEHAVIOR: tuple[str, ...] = BEHAVIOR_KEYS
 TABLE_FILES: dict[str, str] = {
     "metrics": "metrics.parquet",
     "checkpoints": "checkpoints.parquet",
     "lora_overlap": "lora_overlap.parquet",
     "lora_spectrum": "lora_spectrum.parquet",
 }
-# Defaults for checkpoint columns an older or partial table may lack: the analysis should still
-# run (with fewer comparisons) rather than fail on a column it can live without.
-_CKPT_DEFAULTS: dict[str, Any] = {
-    "model_family": "unknown",
-    "model_id": "",
-    "sequence": "",
-    "stage_index": 0,
-    "stage_kind": "sft",
-    "stage_domain": "",
-    "parent": "",
-    "seed": 0,
-    "tokens_seen": 0,
-    "mitigation": "none",
-    "lora_rank": 0,
+TABLE_COLUMNS: dict[str, Mapping[str, str]] = {
+    "metrics": METRIC_COLUMNS,
+    "checkpoints": CHECKPOINT_TABLE,
+    "lora_overlap": OVERLAP_COLUMNS,
+    "lora_spectrum": SPECTRUM_COLUMNS,
 }
+"""The columns each table must have (``tables.write``, the writer's contract). A table missing
+one is refused naming the file and the column: a silent default (seed 0, mitigation 'none')
+would enter the statistics as if it had been measured."""
+
+
+class TablesError(ValueError):
+    """A tables directory or file that cannot be read; the message names the path."""
 
 
 @dataclass(frozen=True)
@@ -74,13 +67,21 @@ class Tables:
 class LayerConvention:
     """Which single value per (checkpoint, metric) the checkpoint-level analyses use."""
 
-    layer: str | int = "mean"
+    layer: str | int = field(
+        default="mean",
+        metadata={
+            "help": "value per checkpoint: 'mean' over layers, 'middle' layer, or a layer number",
+            "metavar": "LAYER",
+        },
+    )
     """'mean' (mean over transformer layers), 'middle' (layer n_layers // 2) or a layer number.
     Metrics with only layer -1 rows (function metrics, LoRA overlap) are used as is; one with
     both (the collapse index) uses its layer-averaged row under 'mean', its per-layer rows else."""
-    domain: str = "all"
-    span: str = "all"
-    include_embeddings: bool = False
+    domain: str = field(default="all", metadata={"help": "probe domain of the metric rows used"})
+    span: str = field(default="all", metadata={"help": "token span of the metric rows used"})
+    include_embeddings: bool = field(
+        default=False, metadata={"help": "let layer 0 (embeddings) enter the layer mean"}
+    )
     """Whether layer 0 (embeddings) enters the mean. Off by default: LoRA leaves the embedding
     layer untouched, so including it only dilutes every change."""
 
@@ -111,12 +112,26 @@ def read_tables(tables_dir: str | Path) -> Tables:
     frames: dict[str, pd.DataFrame | None] = {}
     for name, fname in TABLE_FILES.items():
         path = root / fname
-        frames[name] = pd.read_parquet(path) if path.exists() else None
+        frames[name] = _read_table(path, TABLE_COLUMNS[name]) if path.exists() else None
     if frames["checkpoints"] is not None:
         frames["checkpoints"] = _normalise_checkpoints(frames["checkpoints"])
     if frames["metrics"] is not None:
         frames["metrics"] = _dedupe_metrics(frames["metrics"])
     return Tables(root=root, provenance=read_provenance(root / "provenance.json"), **frames)
+
+
+def _read_table(path: Path, columns: Mapping[str, str]) -> pd.DataFrame:
+    try:
+        df = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise TablesError(f"table {str(path)!r}: expected a Parquet file ({exc})") from exc
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise TablesError(
+            f"table {str(path)!r}: missing column(s) {', '.join(map(repr, missing))}; expected "
+            f"{list(columns)} (write it with 'repcollapse analyze metrics')"
+        )
+    return df
 
 
 def read_provenance(path: Path) -> list[dict[str, Any]]:
@@ -133,13 +148,8 @@ def read_provenance(path: Path) -> list[dict[str, Any]]:
 
 def _normalise_checkpoints(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
-    for col, default in _CKPT_DEFAULTS.items():
-        if col not in df:
-            df[col] = default
     for col in BEHAVIOR:
-        df[col] = pd.to_numeric(df[col], errors="coerce") if col in df else np.nan
-    if "store_id" not in df:
-        df["store_id"] = "store"
+        df[col] = pd.to_numeric(df[col], errors="coerce")
     for col in ("sequence", "stage_kind", "stage_domain", "parent", "mitigation"):
         df[col] = df[col].fillna("").astype(str)
     df["mitigation"] = df["mitigation"].replace("", "none")
@@ -151,10 +161,9 @@ def _normalise_checkpoints(df: pd.DataFrame) -> pd.DataFrame:
 
 def _dedupe_metrics(df: pd.DataFrame) -> pd.DataFrame:
     """Keep the newest metric_version of each metric, and sink-excluded rows where both exist."""
-    if "metric_version" in df:
-        newest = df.groupby("metric")["metric_version"].transform("max")
-        df = df[df["metric_version"] == newest]
-    if "sinks_excluded" in df and df["sinks_excluded"].nunique() > 1:
+    newest = df.groupby("metric")["metric_version"].transform("max")
+    df = df[df["metric_version"] == newest]
+    if df["sinks_excluded"].nunique() > 1:
         has_excl = df.groupby("metric")["sinks_excluded"].transform("max")
         df = df[df["sinks_excluded"] == has_excl]
     return df.reset_index(drop=True)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from repcollapse.store_schema.schema import BEHAVIOR_KEYS
+from repcollapse.store_schema.schema import BEHAVIOR, CHECKPOINT_TABLE
 
 METRIC_COLUMNS: dict[str, str] = {
     "metric": "str",
@@ -27,22 +27,8 @@ METRIC_COLUMNS: dict[str, str] = {
     "sinks_excluded": "bool",
     "n_tokens": "int64",
 }
-CHECKPOINT_COLUMNS: tuple[str, ...] = (
-    "store_id",
-    "model_family",
-    "model_id",
-    "checkpoint",
-    "sequence",
-    "stage_index",
-    "stage_kind",
-    "stage_domain",
-    "parent",
-    "seed",
-    "tokens_seen",
-    "mitigation",
-    "lora_rank",
-    *BEHAVIOR_KEYS,
-)
+CHECKPOINT_COLUMNS: tuple[str, ...] = tuple(CHECKPOINT_TABLE)
+"""checkpoints.parquet: the store contract's checkpoint table (``store_schema.schema``)."""
 OVERLAP_COLUMNS: dict[str, str] = {
     "store_id": "str",
     "model_family": "str",
@@ -96,16 +82,15 @@ def checkpoints_frame(ds: xr.Dataset, attrs: Mapping[str, Any]) -> pd.DataFrame:
         "store_id": [str(attrs.get("store_id", ""))] * n,
         "model_family": [str(attrs.get("model_family", ""))] * n,
         "model_id": [str(attrs.get("model_id", ""))] * n,
-        "checkpoint": [str(x) for x in ds["name"].values],
+        "checkpoint": ds["name"].values,
     }
-    for col in ("sequence", "stage_kind", "stage_domain", "parent", "mitigation"):
-        data[col] = [str(x) for x in ds[col].values]
-    for col in ("stage_index", "seed", "tokens_seen", "lora_rank"):
-        data[col] = np.asarray(ds[col].values).astype(np.int64)
-    for key in BEHAVIOR_KEYS:
-        var = f"behavior__{key}"
-        data[key] = np.asarray(ds[var].values, np.float64) if var in ds else np.full(n, np.nan)
-    return pd.DataFrame(data)[list(CHECKPOINT_COLUMNS)]
+    for col in CHECKPOINT_COLUMNS:
+        var = f"behavior__{col}"
+        if var in BEHAVIOR:  # behaviour a store lacks (an old one) is NaN: not measured
+            data[col] = ds[var].values if var in ds else np.full(n, np.nan)
+        elif col not in data:
+            data[col] = ds[col].values
+    return typed(pd.DataFrame(data), CHECKPOINT_TABLE)
 
 
 def write_parquet(df: pd.DataFrame, path: Path) -> None:
