@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +18,13 @@ import pandas as pd
 
 from repcollapse.analyze.stats import design
 from repcollapse.analyze.stats.claims import claim_tables, claims_config
-from repcollapse.analyze.tables.read import LayerConvention, Tables, checkpoint_table, read_tables
-from repcollapse.store_schema.lineage import CONTROL_SEQUENCE, noop_mask
+from repcollapse.analyze.stats.config import Notes, StatsConfig, add_note
+from repcollapse.analyze.stats.effects import order_effects, stage_effects
+from repcollapse.analyze.stats.falsification import run_falsification
+from repcollapse.analyze.stats.pareto import pareto_table
+from repcollapse.analyze.tables.read import Tables, checkpoint_table, read_tables
+from repcollapse.store_schema.lineage import noop_mask
 
-PREDICTORS: tuple[str, ...] = (
-    "erank_norm",
-    "aniso_centered",
-    "drift_base",
-    "entropy",
-    "lora_overlap_prev",
-)
-CONTROLS: tuple[str, ...] = ("target_score", "val_loss", "tokens_seen")
 # When rows are too few for every term, terms leave the model in this order (first listed
 # first): the controls that matter least for the claim go before the collapse metrics.
 DROP_ORDER: tuple[str, ...] = (
@@ -42,16 +37,6 @@ DROP_ORDER: tuple[str, ...] = (
     "target_score",
     "erank_norm",
 )
-STAGE_METRICS: tuple[str, ...] = (
-    "erank_norm",
-    "pr_norm",
-    "aniso_centered",
-    "aniso_uncentered",
-    "topk_var_10",
-    "drift_base",
-    "entropy",
-    "collapse_index",
-)
 REG_COLUMNS: list[str] = [
     "term",
     "estimate",
@@ -63,30 +48,6 @@ REG_COLUMNS: list[str] = [
     "n_obs",
     "scale",
 ]
-
-Notes = dict[str, list[str]]
-
-
-@dataclass(frozen=True)
-class StatsConfig:
-    convention: LayerConvention = field(default_factory=LayerConvention)
-    predictors: tuple[str, ...] = PREDICTORS
-    controls: tuple[str, ...] = CONTROLS
-    response: str = "future_score"
-    min_families: int = 3
-    """Fewer model families than this: no random effect, fixed-effects OLS instead."""
-    alpha: float = 0.05
-    """1 - confidence level of every interval."""
-    n_resamples: int = 2000
-    seed: int = 0
-    stage_metrics: tuple[str, ...] = STAGE_METRICS
-    control_sequence: str = CONTROL_SEQUENCE
-
-
-def add_note(notes: Notes, section: str, text: str) -> None:
-    if text not in notes.setdefault(section, []):
-        notes[section].append(text)
-
 
 # ---------------------------------------------------------------- regression
 
@@ -321,13 +282,11 @@ def checkpoint_frame(tables: Tables, cfg: StatsConfig) -> pd.DataFrame:
 
 
 def run_stats(
-    tables_dir: str | Path, cfg: StatsConfig = StatsConfig(), write: bool = True
+    tables_dir: str | Path, cfg: StatsConfig | None = None, write: bool = True
 ) -> dict[str, pd.DataFrame]:
-    """Every stats table, keyed by table name; written beside metrics.parquet when ``write``."""
-    from repcollapse.analyze.stats.effects import order_effects, stage_effects
-    from repcollapse.analyze.stats.falsification import run_falsification
-    from repcollapse.analyze.stats.pareto import pareto_table
-
+    """Every stats table, keyed by table name; written beside metrics.parquet when ``write``
+    (``cfg``: the default ``StatsConfig()`` when None)."""
+    cfg = cfg or StatsConfig()
     tables = read_tables(tables_dir)
     notes: Notes = {"conventions": [cfg.convention.describe()]}
     if tables.checkpoints is None:
