@@ -34,18 +34,31 @@ Notes = dict[str, list[str]]
 
 @dataclass(frozen=True)
 class StatsConfig:
+    # metadata["help"]: the command-line help of the field (repcollapse.cli.flags)
     convention: LayerConvention = field(default_factory=LayerConvention)
-    predictors: tuple[str, ...] = PREDICTORS
-    controls: tuple[str, ...] = CONTROLS
-    response: str = "future_score"
-    min_families: int = 3
+    predictors: tuple[str, ...] = field(
+        default=PREDICTORS, metadata={"help": "collapse metrics in the plasticity regression"}
+    )
+    controls: tuple[str, ...] = field(
+        default=CONTROLS, metadata={"help": "control terms of the regression"}
+    )
+    response: str = field(
+        default="future_score", metadata={"help": "behaviour column the regression explains"}
+    )
+    min_families: int = field(
+        default=3, metadata={"help": "fewest model families for a family random effect"}
+    )
     """Fewer model families than this: no random effect, fixed-effects OLS instead."""
-    alpha: float = 0.05
+    alpha: float = field(default=0.05, metadata={"help": "1 - confidence level of every interval"})
     """1 - confidence level of every interval."""
-    n_resamples: int = 2000
-    seed: int = 0
-    stage_metrics: tuple[str, ...] = STAGE_METRICS
-    control_sequence: str = CONTROL_SEQUENCE
+    n_resamples: int = field(default=2000, metadata={"help": "bootstrap resamples"})
+    seed: int = field(default=0, metadata={"help": "seed of the bootstrap and permutations"})
+    stage_metrics: tuple[str, ...] = field(
+        default=STAGE_METRICS, metadata={"help": "metrics of the stage and order effects"}
+    )
+    control_sequence: str = field(
+        default=CONTROL_SEQUENCE, metadata={"help": "sequence of the matched-token control"}
+    )
 
 
 def add_note(notes: Notes, section: str, text: str) -> None:
