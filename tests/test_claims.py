@@ -378,3 +378,24 @@ def test_run_stats_writes_claims_and_stage_table(tmp_path: Path) -> None:
     (t1, claims_html), (t2, stage_html) = report_sections(out)
     assert claims_html.count('class="pass"') == len(CLAIMS) and "docs/claims.md" in claims_html
     assert stage_html.count("<tr") == len(st) + 1 and "[" in stage_html
+
+
+@pytest.mark.parametrize("n", [3, 8])
+def test_rule_operating_characteristics_when_the_mde_equals_delta(n: int) -> None:
+    # docs/claims.md: with MDE = delta, a false claim (true effect 0) has an interval below
+    # delta 80% of the time, 2.5 points of which also exclude zero ('reproduced', small): so
+    # 'not reproduced' 77.5%, 'reproduced' 2.5%; a true claim at delta: 'reproduced' 80%.
+    reps = 20_000
+    delta = mde(1 / np.sqrt(n), n - 1)
+    x = np.random.default_rng(n).normal(0.0, 1.0, (reps, n))
+    half = scipy.stats.t.ppf(0.975, n - 1) * x.std(1, ddof=1) / np.sqrt(n)
+    for shift, want in (
+        (0.0, {NOT_REPRODUCED: 0.775, REPRODUCED: 0.025}),
+        (delta, {REPRODUCED: 0.8}),
+    ):
+        m = x.mean(1) + shift
+        got = pd.Series(
+            [verdict(e, e - h, e + h, 1, delta) for e, h in zip(m, half, strict=True)]
+        ).value_counts(normalize=True)
+        for v, p in want.items():
+            assert got.get(v, 0.0) == pytest.approx(p, abs=0.015), (shift, got.to_dict())
