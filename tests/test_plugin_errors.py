@@ -50,9 +50,33 @@ FUNCTION = textwrap.dedent(
 )
 
 
+LAYER_FREE = textwrap.dedent(
+    """
+    from repcollapse.analyze.registry import Metric, register
+
+
+    def lboom(inputs):
+        raise RuntimeError(f"no factors for {inputs.checkpoint}")
+
+
+    def dboom(rows):
+        return rows[["checkpoint", "value"]]  # no layer column
+
+
+    register(Metric("plugin_lboom", 1, "raises", "lora", ("lora",), lboom, scopes=("all",)))
+    register(
+        Metric(
+            "plugin_dboom", 1, "bad shape", "derived", ("metrics",), dboom,
+            scopes=("all",), requires=("erank",),
+        )
+    )
+    """
+)
+
+
 @pytest.fixture(autouse=True)
 def _restore_registry() -> Iterator[None]:
-    with registry_restored("boom_metrics", "fboom_metrics"):
+    with registry_restored("boom_metrics", "fboom_metrics", "lboom_metrics"):
         yield
 
 
@@ -107,6 +131,31 @@ def test_raising_function_plugin_names_the_metric_and_checkpoint(
     assert str(plugin) in err and "'plugin_fboom'" in err
     assert re.search(r"checkpoint '(base|A/01-stage)', layer -1 \(function metric\)", err), err
     assert "KeyError: 'logit_foo'" in err
+
+
+@pytest.mark.parametrize(
+    ("metric", "where", "error"),
+    [
+        (
+            "plugin_lboom",
+            r"checkpoint '[^']+', layer -1 \(lora metric\)",
+            "RuntimeError: no factors",
+        ),
+        ("plugin_dboom", r"every checkpoint, layer -1 \(derived metric\)", r"\['layer'\] missing"),
+    ],
+)
+def test_a_failing_lora_or_derived_plugin_names_itself(
+    metric: str, where: str, error: str, store: Path, tmp_path: Path
+) -> None:
+    """lora and derived metrics are computed through their entry too: a plugin's failure is
+    reported like a moment metric's, naming the plugin, the metric and where."""
+    plugin = tmp_path / "lboom_metrics.py"
+    plugin.write_text(LAYER_FREE)
+    with pytest.raises(MetricFailed) as info:
+        run_metrics(store, tmp_path / "t", metrics=[metric], plugins=[str(plugin)], log=print)
+    msg = str(info.value)
+    assert f"metric '{metric}'" in msg and str(plugin) in msg, msg
+    assert re.search(where, msg) and re.search(error, msg), msg
 
 
 def test_the_api_raises_metric_failed_with_the_threaded_scheduler(

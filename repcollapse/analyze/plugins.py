@@ -118,18 +118,21 @@ def metric_origin(metric: Any) -> str:
 
 def metric_failed(
     metric: Any,
-    checkpoint: str,
+    checkpoint: str | None,
     layer: int,
     selection: tuple[str, str],
     exc: BaseException,
     name: str | None = None,
 ) -> MetricFailed:
     """The error for ``metric.compute`` raising ``exc`` (``name``: the reported metric name,
-    e.g. ``entropy@T2``)."""
-    at_layer = "layer -1 (function metric)" if layer == -1 else f"layer {layer}"
+    e.g. ``entropy@T2``; ``checkpoint`` None: a derived metric, computed over every checkpoint
+    at once)."""
+    kind = getattr(metric, "kind", "")
+    at_layer = f"layer -1 ({kind} metric)" if layer == -1 else f"layer {layer}"
     text = " ".join(str(exc).split()) or "(no message)"
+    where = "every checkpoint" if checkpoint is None else f"checkpoint {checkpoint!r}"
     return MetricFailed(
-        f"metric {name or metric.name!r} ({metric_origin(metric)}) failed on checkpoint "
-        f"{checkpoint!r}, {at_layer}, domain {selection[0]!r}, span {selection[1]!r}: "
+        f"metric {name or metric.name!r} ({metric_origin(metric)}) failed on {where}, "
+        f"{at_layer}, domain {selection[0]!r}, span {selection[1]!r}: "
         f"{type(exc).__name__}: {text}"
     )

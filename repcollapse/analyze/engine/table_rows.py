@@ -67,7 +67,7 @@ def with_derived(rows: pd.DataFrame, options: Options) -> pd.DataFrame:
         try:
             out = _checked(m, m.compute(rows))
         except Exception as exc:  # a plugin's bug: name it and stop the run
-            raise metric_failed(m, "(every checkpoint)", -1, (ALL, ALL), exc) from exc
+            raise metric_failed(m, None, -1, (ALL, ALL), exc) from exc
         if out.empty:
             continue
         frame = pd.DataFrame(
