@@ -87,4 +87,4 @@ def test_table_is_queryable_and_cli_refuses_a_store_without_generations(
     base = make_tiny_checkpoint(tmp_path / "b")
     extract(plain, write_probe(tmp_path / "p.jsonl"), [base], ExtractConfig(progress=False))
     assert main(["analyze", "generated", str(plain), "--out", str(tmp_path / "t")]) == 2
-    assert "--generate" in capsys.readouterr().out
+    assert "--generate" in capsys.readouterr().err

@@ -122,4 +122,4 @@ def test_bad_plugins_are_refused_with_the_spec_named(
     broken.write_text("raise RuntimeError('half-written')\n")
     argv = ["analyze", "metrics", str(world["store"]), "--out", str(tmp_path / "t")]
     assert main([*argv, "--plugin", str(broken)]) == 2
-    assert "failed on import: RuntimeError: half-written" in capsys.readouterr().out
+    assert "failed on import: RuntimeError: half-written" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from repcollapse.cli import analyze_tables_cmd
 
@@ -142,8 +143,6 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def _metrics(args: argparse.Namespace) -> int:
-    import sys
-
     from repcollapse.analyze import registry
     from repcollapse.analyze.engine.runner import run_metrics
     from repcollapse.analyze.options import Options
@@ -152,7 +151,7 @@ def _metrics(args: argparse.Namespace) -> int:
     try:
         load_plugins(args.plugin)
     except (PluginError, ValueError) as exc:
-        print(f"repcollapse analyze metrics: {exc}")
+        print(f"repcollapse analyze metrics: {exc}", file=sys.stderr)
         return 2
     if args.list:
         for m in registry.REGISTRY:
@@ -174,7 +173,7 @@ def _metrics(args: argparse.Namespace) -> int:
             memory_budget_mb=args.memory_budget_mb,
         )
     except (LookupError, ValueError) as exc:
-        print(f"repcollapse analyze metrics: {exc}")
+        print(f"repcollapse analyze metrics: {exc}", file=sys.stderr)
         return 2
     try:
         summary = run_metrics(
@@ -193,7 +192,7 @@ def _metrics(args: argparse.Namespace) -> int:
         print(f"repcollapse analyze metrics: {exc}", file=sys.stderr)
         return 1
     except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
-        print(f"repcollapse analyze metrics: {exc}")
+        print(f"repcollapse analyze metrics: {exc}", file=sys.stderr)
         return 2
     for name, path in summary.tables.items():
         print(f"{name}: {path}")
@@ -212,6 +211,6 @@ def _generated(args: argparse.Namespace) -> int:
             scheduler_address=args.scheduler,
         )
     except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
-        print(f"repcollapse analyze generated: {exc}")
+        print(f"repcollapse analyze generated: {exc}", file=sys.stderr)
         return 2
     return 0
