@@ -69,3 +69,10 @@ def test_complete_tables_read(tables: Path) -> None:
 def test_checkpoint_columns_are_the_store_contracts() -> None:
     assert tuple(CHECKPOINT_TABLE) == CHECKPOINT_COLUMNS
     assert tuple(CHECKPOINT_TABLE)[-len(BEHAVIOR_KEYS) :] == BEHAVIOR_KEYS
+
+
+def test_metric_core_columns_are_written() -> None:
+    from repcollapse.analyze.tables.read import METRIC_CORE
+    from repcollapse.analyze.tables.write import METRIC_COLUMNS
+
+    assert set(METRIC_CORE) <= set(METRIC_COLUMNS)

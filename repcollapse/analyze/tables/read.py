@@ -12,7 +12,7 @@ parent always lives in the same store.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from repcollapse.analyze import layers
-from repcollapse.analyze.tables.write import METRIC_COLUMNS, OVERLAP_COLUMNS, SPECTRUM_COLUMNS
+from repcollapse.analyze.tables.write import OVERLAP_COLUMNS, SPECTRUM_COLUMNS
 from repcollapse.store_schema.schema import BEHAVIOR_KEYS, CHECKPOINT_TABLE
 
 KEY: list[str] = ["store_id", "checkpoint"]
@@ -32,8 +32,24 @@ TABLE_FILES: dict[str, str] = {
     "lora_overlap": "lora_overlap.parquet",
     "lora_spectrum": "lora_spectrum.parquet",
 }
-TABLE_COLUMNS: dict[str, Mapping[str, str]] = {
-    "metrics": METRIC_COLUMNS,
+METRIC_CORE: tuple[str, ...] = (
+    "metric",
+    "metric_version",
+    "store_id",
+    "model_family",
+    "checkpoint",
+    "layer",
+    "domain",
+    "span",
+    "value",
+    "sinks_excluded",
+    "n_tokens",
+)
+"""The columns of metrics.parquet every reader relies on. Columns added later to the writer's
+contract (``METRIC_COLUMNS``: e.g. uncertainty intervals) are optional on reading, so tables
+written before them still read; a missing core column is an error."""
+TABLE_COLUMNS: dict[str, Sequence[str]] = {
+    "metrics": METRIC_CORE,
     "checkpoints": CHECKPOINT_TABLE,
     "lora_overlap": OVERLAP_COLUMNS,
     "lora_spectrum": SPECTRUM_COLUMNS,
@@ -120,7 +136,7 @@ def read_tables(tables_dir: str | Path) -> Tables:
     return Tables(root=root, provenance=read_provenance(root / "provenance.json"), **frames)
 
 
-def _read_table(path: Path, columns: Mapping[str, str]) -> pd.DataFrame:
+def _read_table(path: Path, columns: Iterable[str]) -> pd.DataFrame:
     try:
         df = pd.read_parquet(path)
     except (OSError, ValueError) as exc:
@@ -129,7 +145,7 @@ def _read_table(path: Path, columns: Mapping[str, str]) -> pd.DataFrame:
     if missing:
         raise TablesError(
             f"table {str(path)!r}: missing column(s) {', '.join(map(repr, missing))}; expected "
-            f"{list(columns)} (write it with 'repcollapse analyze metrics')"
+            f"{list(columns)} (written by 'repcollapse analyze metrics')"
         )
     return df
 
