@@ -17,7 +17,10 @@ class Options:
     )
     precision: str = field(
         default="float32",
-        metadata={"help": "per-chunk products in float32 (accumulated in float64) or all float64"},
+        metadata={
+            "help": "cross-checkpoint and per-sequence products in float32 (accumulated in "
+            "float64) or float64; each checkpoint's own Gram is float64 in both"
+        },
     )
     topk: tuple[int, ...] = field(
         default=(1, 10),
@@ -44,6 +47,18 @@ class Options:
         },
     )
 
+    uncertainty: bool = field(
+        default=False,
+        metadata={
+            "help": "jackknife confidence intervals of the moment metrics over example groups "
+            "(ci_low, ci_high, se, n_groups in metrics.parquet; docs/metrics.md)"
+        },
+    )
+    uncertainty_groups: int = field(
+        default=10,
+        metadata={"help": "example groups of the delete-a-group jackknife (with --uncertainty)"},
+    )
+
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(
@@ -56,6 +71,10 @@ class Options:
         bad = [k for k in self.topk if not isinstance(k, int) or k < 1]
         if bad:
             raise ValueError(f"Options.topk: expected positive integers, found {bad}")
+        if self.uncertainty_groups < 2:
+            raise ValueError(
+                f"Options.uncertainty_groups: expected >= 2, found {self.uncertainty_groups}"
+            )
         for name in ("sample_per_domain", "lora_k", "memory_budget_mb"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Options.{name}: expected >= 1, found {getattr(self, name)}")
@@ -64,8 +83,12 @@ class Options:
             raise ValueError(f"Options.temperatures: expected T > 0, found {bad_t}")
 
     def key(self, params: tuple[str, ...] = ()) -> str:
-        """Cache key part for a metric whose value depends on ``params`` (plus sinks, precision)."""
-        base = {"include_sinks": self.include_sinks, "precision": self.precision}
+        """Cache key part for a metric whose value depends on ``params`` (plus sinks, precision;
+        and the jackknife groups when uncertainty is on: a row without intervals must not serve
+        a run that asks for them. Off, the key is what it was before the option existed)."""
+        base: dict[str, Any] = {"include_sinks": self.include_sinks, "precision": self.precision}
+        if self.uncertainty:
+            base["uncertainty_groups"] = self.uncertainty_groups
         base.update({p: _plain(getattr(self, p)) for p in sorted(params)})
         return json.dumps(base, sort_keys=True, separators=(",", ":"))
 

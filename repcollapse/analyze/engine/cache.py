@@ -29,13 +29,31 @@ ROW_COLUMNS: tuple[str, ...] = (
     "value",
     "n_tokens",
 )
+INTERVAL_COLUMNS: tuple[str, ...] = ("se", "ci_low", "ci_high", "n_groups")
+"""A moment row's jackknife interval (``repcollapse.analyze.engine.uncertainty``): NaN, NaN,
+NaN, 0 where none was computed. Rows may omit them (function, LoRA, derived metrics)."""
+CACHED_COLUMNS: tuple[str, ...] = (*ROW_COLUMNS, *INTERVAL_COLUMNS)
 DoneKey = tuple[str, int, str, int]
 """(metric, metric_version, options_key, layer)."""
 
 
 def rows_frame(rows: Iterable[tuple]) -> pd.DataFrame:
-    """Row tuples (in ROW_COLUMNS order) as a frame."""
-    return pd.DataFrame(list(rows), columns=list(ROW_COLUMNS))
+    """Row tuples (in ROW_COLUMNS order, optionally followed by INTERVAL_COLUMNS) as a frame
+    with every cached column."""
+    rows = list(rows)
+    width = len(rows[0]) if rows else len(ROW_COLUMNS)
+    return with_intervals(pd.DataFrame(rows, columns=list(CACHED_COLUMNS[:width])))
+
+
+def with_intervals(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with the interval columns it lacks (NaN; n_groups 0), in CACHED_COLUMNS order
+    first (a cache written before intervals existed reads as rows without them)."""
+    df = df.copy()
+    for col in INTERVAL_COLUMNS:
+        if col not in df.columns:
+            df[col] = 0 if col == "n_groups" else float("nan")
+    df["n_groups"] = df["n_groups"].fillna(0).astype("int64")
+    return df[[*CACHED_COLUMNS, *[c for c in df.columns if c not in CACHED_COLUMNS]]]
 
 
 def _safe(name: str) -> str:
@@ -65,7 +83,7 @@ class MetricCache:
         if checkpoint in self._rows:
             return
         rows_p, done_p = self._paths(checkpoint)
-        self._rows[checkpoint] = (
+        self._rows[checkpoint] = with_intervals(
             pd.read_parquet(rows_p) if rows_p.exists() else pd.DataFrame(columns=list(ROW_COLUMNS))
         )
         done = json.loads(done_p.read_text()) if done_p.exists() else []
@@ -95,13 +113,13 @@ class MetricCache:
                 )
             )
             old = old[[k not in done for k in key]]
-        parts = [p for p in (old, rows) if len(p)]
+        parts = [with_intervals(p) for p in (old, rows) if len(p)]
         new = (
             pd.concat(parts, ignore_index=True)
             if parts
-            else pd.DataFrame(columns=list(ROW_COLUMNS))
+            else with_intervals(pd.DataFrame(columns=list(ROW_COLUMNS)))
         )
-        self._rows[checkpoint] = new[list(ROW_COLUMNS)]
+        self._rows[checkpoint] = new[list(CACHED_COLUMNS)]
         self._done[checkpoint] |= done
         self._write(checkpoint)
 

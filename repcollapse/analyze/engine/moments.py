@@ -93,9 +93,10 @@ class MemberState:
     sq: Any
     """Per cell: sum of squared norms of the shifted rows (traces of cell scatters)."""
     Gd: Any
-    """Per domain: Gram of the shifted rows (float64, n_domains x d x d)."""
+    """Per example group and domain: Gram of the shifted rows (float64, groups x domains x d x d;
+    one group without uncertainty)."""
     Gs: Any
-    """Per span: Gram of the shifted rows (float64, n_spans x d x d)."""
+    """Per example group and span: Gram of the shifted rows (float64, groups x spans x d x d)."""
     ref: Any
     ref_set: np.ndarray
     unit: Any = None
@@ -129,7 +130,7 @@ class Accumulator:
 
 def init(config: PassConfig, plan: TokenPlan, d: int) -> Accumulator:
     xp = by_name(config.xp)
-    C, nd, ns = plan.n_cells, len(plan.domains), len(plan.spans)
+    C, nd, ns, G = plan.n_cells, len(plan.domains), len(plan.spans), plan.n_groups
     wd = np.float32 if config.precision == "float32" else np.float64
     pairs = config.cross_pairs()
     states = {}
@@ -139,8 +140,8 @@ def init(config: PassConfig, plan: TokenPlan, d: int) -> Accumulator:
             n=np.zeros(C, np.int64),
             s=xp.zeros((C, d)),
             sq=xp.zeros(C),
-            Gd=xp.zeros((nd, d, d)),
-            Gs=xp.zeros((ns, d, d)),
+            Gd=xp.zeros((G, nd, d, d)),
+            Gs=xp.zeros((G, ns, d, d)),
             ref=xp.zeros((nd, d), dtype=wd),
             ref_set=np.zeros(nd, bool),
         )
@@ -153,7 +154,7 @@ def init(config: PassConfig, plan: TokenPlan, d: int) -> Accumulator:
             st.seq_skip = np.zeros((nd, ns + 1), np.int64)
         for t, r in pairs:
             if t == m:
-                st.cross[r] = (xp.zeros((nd, d, d)), xp.zeros((ns, d, d)))
+                st.cross[r] = (xp.zeros((G, nd, d, d)), xp.zeros((G, ns, d, d)))
         if "debias" in config.needs:
             st.deb[m] = PairSums.zeros(xp, C, d)
             st.deb.update({r: PairSums.zeros(xp, C, d) for t, r in pairs if t == m})
@@ -190,20 +191,22 @@ def per_cell_products(cp: Any) -> bool:
 
 
 def _grams(xp: Any, Gd: Any, Gs: Any, x: Any, y: Any, cp: Any, plan: TokenPlan) -> None:
-    """Add the chunk's per-domain and per-span products ``x^T y`` of shifted rows to ``Gd``, ``Gs``
-    (``y is x``: the Gram; else a cross-Gram on the same rows)."""
-    if per_cell_products(cp):
+    """Add the chunk's per-(group,) domain and span products ``x^T y`` of shifted rows to ``Gd``,
+    ``Gs`` (``y is x``: the Gram; else a cross-Gram on the same rows). With example groups every
+    product is per cell (a cell belongs to one group)."""
+    if plan.n_groups > 1 or per_cell_products(cp):
+        group = plan.group_of_cells()
         for ci, a, b in cp.segments:
             di, si = plan.cells[ci]
             g = x[a:b].T @ y[a:b]
-            Gd[di] += g
-            Gs[si] += g
+            Gd[group[ci], di] += g
+            Gs[group[ci], si] += g
         return
     for di, a, b in cp.domain_runs:
-        Gd[di] += x[a:b].T @ y[a:b]
+        Gd[0, di] += x[a:b].T @ y[a:b]
     for si, runs in cp.span_runs:
         xs = _rows(xp, x, runs)
-        Gs[si] += xs.T @ (xs if y is x else _rows(xp, y, runs))
+        Gs[0, si] += xs.T @ (xs if y is x else _rows(xp, y, runs))
 
 
 def step1(acc: Accumulator, k: int, *blocks: Any) -> Accumulator:
@@ -335,6 +338,9 @@ class CellMoments:
     combined: dict[Any, Any] = field(default_factory=dict, repr=False)
     """Selections' (n, mean, scatter) by key, shared by every target that reads this member
     (its own metrics, and its children's CKA)."""
+    Ggd: np.ndarray | None = None
+    """Per example group: the Grams ``Gd`` sums (groups x domains x d x d); None with one group."""
+    Ggs: np.ndarray | None = None
 
     def gram(self, sel: tuple[str, str], plan: TokenPlan) -> np.ndarray:
         return group_gram(self.Gd, self.Gs, sel, plan)
@@ -400,17 +406,28 @@ class LayerMoments:
     seq_skip: np.ndarray | None = None
     ref_deb: dict[str, PairSums] = field(default_factory=dict)
     """role -> debiased CKA's sums of target and reference."""
+    ref_groups: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    """role -> per example group, the (per-domain, per-span) shifted cross-Grams (uncertainty)."""
+
+
+def _total(grouped: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """(sum over example groups, the per-group array or None with one group)."""
+    g = to_numpy(grouped)
+    return (g[0], None) if len(g) == 1 else (g.sum(axis=0), g)
 
 
 def _own(acc: Accumulator, m: str) -> CellMoments:
     st = acc.states[m]
+    (Gd, Ggd), (Gs, Ggs) = _total(st.Gd), _total(st.Gs)
     return CellMoments(
         n=st.n.copy(),
         mu=_cell_means(acc, m),
         s=to_numpy(st.s),
         sq=to_numpy(st.sq),
-        Gd=to_numpy(st.Gd),
-        Gs=to_numpy(st.Gs),
+        Gd=Gd,
+        Gs=Gs,
+        Ggd=Ggd,
+        Ggs=Ggs,
         unit=None if st.unit is None else to_numpy(st.unit),
         ref=np.asarray(to_numpy(st.ref), np.float64),
         deb_self=st.deb[m].to_host() if m in st.deb else None,
@@ -430,9 +447,12 @@ def results(acc: Accumulator) -> dict[str, LayerMoments]:
                 continue
             if ref == t:  # the base against itself: the cross-Gram is its own Gram
                 lm.refs[role] = (own[t], (own[t].Gd, own[t].Gs))
+                kgd, kgs = own[t].Ggd, own[t].Ggs
             else:
-                kd, ks = st.cross[ref]
-                lm.refs[role] = (own[ref], (to_numpy(kd), to_numpy(ks)))
+                (kd, kgd), (ks, kgs) = (_total(a) for a in st.cross[ref])
+                lm.refs[role] = (own[ref], (kd, ks))
+            if kgd is not None and kgs is not None:
+                lm.ref_groups[role] = (kgd, kgs)
             if ref in st.deb:
                 lm.ref_deb[role] = own[t].deb_self if ref == t else st.deb[ref].to_host()
         lm.cunit = None if st.cunit is None else to_numpy(st.cunit)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from dask import delayed
 
-from repcollapse.analyze.engine import moments
+from repcollapse.analyze.engine import moments, uncertainty
 from repcollapse.analyze.engine.tokens import ALL, TokenPlan
 from repcollapse.analyze.engine.view import LayerView
 from repcollapse.analyze.metrics.logits import FunctionSums, sums_from_hidden
@@ -89,6 +89,14 @@ def derive(
                 )
             )
         view.release(sel)
+    if lm.plan.n_groups > 1:  # --uncertainty: (se, ci_low, ci_high, n_groups) appended
+        return uncertainty.with_intervals(
+            lm,
+            rows,
+            metrics,
+            options,
+            lambda m, sel, exc: metric_failed(m, target, lm.layer, sel, exc),
+        )
     return rows
 
 

@@ -95,6 +95,7 @@ def store_plan(ds: Any, options: Options) -> TokenPlan:
         include_sinks=options.include_sinks,
         sample_per_domain=options.sample_per_domain,
         seed=options.seed,
+        n_groups=options.uncertainty_groups if options.uncertainty else 1,
     )
 
 

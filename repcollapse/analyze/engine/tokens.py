@@ -102,6 +102,11 @@ class TokenPlan:
     """Kept tokens that have a next-token target (function metrics)."""
     cell_of_token: np.ndarray
     """Cell id per token, -1 where excluded."""
+    n_groups: int = 1
+    """Example groups of the jackknife (``example_groups``); 1: no uncertainty."""
+    cell_group: np.ndarray | None = None
+    """Example group of each cell (with ``n_groups`` > 1 a cell is a (domain, span, group)
+    triple: ``cells`` lists its (domain, span), once per group that has tokens there)."""
 
     @property
     def n_cells(self) -> int:
@@ -109,8 +114,12 @@ class TokenPlan:
 
     @property
     def n_gram_blocks(self) -> int:
-        """d x d Gram matrices a pass keeps per member: one per domain and one per span."""
-        return len(self.domains) + len(self.spans)
+        """d x d Gram matrices a pass keeps per member: one per domain and one per span, per
+        example group."""
+        return self.n_groups * (len(self.domains) + len(self.spans))
+
+    def group_of_cells(self) -> np.ndarray:
+        return np.zeros(self.n_cells, np.int64) if self.cell_group is None else self.cell_group
 
     def selections(self) -> list[Selection]:
         """Every reported selection: the whole probe, each domain, each span."""
@@ -154,6 +163,22 @@ def sample_tokens(
     return np.sort(np.concatenate(picked)) if picked else np.zeros(0, np.int64)
 
 
+def example_groups(example: np.ndarray, domain: np.ndarray, n_groups: int) -> np.ndarray:
+    """The jackknife group of each token: within each domain, the examples in store order are
+    cut into ``n_groups`` contiguous runs of (nearly) equal counts - example j of a domain's m
+    goes to group floor(j n_groups / m) - so every group holds ~1/n_groups of every domain's
+    examples, and a chunk of tokens meets one or two groups (its products stay few)."""
+    _, ex_code = _codes(np.asarray(example).astype(str))
+    _, dom_code = _codes(np.asarray(domain).astype(str))
+    ex_dom = np.zeros(ex_code.max() + 1 if len(ex_code) else 0, np.int64)
+    ex_dom[ex_code] = dom_code
+    group_of_ex = np.zeros(len(ex_dom), np.int64)
+    for di in np.unique(ex_dom):
+        members = np.flatnonzero(ex_dom == di)  # examples are numbered in store order
+        group_of_ex[members] = np.arange(len(members)) * n_groups // len(members)
+    return group_of_ex[ex_code]
+
+
 def build_plan(
     coords: dict[str, np.ndarray],
     token_chunk: int,
@@ -161,16 +186,26 @@ def build_plan(
     include_sinks: bool = False,
     sample_per_domain: int = 300,
     seed: int = 0,
+    n_groups: int = 1,
 ) -> TokenPlan:
     """The plan for a store's token coordinates (``coords``: example, domain, span, split,
-    is_sink, target_id as arrays)."""
+    is_sink, target_id as arrays). ``n_groups`` > 1: cells are split by example group
+    (``example_groups``), for the jackknife of ``repcollapse.analyze.engine.uncertainty``."""
     n = len(coords["domain"])
     domains, dom_code = _codes(np.asarray(coords["domain"]).astype(str))
     spans, span_code = _codes(np.asarray(coords["span"]).astype(str))
     keep = np.ones(n, bool) if include_sinks else ~np.asarray(coords["is_sink"]).astype(bool)
-    key = dom_code * len(spans) + span_code
+    group = (
+        example_groups(coords["example"], coords["domain"], n_groups)
+        if n_groups > 1
+        else np.zeros(n, np.int64)
+    )
+    key = (dom_code * len(spans) + span_code) * n_groups + group
     present = np.unique(key[keep])
-    cells = tuple((int(k // len(spans)), int(k % len(spans))) for k in present)
+    cells = tuple(
+        (int(k // n_groups // len(spans)), int(k // n_groups % len(spans))) for k in present
+    )
+    cell_group = (present % n_groups).astype(np.int64)
     cell_of_key = {int(k): i for i, k in enumerate(present)}
     cell_of_token = np.full(n, -1, np.int64)
     cell_of_token[keep] = [cell_of_key[int(k)] for k in key[keep]]
@@ -222,6 +257,8 @@ def build_plan(
         sample_fit=split[samples] == "fit",
         target_ok=target_ok,
         cell_of_token=cell_of_token,
+        n_groups=n_groups,
+        cell_group=cell_group,
     )
 
 

@@ -26,7 +26,13 @@ METRIC_COLUMNS: dict[str, str] = {
     "value": "float64",
     "sinks_excluded": "bool",
     "n_tokens": "int64",
+    "se": "float64",
+    "ci_low": "float64",
+    "ci_high": "float64",
+    "n_groups": "int64",
 }
+"""se, ci_low, ci_high, n_groups: the jackknife interval of a moment metric over example groups
+(``analyze metrics --uncertainty``; docs/metrics.md), NaN and 0 where none was computed."""
 CHECKPOINT_COLUMNS: tuple[str, ...] = tuple(CHECKPOINT_TABLE)
 """checkpoints.parquet: the store contract's checkpoint table (``store_schema.schema``)."""
 OVERLAP_COLUMNS: dict[str, str] = {
@@ -65,6 +71,9 @@ def metrics_frame(
     rows: pd.DataFrame, store_id: str, family: str, sinks_excluded: bool
 ) -> pd.DataFrame:
     df = rows.assign(store_id=store_id, model_family=family, sinks_excluded=sinks_excluded)
+    for col in ("se", "ci_low", "ci_high"):
+        df[col] = df.get(col, np.nan)
+    df["n_groups"] = df["n_groups"].fillna(0) if "n_groups" in df else 0
     if df.empty:
         return pd.DataFrame(
             {c: pd.Series(dtype=object if t == "str" else t) for c, t in METRIC_COLUMNS.items()}

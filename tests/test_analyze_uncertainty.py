@@ -1,0 +1,182 @@
+"""--uncertainty: the jackknife interval from the per-group moments of the one pass equals the
+interval computed by recomputing each metric from the raw rows of every leave-one-group-out
+example set (brute force, float64 NumPy written out here).
+
+Tolerance: |difference| <= 1e-6 |value| + 1e-9 on se, ci_low and ci_high, in the default
+(float32) mode: the own Grams are float64 (spectra exact to ~1e-12); the cross-Grams behind CKA
+are float32 products (CKA known to ~1e-7 relative, and se is a spread of such values).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from repcollapse.analyze.engine.runner import run_metrics
+from repcollapse.analyze.engine.tokens import build_plan, example_groups
+from repcollapse.analyze.options import Options
+from repcollapse.store_schema import open_store
+from repcollapse.store_schema.testing import SyntheticSpec, make_synthetic_store
+
+SPEC = SyntheticSpec(n_checkpoints=3, n_layers=3, n_tokens=1200, n_features=16, token_chunk=256)
+G = 5
+LAYER = 1
+KEY = ["metric", "checkpoint", "layer", "domain", "span"]
+METRICS = [
+    "erank",
+    "pr",
+    "topk_var_1",
+    "rankme",
+    "aniso_uncentered",
+    "cka_base",
+    "aniso_centered",
+    "probe_acc",
+    "seq_erank",
+]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("unc")
+    make_synthetic_store(root / "s.zarr", SPEC)
+    out = {}
+    for name, opts in (
+        ("jk", Options(uncertainty=True, uncertainty_groups=G)),
+        ("plain", Options()),
+    ):
+        summary = run_metrics(
+            root / "s.zarr", root / name, metrics=METRICS, layers=[LAYER], options=opts, log=str
+        )
+        out[name] = (summary, pd.read_parquet(root / name / "metrics.parquet"))
+    return open_store(root / "s.zarr"), out
+
+
+def _groups_brute(example: np.ndarray, domain: np.ndarray) -> np.ndarray:
+    """The documented rule, written out: within a domain, example j of m -> floor(j G / m)."""
+    out = np.empty(len(example), np.int64)
+    for d in dict.fromkeys(domain.tolist()):
+        exs = list(dict.fromkeys(example[domain == d].tolist()))
+        for j, e in enumerate(exs):
+            out[example == e] = j * G // len(exs)
+    return out
+
+
+def _erank(lam: np.ndarray) -> float:
+    lam = np.clip(lam, 0, None)
+    p = lam[lam > 0] / lam.sum()
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def _metric(name: str, X: np.ndarray, B: np.ndarray) -> float:
+    n, d = X.shape
+    Xc = X - X.mean(axis=0)
+    lam = np.linalg.svd(Xc, compute_uv=False) ** 2 / (n - 1)
+    if name == "erank":
+        return _erank(lam)
+    if name == "pr":
+        return float(lam.sum() ** 2 / (lam**2).sum())
+    if name == "topk_var_1":
+        return float(lam[0] / lam.sum())
+    if name == "rankme":
+        s = np.linalg.svd(X, compute_uv=False)
+        return _erank(s)
+    if name == "aniso_uncentered":
+        U = X / np.linalg.norm(X, axis=1, keepdims=True)
+        C = U @ U.T
+        return float((C.sum() - n) / (n * (n - 1)))
+    if name == "cka_base":
+        Bc = B - B.mean(axis=0)
+        return float(
+            np.linalg.norm(Bc.T @ Xc) ** 2 / (np.linalg.norm(Xc.T @ Xc) * np.linalg.norm(Bc.T @ Bc))
+        )
+    raise KeyError(name)
+
+
+def _jackknife(theta: float, loo: list[float]) -> tuple[float, float, float]:
+    k = len(loo)
+    v = np.asarray(loo)
+    se = math.sqrt((k - 1) / k * ((v - v.mean()) ** 2).sum())
+    t = sps.t.ppf(0.975, k - 1)
+    return se, theta - t * se, theta + t * se
+
+
+def test_groups_follow_the_documented_rule(runs) -> None:
+    ds, _ = runs
+    ex, dom = np.asarray(ds["example"].values), np.asarray(ds["domain"].values)
+    assert np.array_equal(example_groups(ex, dom, G), _groups_brute(ex, dom))
+    coords = {
+        k: np.asarray(ds[k].values)
+        for k in ("example", "domain", "span", "split", "is_sink", "target_id")
+    }
+    plan = build_plan(coords, SPEC.token_chunk, n_groups=G)
+    assert plan.n_gram_blocks == G * (len(plan.domains) + len(plan.spans))
+    # every cell is one (domain, span, group); cells of a selection cover it exactly once
+    keep = ~coords["is_sink"].astype(bool)
+    assert int(plan.cell_count.sum()) == int(keep.sum())
+
+
+@pytest.mark.parametrize("checkpoint", ["A/01-stage", "A/02-stage"])
+def test_interval_equals_brute_force_leave_one_group_out(runs, checkpoint: str) -> None:
+    ds, out = runs
+    table = out["jk"][1].set_index(KEY)
+    h = np.asarray(ds["hidden"].isel(layer=LAYER).values, np.float64)
+    names = [str(x) for x in ds["name"].values]
+    X_all, B_all = h[names.index(checkpoint)], h[names.index("base")]
+    ex, dom = np.asarray(ds["example"].values), np.asarray(ds["domain"].values)
+    span = np.asarray(ds["span"].values)
+    keep = ~np.asarray(ds["is_sink"].values).astype(bool)
+    group = _groups_brute(ex, dom)
+    sels = [("all", "all")]
+    sels += [(d, "all") for d in dict.fromkeys(dom.tolist())]
+    sels += [("all", s) for s in dict.fromkeys(span.tolist())]
+    checked = 0
+    for name in ("erank", "pr", "topk_var_1", "rankme", "aniso_uncentered", "cka_base"):
+        for d, s in sels:
+            in_sel = (
+                keep & ((dom == d) if d != "all" else True) & ((span == s) if s != "all" else True)
+            )
+            present = sorted(set(group[in_sel].tolist()))
+            row = table.loc[(name, checkpoint, LAYER, d, s)]
+            loo = [
+                _metric(name, X_all[in_sel & (group != g)], B_all[in_sel & (group != g)])
+                for g in present
+            ]
+            theta = _metric(name, X_all[in_sel], B_all[in_sel])
+            assert row["value"] == pytest.approx(theta, rel=1e-6, abs=1e-9)
+            se, lo, hi = _jackknife(float(row["value"]), loo)
+            tol = 1e-6 * abs(theta) + 1e-9
+            assert int(row["n_groups"]) == len(present)
+            for got, want in ((row["se"], se), (row["ci_low"], lo), (row["ci_high"], hi)):
+                assert abs(got - want) <= tol, (name, d, s, got, want)
+            assert row["ci_low"] < row["value"] < row["ci_high"]
+            checked += 1
+    assert checked == 6 * len(sels)
+
+
+def test_metrics_without_per_group_inputs_say_so(runs) -> None:
+    _, out = runs
+    table = out["jk"][1]
+    for name in ("aniso_centered", "probe_acc", "seq_erank"):
+        rows = table[table["metric"] == name]
+        assert len(rows) > 0
+        assert (
+            rows[["se", "ci_low", "ci_high"]].isna().all().all() and (rows["n_groups"] == 0).all()
+        )
+    erank = table[table["metric"] == "erank"]
+    assert (erank["n_groups"] == G).all() and erank["se"].gt(0).all()
+
+
+def test_same_values_and_reads_without_uncertainty(runs) -> None:
+    """The groups change no point estimate, and the store is read once per pass either way."""
+    _, out = runs
+    (s_jk, jk), (s_plain, plain) = out["jk"], out["plain"]
+    a, b = jk.set_index(KEY)["value"].sort_index(), plain.set_index(KEY)["value"].sort_index()
+    assert list(a.index) == list(b.index)
+    assert np.allclose(a.to_numpy(), b.to_numpy(), rtol=1e-6, atol=1e-9)
+    assert s_jk.blocks_read == s_plain.blocks_read
+    assert plain[["se", "ci_low", "ci_high"]].isna().all().all()
+    assert (plain["n_groups"] == 0).all()
