@@ -29,6 +29,9 @@ Large: (b), (b') and ours at LARGE_TOKENS = 160,000 tokens (a 5.9 GB store, writ
 about three minutes): the derivation (eigenvalues of 24 d x d matrices, two probes and a
 silhouette per checkpoint and layer) costs the same at any N, the products grow with N.
 Memory: peak RSS of ours (full sweep, fresh process) at 10,000, 20,000 and 160,000 tokens.
+Uncertainty: the full sweep at 10,000 tokens without and with ``--uncertainty`` (10 example
+groups), side by side in one process. ``bench_metrics.py WORKDIR N --uncertainty-only``: only that
+comparison, on an N-token store (default 10,000) and layers 2 and 5 (a quick run).
 """
 
 from __future__ import annotations
@@ -266,14 +269,25 @@ def naive_pipeline(store: Path, layers: list[int]) -> float:
 
 
 def ours(
-    store: Path, out: Path, metrics: list[str] | None = None, scheduler: str | None = None
+    store: Path,
+    out: Path,
+    metrics: list[str] | None = None,
+    scheduler: str | None = None,
+    options: object | None = None,
+    layers: list[int] | None = None,
 ) -> dict:
     from repcollapse.analyze.engine.runner import run_metrics
 
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
     summary = run_metrics(
-        store, out, metrics=metrics, scheduler_address=scheduler, log=lambda _: None
+        store,
+        out,
+        metrics=metrics,
+        layers=layers,
+        scheduler_address=scheduler,
+        options=options,  # type: ignore[arg-type]
+        log=lambda _: None,
     )
     wall = time.perf_counter() - t0
     return {
@@ -326,6 +340,28 @@ def large(workdir: Path) -> dict:
     return out
 
 
+def uncertainty_cost(store: Path, workdir: Path, layers: list[int] | None = None) -> dict:
+    """The full sweep without and with --uncertainty (default groups), side by side in one
+    process on the same store (the second run after the first warmed the page cache; a third
+    run, without again, bounds the drift of a shared machine)."""
+    from repcollapse.analyze.options import Options
+
+    plain = ours(store, workdir / "out_unc0", options=Options(), layers=layers)
+    jk = ours(store, workdir / "out_unc1", options=Options(uncertainty=True), layers=layers)
+    again = ours(store, workdir / "out_unc2", options=Options(), layers=layers)
+    base = min(plain["seconds"], again["seconds"])
+    return {
+        "layers": layers or "all",
+        "groups": Options().uncertainty_groups,
+        "without_s": round(plain["seconds"], 2),
+        "without_again_s": round(again["seconds"], 2),
+        "with_s": round(jk["seconds"], 2),
+        "without_breakdown": plain["breakdown"],
+        "with_breakdown": jk["breakdown"],
+        "ratio": round(jk["seconds"] / base, 2),
+    }
+
+
 def run(workdir: str | Path) -> dict:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -360,6 +396,7 @@ def run(workdir: str | Path) -> dict:
         "measured_s": round(t, 1),
         "scaled_to_all_layers_s": round(t * N_LAYERS / len(naive_layers), 1),
     }
+    results["uncertainty"] = uncertainty_cost(small, workdir)
     results["large"] = large(workdir)
     plain = results["plain_s"]
     b = min(plain["b_blas_1_thread"], plain["b_blas_default_threads"])
@@ -436,6 +473,13 @@ def _lines(r: dict, b: float, bc: float) -> list[tuple]:
             "<= 1.3x",
         ),
         (f"(a) ours, full sweep, {n_big} tokens, vs (b')", big_full, "s", big_full / big_bc, None),
+        (
+            "(a) ours, full sweep, 10,000 tokens, --uncertainty",
+            r["uncertainty"]["with_s"],
+            "s",
+            r["uncertainty"]["ratio"],
+            None,
+        ),
         ("peak RSS, full sweep, 10,000 tokens", mem["tokens_10000"], "MiB", None, None),
         (
             "peak RSS, full sweep, 20,000 tokens",
@@ -455,5 +499,13 @@ def _lines(r: dict, b: float, bc: float) -> list[tuple]:
 
 
 if __name__ == "__main__":
-    target = sys.argv[1] if len(sys.argv) > 1 else str(REPO / "bench" / "work")
-    print(json.dumps(run(target), indent=1))
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    target = Path(args[0] if args else str(REPO / "bench" / "work"))
+    if "--uncertainty-only" in sys.argv:  # the with/without comparison alone, at a small size
+        target.mkdir(parents=True, exist_ok=True)
+        tokens = int(args[1]) if len(args) > 1 else 10_000
+        print(
+            json.dumps(uncertainty_cost(ensure_store(target, tokens)[0], target, [2, 5]), indent=1)
+        )
+    else:
+        print(json.dumps(run(target), indent=1))

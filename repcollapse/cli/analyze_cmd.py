@@ -49,7 +49,21 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--precision",
         choices=("float32", "float64"),
         default="float32",
-        help="per-chunk products in float32 (default; float64 accumulation) or all float64",
+        help="cross-checkpoint and per-sequence products in float32 (default; float64 "
+        "accumulation) or float64; each checkpoint's own Gram is float64 in both",
+    )
+    p.add_argument(
+        "--uncertainty",
+        action="store_true",
+        help="jackknife 95%% intervals of the moment metrics over example groups (se, ci_low, "
+        "ci_high, n_groups in metrics.parquet; same single pass, G x the Gram memory)",
+    )
+    p.add_argument(
+        "--uncertainty-groups",
+        type=int,
+        default=10,
+        metavar="G",
+        help="example groups of the delete-a-group jackknife (default 10)",
     )
     p.add_argument(
         "--scheduler",
@@ -171,6 +185,8 @@ def _metrics(args: argparse.Namespace) -> int:
             temperatures=tuple(args.temperature),
             backend=args.backend,
             memory_budget_mb=args.memory_budget_mb,
+            uncertainty=args.uncertainty,
+            uncertainty_groups=args.uncertainty_groups,
         )
     except (LookupError, ValueError) as exc:
         print(f"repcollapse analyze metrics: {exc}", file=sys.stderr)
