@@ -194,18 +194,9 @@ CHECKPOINT_TABLE: dict[str, str] = {
     "model_id": "str",
     "checkpoint": "str",
     **{
-        name: ("int64" if CHECKPOINT_COORDS[name].dtype.startswith("int") else "str")
-        for name in (
-            "sequence",
-            "stage_index",
-            "stage_kind",
-            "stage_domain",
-            "parent",
-            "seed",
-            "tokens_seen",
-            "mitigation",
-            "lora_rank",
-        )
+        name: "int64" if spec.dtype.startswith("int") else "str"
+        for name, spec in CHECKPOINT_COORDS.items()
+        if name not in ("name", "lora_scaling", "head", "manifest_json", "behavior_json")
     },
     **{key: "float64" for key in BEHAVIOR_KEYS},
 }
