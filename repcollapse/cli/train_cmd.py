@@ -22,7 +22,13 @@ def register(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="train_cmd", metavar="COMMAND", required=True)
 
     b = sub.add_parser("base", help="write checkpoint 0 (the embedded SmolLM2, or --model DIR)")
-    b.add_argument("--model", type=Path, default=None, help="local HF causal-LM directory")
+    b.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="local HF causal-LM directory, or an embedded model: smollm2-135m-instruct "
+        "(the default) or gemma3-270m (Gemma 3 270M base; Gemma Terms of Use)",
+    )
     b.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
     b.add_argument(
         "--eval-data", type=Path, default=None, help="data directory: also write behavior.json"

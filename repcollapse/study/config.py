@@ -7,7 +7,7 @@ anything is trained. The format (docs/study.md):
     budget = "demo"                       # one budget per study
     seeds = [0, 1, 2]
     families = ["smollm2-135m-instruct", "gemma3-270m"]   # embedded names or HF directories
-    sequences = ["A", "control", "D"]     # shipped configs (repcollapse train configs) or TOMLs
+    sequences = ["A", "control", "D"]     # shipped configs (repcollapse train configs) or .toml paths
     mitigations = ["replay10"]            # config <sequence>_<mitigation>, for each of:
     mitigate = ["A"]
     [data]      seed, probe_per_domain, dir (an existing data directory instead of building one)
@@ -176,9 +176,15 @@ def parse_study(raw: dict[str, Any], where: str, base: Path = Path(".")) -> Stud
         _fail(where, "families", "distinct family names", labels)
     known = _known_configs()
     sequences = _strs(where, "sequences", raw.get("sequences"))
+    resolved = []
     for s in sequences:
-        if s not in known:
-            _fail(where, "sequences", f"shipped configs {sorted(known)}", s)
+        if s.endswith(".toml") and (base / s).is_file():  # your own config, by path
+            resolved.append(str((base / s).resolve()))
+        elif s in known:
+            resolved.append(s)
+        else:
+            _fail(where, "sequences", f"shipped configs {sorted(known)} or .toml paths", s)
+    sequences = tuple(resolved)
     mitigations = _strs(where, "mitigations", raw.get("mitigations", []), empty=True)
     mitigate = _strs(where, "mitigate", raw.get("mitigate", ["A"]), empty=True)
     for m in mitigations:

@@ -4,8 +4,16 @@ Tables combine without their stores: each input is (study name, family, tables d
 Every store of one family of one study gets the same ``store_id``, ``<study>/<family>``, so a
 family split over shards (each shard's store holds the base and that shard's chains) reads as
 one store: the base appears in every shard and is kept once, its row with the most behavioural
-values first (only the shard that ran the study's first seed evaluated it). Every table is then
-sorted by its key, so the merge of any sharding equals the tables of one unsharded run.
+values first (only the shard that ran the study's first seed evaluated it). The derived
+metrics (the collapse index and its parts: z-scores across the checkpoints of a store) depend on
+which checkpoints are analysed together, so they are recomputed here through their registry
+entries over each merged store. Every table is then sorted by its key, so the merge of any
+sharding equals the merge of one unsharded run.
+
+LoRA overlap pairs across seeds exist only where two seeds shared a machine (the overlap needs
+the adapters, which are in the stores): the merge keeps the pairs of one seed (a chain with
+itself and with the other chains of its seed, which the report's overlap figure shows), the same
+for any sharding.
 """
 
 from __future__ import annotations
@@ -69,6 +77,7 @@ def merge_tables(inputs: Sequence[tuple[str, str, Path]], out: Path) -> Path:
                 }
             )
     out.mkdir(parents=True, exist_ok=True)
+    merged: dict[str, pd.DataFrame] = {}
     for name, fname in TABLE_FILES.items():
         if not frames[name]:
             continue
@@ -77,9 +86,14 @@ def merge_tables(inputs: Sequence[tuple[str, str, Path]], out: Path) -> Path:
             present = [c for c in BEHAVIOR_KEYS if c in df]
             df = df.assign(_n=df[present].notna().sum(axis=1))
             df = df.sort_values("_n", ascending=False, kind="stable").drop(columns="_n")
+        if name == "metrics":
+            df = _rederive(df)
+        if name == "lora_overlap" and merged.get("checkpoints") is not None:
+            df = _same_seed_pairs(df, merged["checkpoints"])
         key = [k for k in KEYS[name] if k in df]
         df = df.drop_duplicates(subset=key, keep="first")
         df = df.sort_values(key, kind="stable").reset_index(drop=True)
+        merged[name] = df
         write_parquet(df, out / fname)
     write_json(provenance, out / "provenance.json")
     return out
@@ -107,3 +121,52 @@ def study_inputs(dirs: Sequence[str | Path]) -> list[tuple[str, str, Path]]:
             raise StudyError(f"{d}: expected tables/<family>/metrics.parquet, found none yet")
         found += [(name, f, d / "tables" / f) for f in fams]
     return found
+
+
+def _rederive(metrics: pd.DataFrame) -> pd.DataFrame:
+    """``metrics`` with every registered derived metric computed again per (store, sinks
+    setting) from the merged rows, in registry order (a derived metric may read an earlier
+    one's rows), as ``analyze metrics`` does for one store."""
+    import numpy as np
+
+    from repcollapse.analyze import registry
+
+    derived = [m for m in registry.REGISTRY if m.kind == "derived"]
+    names = {m.row_name for m in derived}
+    parts = []
+    for (sid, sinks), group in metrics.groupby(["store_id", "sinks_excluded"], sort=True):
+        rows = group[~group["metric"].isin(names)]
+        fam = str(rows["model_family"].iloc[0]) if len(rows) else ""
+        for m in derived:
+            out = m.compute(rows)
+            if out.empty:
+                continue
+            new = pd.DataFrame(
+                {
+                    "metric": m.row_name,
+                    "metric_version": np.int64(m.version),
+                    "store_id": sid,
+                    "model_family": fam,
+                    "checkpoint": out["checkpoint"].astype(str).to_numpy(),
+                    "layer": out["layer"].astype(np.int64).to_numpy(),
+                    "domain": "all",
+                    "span": "all",
+                    "value": out["value"].astype(np.float64).to_numpy(),
+                    "sinks_excluded": bool(sinks),
+                    "n_tokens": np.asarray(out.get("n_tokens", 0), dtype=np.int64),
+                }
+            )
+            new = new[np.isfinite(new["value"])]
+            for col in rows.columns.difference(new.columns):  # as analyze writes derived rows:
+                kind = rows[col].dtype.kind  # no interval (NaN), no groups (0)
+                new[col] = 0 if kind in "iu" else (np.nan if kind == "f" else "")
+            rows = pd.concat([rows, new[list(rows.columns)]], ignore_index=True)
+        parts.append(rows)
+    return pd.concat(parts, ignore_index=True).astype(metrics.dtypes.to_dict())
+
+
+def _same_seed_pairs(overlap: pd.DataFrame, checkpoints: pd.DataFrame) -> pd.DataFrame:
+    seed = checkpoints.set_index(["store_id", "checkpoint"])["seed"]
+    a = pd.MultiIndex.from_frame(overlap[["store_id", "checkpoint_a"]]).map(seed.get)
+    b = pd.MultiIndex.from_frame(overlap[["store_id", "checkpoint_b"]]).map(seed.get)
+    return overlap[pd.Series(a == b, index=overlap.index)]

@@ -34,7 +34,8 @@ class Cell:
 
     @property
     def run_name(self) -> str:
-        return f"{self.config}@s{self.seed}"
+        name = self.config.rsplit("/", 1)[-1].removesuffix(".toml")  # a config given by path
+        return f"{name}@s{self.seed}"
 
     @property
     def id(self) -> str:

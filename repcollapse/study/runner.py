@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from repcollapse.store_schema.records import write_json_atomic
-from repcollapse.study.config import StudyConfig
+from repcollapse.study.config import StudyConfig, StudyError
 from repcollapse.study.plan import WHOLE, Cell, Shard, plan_cells
 
 Executor = Callable[[list[str], Path], None]
@@ -244,10 +244,18 @@ class StudyRun:
                     ],
                     log,
                 )
-            else:  # a given data directory: used in place
-                if L.data.is_symlink() or L.data.exists():
-                    L.data.unlink() if L.data.is_symlink() else shutil.rmtree(L.data)
-                L.data.symlink_to(st.data_dir, target_is_directory=True)
+            else:  # a given data directory: used in place, through a link
+                given = Path(st.data_dir).resolve()
+                if L.data.resolve() == given:
+                    return
+                if L.data.is_symlink():
+                    L.data.unlink()
+                elif L.data.exists():  # a built data directory is never removed silently
+                    raise StudyError(
+                        f"data.dir: expected {L.data} to be absent or a link, found a data "
+                        "directory built by an earlier run (remove it, or use another --out)"
+                    )
+                L.data.symlink_to(given, target_is_directory=True)
         elif cell.kind == "base":
             model = self._family(cell.family).model
             run(["train", "base", "--model", model, "--out", str(L.base(cell.family)), *dev], log)
@@ -345,7 +353,9 @@ class StudyRun:
             spent_s += dt
             spent_prior += _prior(cell)
             pending_prior -= _prior(cell)
-            eta = pending_prior * spent_s / spent_prior if spent_prior else 0.0
+            # measured/prior once a cell of some weight ran (a 0-second data step says nothing)
+            ratio = spent_s / spent_prior if spent_prior >= 60 else 1.0
+            eta = pending_prior * ratio
             self.log(
                 f"[study {i}/{n}] {cell.id}: done in {_fmt(dt)}; elapsed "
                 f"{_fmt(time.perf_counter() - t_start)}, ETA {_fmt(eta)}"
