@@ -204,6 +204,27 @@ CHECKPOINT_TABLE: dict[str, str] = {
 identity (attrs), the checkpoint's coordinates ("checkpoint" is ``name``) and its behaviour.
 analyze writes ``checkpoints.parquet`` with exactly these and reads nothing less."""
 
+BEHAVIOR_MEASURES: tuple[str, ...] = (
+    *BEHAVIOR_KEYS,
+    "target_nll",
+    "retention_nll",
+    "future_nll",
+    "future_nll_auc",
+    "future_steps_to_nll",
+)
+"""Behavioural measures with a standard error and an n in behavior.json (docs/INTERFACES.md)."""
+CHECKPOINT_BEHAVIOR_DETAIL: dict[str, str] = {
+    col: "float64"
+    for key in BEHAVIOR_MEASURES
+    for col in (
+        (f"{key}_se", f"{key}_n") if key in BEHAVIOR_KEYS else (key, f"{key}_se", f"{key}_n")
+    )
+}
+"""Columns ``checkpoints.parquet`` carries after CHECKPOINT_TABLE: each measure's SE and n (and
+the continuous measures' values), read from the checkpoint's ``behavior_json``; NaN where a
+checkpoint's evaluation predates them. Readers do not require them (older tables stay readable),
+and the store keeps no variable of its own for them (older stores stay valid)."""
+
 REQUIRED_VARIABLES: dict[str, VariableSpec] = {
     HIDDEN.name: HIDDEN,
     COMPLETE.name: COMPLETE,

@@ -216,6 +216,12 @@ class EvalSettings:
     future_rank: int = 8
     future_max_new_tokens: int = 24
     """Future tasks answer with a word or a number: short generations suffice."""
+    stop_rules: bool = True
+    """End a generation once the part its scorer reads is complete (repcollapse.train.stops);
+    false generates every completion to its cap or end of sequence."""
+    future_nll_threshold: float = 1.0
+    """Held-out NLL per response token (nats) whose first crossing gives ``steps_to_nll``; the
+    same for every checkpoint (a property of the protocol, not of the checkpoint)."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -245,6 +251,15 @@ class EvalSettings:
             "eval.future_eval_at",
             at,
             f"increasing step counts from 0 to future_steps={self.future_steps}",
+        )
+        _check(
+            isinstance(self.stop_rules, bool), "eval.stop_rules", self.stop_rules, "true or false"
+        )
+        _check(
+            _is_num(self.future_nll_threshold) and self.future_nll_threshold > 0,
+            "eval.future_nll_threshold",
+            self.future_nll_threshold,
+            "a number > 0 (nats per token)",
         )
         _check(
             _is_num(self.future_lr) and self.future_lr > 0,

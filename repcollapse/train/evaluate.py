@@ -1,45 +1,65 @@
 """Behavioural evaluation of one checkpoint -> the dict written to ``behavior.json``.
 
+Every number carries its standard error and its n (``<key>_se``, ``<key>_n``; the estimators
+are in ``repcollapse.train.uncertainty``), and the per-item values are kept (``items``) so that
+two checkpoints, scored on the same items, can be compared item by item.
+
 * scores per domain: greedy generations on the first ``n_generate`` eval records of each pool,
-  scored by ``repcollapse.train.scorers.score_completion``; preference: win rate of chosen over rejected by
-  summed log-probability (``score_preference``);
+  scored by ``repcollapse.train.scorers.score_completion`` (binomial SE); preference: win rate
+  of chosen over rejected by summed log-probability (``score_preference``);
 * target_score = the stage domain's score; retention = mean score over the other SFT domains;
-* calibration and validation loss, teacher forced on held-out references: per response token,
-  confidence = max prob, correct = argmax == target; ECE with equal-width bins over the tokens of
-  every domain pooled; val_loss = mean over domains of the per-token NLL;
-* future learning: per future task a fixed-budget LoRA adaptation (same steps, data, seed and
-  learning rate for every checkpoint) scored at a few step counts; final score and the area under
-  the score-vs-steps curve (trapezoid, divided by the step range, so in score units).
+* teacher forced on the first ``n_teacher_forced`` held-out references of each domain, one
+  forward pass: the NLL per response token (``nll``, SE over items), the answer
+  log-probability where an item has a short answer (``answer_logprob``), and calibration: per
+  response token, confidence = max prob, correct = argmax == target, ECE with equal-width bins
+  over the tokens of every domain pooled (SE: bootstrap over items); val_loss = mean over
+  domains of the NLL; target_nll / retention_nll as for the scores;
+* future learning (``repcollapse.train.future``): per future task a fixed-budget LoRA
+  adaptation measured after each of ``future_eval_at`` steps: accuracy and held-out NLL curves,
+  their areas, and the steps to a fixed NLL threshold.
 
 Every subset is "the first n" of a fixed file, so every checkpoint sees the same examples.
 """
 
 from __future__ import annotations
 
-import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from repcollapse.train.config import SFT_DOMAINS, EvalSettings
+from repcollapse.train.future import future_adaptation
+from repcollapse.train.greedy import greedy_batch
 from repcollapse.train.hf import load_model, load_tokenizer, resolve_device
-from repcollapse.train.pools import IGNORE, DataDir, encode_pair, encode_sft, prompt_ids
+from repcollapse.train.pools import DataDir, encode_pair, prompt_ids
+from repcollapse.train.stops import StopRule, stop_rule
+from repcollapse.train.teacher import (
+    answer_positions,
+    autocast,
+    expected_calibration_error,
+    response_logprob,
+    token_stats,
+)
+from repcollapse.train.uncertainty import (
+    Estimate,
+    bootstrap_se,
+    combine_mean,
+    estimate,
+    mean_se,
+    ratio_estimate,
+    score_estimate,
+)
 
 Scorer = Callable[[dict[str, Any], str], float]
 SCORER_ERRORS: list[str] = []
 """Scorer exceptions of the current evaluation (scored 0 and reported in behavior.json)."""
+GENERATION_INFO: dict[str, int] = {"steps": 0, "rows": 0, "stopped_by_rule": 0}
+"""Decoding steps, completions, and completions a stop rule ended (of the current evaluation)."""
 
 
-def _autocast(device: str) -> Any:
-    if device.startswith("cuda"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
-
-
-@torch.no_grad()
 def generate(
     model: Any,
     tok: Any,
@@ -48,15 +68,16 @@ def generate(
     max_new_tokens: int | Sequence[int],
     batch_size: int,
     device: str,
+    stops: Sequence[StopRule | None] | None = None,
 ) -> list[str]:
-    """Greedy completions of chat-formatted prompts, left-padded batches.
+    """Greedy completions of chat-formatted prompts (``repcollapse.train.greedy``).
 
-    ``max_new_tokens`` may be one cap per prompt: prompts are then batched by cap (largest
-    first), each batch generates to its largest cap and every completion is cut at its own. A
-    greedy completion cut at k tokens is the completion generated with cap k, so prompts of
-    several domains share batches: a decoding step of a small model on a CPU costs about the
-    same for 8 or 40 sequences (measured on SmolLM2: 40 prompts x 48 tokens in 29 s with
-    batches of 8, 13 s in one batch of 40).
+    ``max_new_tokens`` may be one cap per prompt: prompts are batched by cap (largest first)
+    and every row stops at its own cap, at end of sequence, or when ``stops[i]`` says its
+    scored part is complete; finished rows leave the batch. Prompts of several domains share
+    batches: a decoding step of a small model on a CPU costs about the same for 8 or 40
+    sequences (measured on SmolLM2: 40 prompts x 48 tokens in 29 s with batches of 8, 13 s in
+    one batch of 40).
     """
     caps = (
         [int(max_new_tokens)] * len(prompts)
@@ -65,130 +86,45 @@ def generate(
     )
     if len(caps) != len(prompts):
         raise ValueError(f"generate: {len(caps)} caps for {len(prompts)} prompts")
+    if stops is not None and len(stops) != len(prompts):
+        raise ValueError(f"generate: {len(stops)} stop rules for {len(prompts)} prompts")
     order = sorted(range(len(prompts)), key=lambda i: -caps[i])  # stable: same caps keep order
     out: dict[int, str] = {}
-    pad = tok.pad_token_id
     was_training = model.training
     model.eval()
+
+    def decode(ids: list[int]) -> str:
+        return tok.decode(ids, skip_special_tokens=True)
+
     for i in range(0, len(order), batch_size):
         batch = order[i : i + batch_size]
-        ids = [prompt_ids(tok, prompts[j]) for j in batch]
-        width = max(len(x) for x in ids)
-        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=device)
-        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
-        with _autocast(device):
-            gen = model.generate(
-                input_ids=input_ids,
-                attention_mask=mask,
-                max_new_tokens=max(caps[j] for j in batch),
-                do_sample=False,
-                temperature=None,
-                top_p=None,
-                top_k=None,
-                pad_token_id=pad,
-                eos_token_id=tok.eos_token_id,
-            )
+        rules = [stops[j] for j in batch] if stops is not None else None
+        gen, steps = greedy_batch(
+            model,
+            [prompt_ids(tok, prompts[j]) for j in batch],
+            [caps[j] for j in batch],
+            pad_id=tok.pad_token_id,
+            eos_id=tok.eos_token_id,
+            device=device,
+            decode=decode,
+            stops=rules,
+            autocast=autocast(device),
+        )
+        GENERATION_INFO["steps"] += steps
+        GENERATION_INFO["rows"] += len(batch)
         for row, j in enumerate(batch):
-            out[j] = tok.decode(gen[row, width : width + caps[j]], skip_special_tokens=True)
+            text = decode(gen[row])
+            out[j] = text
+            rule = rules[row] if rules is not None else None
+            if rule is not None and len(gen[row]) < caps[j] and rule(text):
+                GENERATION_INFO["stopped_by_rule"] += 1
     model.train(was_training)
     return [out[j] for j in range(len(prompts))]
 
 
-def _pad_right(
-    batch: Sequence[dict[str, list[int]]], pad: int, device: str
-) -> dict[str, torch.Tensor]:
-    width = max(len(e["input_ids"]) for e in batch)
-    ids = [e["input_ids"] + [pad] * (width - len(e["input_ids"])) for e in batch]
-    labels = [e["labels"] + [IGNORE] * (width - len(e["labels"])) for e in batch]
-    mask = [[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in batch]
-    return {
-        "input_ids": torch.tensor(ids, device=device),
-        "labels": torch.tensor(labels, device=device),
-        "attention_mask": torch.tensor(mask, device=device),
-    }
-
-
-def _selected_logits(
-    model: Any, input_ids: torch.Tensor, mask: torch.Tensor, keep: torch.Tensor
-) -> torch.Tensor:
-    """Logits (n_kept, vocab) at the positions ``keep`` (bool, batch x seq) only.
-
-    The vocabulary projection dominates teacher-forced evaluation (49k-262k classes); models
-    whose forward takes a boolean ``logits_to_keep`` project just the kept positions.
-    """
-    try:
-        logits = model(input_ids=input_ids, attention_mask=mask, logits_to_keep=keep).logits
-        if logits.dim() == 2 and logits.shape[0] == int(keep.sum()):
-            return logits.float()
-    except (TypeError, IndexError, RuntimeError):
-        pass
-    return model(input_ids=input_ids, attention_mask=mask).logits[keep].float()
-
-
-@torch.no_grad()
-def token_stats(
-    model: Any,
-    tok: Any,
-    encoded: Sequence[dict[str, list[int]]],
-    *,
-    device: str,
-    batch_size: int = 4,
-) -> dict[str, torch.Tensor]:
-    """Per response token: NLL, max prob, argmax == target (teacher forced), as flat tensors."""
-    model.eval()
-    nll, conf, correct = [], [], []
-    for i in range(0, len(encoded), batch_size):
-        b = _pad_right(encoded[i : i + batch_size], tok.pad_token_id, device)
-        target = b["labels"][:, 1:]
-        keep = torch.zeros_like(b["labels"], dtype=torch.bool)
-        keep[:, :-1] = target != IGNORE  # position t predicts token t + 1
-        with _autocast(device):
-            logits = _selected_logits(model, b["input_ids"], b["attention_mask"], keep)
-        lp = torch.log_softmax(logits, dim=-1)
-        tgt = target[target != IGNORE]
-        nll.append(-lp.gather(1, tgt[:, None])[:, 0])
-        mx, arg = lp.max(dim=-1)
-        conf.append(mx.exp())
-        correct.append((arg == tgt).float())
-    cat = lambda xs: torch.cat(xs).cpu().double() if xs else torch.zeros(0, dtype=torch.float64)  # noqa: E731
-    return {"nll": cat(nll), "conf": cat(conf), "correct": cat(correct)}
-
-
-def expected_calibration_error(
-    conf: torch.Tensor, correct: torch.Tensor, bins: int = 15
-) -> float | None:
-    """ECE with ``bins`` equal-width confidence bins (weights = bin counts / N)."""
-    n = conf.numel()
-    if n == 0:
-        return None
-    idx = torch.clamp((conf * bins).long(), max=bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        sel = idx == b
-        cnt = int(sel.sum())
-        if cnt:
-            ece += cnt / n * abs(float(conf[sel].mean()) - float(correct[sel].mean()))
-    return ece
-
-
-@torch.no_grad()
-def response_logprob(
-    model: Any, enc: dict[str, list[int]], completion: list[int], device: str
-) -> float:
-    """Summed log-probability of ``completion`` after the prompt (teacher forced)."""
-    ids = enc["prompt_ids"] + completion
-    x = torch.tensor([ids], device=device)
-    keep = torch.zeros_like(x, dtype=torch.bool)
-    keep[0, len(enc["prompt_ids"]) - 1 : -1] = True
-    with _autocast(device):
-        logits = _selected_logits(model, x, torch.ones_like(x), keep)
-    tgt = torch.tensor(completion, device=logits.device)
-    return float(torch.log_softmax(logits, dim=-1).gather(1, tgt[:, None]).sum())
-
-
 def generation_cap(tok: Any, records: Sequence[dict[str, Any]], cap: int) -> int:
-    """Generation is the slowest part of CPU evaluation: stop at 1.5x the longest reference
-    (+8 tokens), so short-answer domains do not pay for the longest domain's budget."""
+    """Stop at 1.5x the longest reference (+8 tokens), so short-answer domains do not pay
+    for the longest domain's budget."""
     refs = [r["response"] for r in records if isinstance(r.get("response"), str)]
     if refs:
         longest = max(len(tok(x, add_special_tokens=False)["input_ids"]) for x in refs)
@@ -196,129 +132,94 @@ def generation_cap(tok: Any, records: Sequence[dict[str, Any]], cap: int) -> int
     return cap
 
 
-def _score(records: Sequence[dict[str, Any]], comps: Sequence[str], scorer: Scorer) -> float:
+def _item_scores(
+    records: Sequence[dict[str, Any]], comps: Sequence[str], scorer: Scorer
+) -> list[float]:
+    """Per-item scores; a scorer exception scores that item 0 and is reported."""
     from repcollapse.train.scorers.sandbox import SandboxUnavailable
 
-    total = 0.0
+    out = []
     for r, c in zip(records, comps, strict=True):
         try:
-            total += float(scorer(r, c))
+            out.append(float(scorer(r, c)))
         except SandboxUnavailable:  # not one bad record: every code score would be a fake 0
             raise
         except Exception as e:  # noqa: BLE001 - one bad record must not discard a trained stage
             SCORER_ERRORS.append(f"{r.get('id')}: {type(e).__name__}: {e}")
-    return total / len(records)
+            out.append(0.0)
+    return out
 
 
-def score_domains(
+def _score(records: Sequence[dict[str, Any]], comps: Sequence[str], scorer: Scorer) -> float:
+    return sum(_item_scores(records, comps, scorer)) / len(records)
+
+
+def score_items(
     model: Any,
     tok: Any,
-    per_domain: dict[str, Sequence[dict[str, Any]]],
+    per_domain: Mapping[str, Sequence[dict[str, Any]]],
     s: EvalSettings,
     device: str,
     scorer: Scorer,
     max_new_tokens: int | None = None,
-) -> dict[str, float | None]:
-    """Every domain's generation score from one batched generation over all their prompts,
-    each domain keeping its own cap (at most ``max_new_tokens``, default the settings')."""
-    prompts, caps, spans = [], [], {}
+) -> dict[str, list[float]]:
+    """Per-item generation scores of every domain from one batched generation over all their
+    prompts, each domain keeping its own cap (at most ``max_new_tokens``, default the
+    settings') and each record its stop rule (``repcollapse.train.stops``)."""
+    prompts, caps, rules, spans = [], [], [], {}
     for d, recs in per_domain.items():
         cap = generation_cap(tok, recs, max_new_tokens or s.max_new_tokens) if recs else 0
         spans[d] = (len(prompts), len(prompts) + len(recs))
         prompts += [r["prompt"] for r in recs]
         caps += [cap] * len(recs)
+        rules += [stop_rule(r) if s.stop_rules else None for r in recs]
     comps = (
         generate(
-            model, tok, prompts, max_new_tokens=caps, batch_size=s.gen_batch_size, device=device
+            model,
+            tok,
+            prompts,
+            max_new_tokens=caps,
+            batch_size=s.gen_batch_size,
+            device=device,
+            stops=rules,
         )
         if prompts
         else []
     )
     return {
-        d: _score(recs, comps[spans[d][0] : spans[d][1]], scorer) if recs else None
+        d: _item_scores(recs, comps[spans[d][0] : spans[d][1]], scorer)
         for d, recs in per_domain.items()
     }
-
-
-def auc(steps: Sequence[int], scores: Sequence[float]) -> float:
-    """Trapezoid area under score(step) divided by the step range (a mean score in [0, 1])."""
-    if len(steps) < 2 or steps[-1] == steps[0]:
-        return float(scores[-1])
-    area = sum(
-        (steps[i + 1] - steps[i]) * (scores[i] + scores[i + 1]) / 2 for i in range(len(steps) - 1)
-    )
-    return area / (steps[-1] - steps[0])
-
-
-def future_adaptation(
-    ckpt_dir: str | Path,
-    train_records: Sequence[dict[str, Any]],
-    eval_records: Sequence[dict[str, Any]],
-    s: EvalSettings,
-    *,
-    seed: int,
-    device: str,
-    max_length: int,
-    scorer: Scorer,
-) -> dict[str, Any]:
-    """Fixed-budget LoRA adaptation to one future task, scored at ``s.future_eval_at`` steps."""
-    from peft import LoraConfig, get_peft_model
-
-    from repcollapse.train.config import TARGET_MODULES
-
-    tok = load_tokenizer(ckpt_dir)
-    model = load_model(ckpt_dir, device, train=True)
-    torch.manual_seed(seed)  # the adapter's random init is part of the fixed protocol
-    targets = [m for m in TARGET_MODULES if any(n.endswith(m) for n, _ in model.named_modules())]
-    cfg = LoraConfig(
-        r=s.future_rank,
-        lora_alpha=2 * s.future_rank,
-        lora_dropout=0.0,
-        target_modules=targets,
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(model, cfg)
-    encoded = [
-        e
-        for e in (encode_sft(tok, r["prompt"], r["response"], max_length) for r in train_records)
-        if e
-    ]
-    if not encoded:
-        raise ValueError("future task has no usable training example")
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=s.future_lr)
-    rng = random.Random(seed)
-    order: list[int] = []
-    curve: list[list[float]] = []
-    for step in range(s.future_steps + 1):
-        if step in s.future_eval_at:
-            score = score_domains(
-                model, tok, {"task": eval_records}, s, device, scorer, s.future_max_new_tokens
-            )["task"]
-            curve.append([step, score or 0.0])
-        if step == s.future_steps:
-            break
-        model.train()
-        if len(order) < s.future_batch_size:
-            perm = list(range(len(encoded)))
-            rng.shuffle(perm)
-            order.extend(perm * max(1, s.future_batch_size // len(perm) + 1))
-        batch = [encoded[order.pop(0)] for _ in range(s.future_batch_size)]
-        b = _pad_right(batch, tok.pad_token_id, device)
-        with _autocast(device):
-            loss = model(**b).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    steps = [int(c[0]) for c in curve]
-    scores = [float(c[1]) for c in curve]
-    return {"final": scores[-1], "auc": auc(steps, scores), "curve": curve}
 
 
 def _default_scorers() -> tuple[Scorer, Callable[[float, float], float]]:
     from repcollapse.train.scorers import score_completion, score_preference
 
     return score_completion, score_preference
+
+
+def _put(out: dict[str, Any], key: str, est: Estimate) -> None:
+    """``key``, ``key_se`` and ``key_n`` at the top level of behavior.json."""
+    out[key], out[f"{key}_se"], out[f"{key}_n"] = est["value"], est["se"], est["n"]
+
+
+def _ece_estimate(st: Sequence[dict[str, Any]], bins: int) -> Estimate:
+    """ECE over every domain's tokens pooled; SE by a bootstrap over items (all domains)."""
+    conf = torch.cat([x["conf"] for x in st]) if st else torch.zeros(0)
+    correct = torch.cat([x["correct"] for x in st]) if st else torch.zeros(0)
+    ranges, start = [], 0
+    for x in st:
+        for t in x["n_tokens"]:
+            ranges.append((start, start + t))
+            start += t
+    value = expected_calibration_error(conf, correct, bins)
+
+    def stat(idx: Sequence[int]) -> float | None:
+        sel = torch.cat([torch.arange(*ranges[i]) for i in idx])
+        return expected_calibration_error(conf[sel], correct[sel], bins)
+
+    se, _ = bootstrap_se(len(ranges), stat) if value is not None else (None, 0)
+    return estimate(value, se, len(ranges))
 
 
 def evaluate_checkpoint(
@@ -345,6 +246,7 @@ def evaluate_checkpoint(
         preference_scorer = preference_scorer or default_p
     torch.manual_seed(seed)
     SCORER_ERRORS.clear()
+    GENERATION_INFO.update(steps=0, rows=0, stopped_by_rule=0)
     tok = load_tokenizer(ckpt_dir)
     model = load_model(ckpt_dir, device, train=False)
     data = DataDir(data_dir, tok, max_length)
@@ -356,30 +258,38 @@ def evaluate_checkpoint(
         leave=False,
         disable=not progress,
     )
-    scores: dict[str, float | None] = {}
-    vloss: dict[str, float | None] = {}
-    conf, correct = [], []
     timing = {"generate": 0.0, "teacher_forced": 0.0, "preference": 0.0, "future": 0.0}
     t = time.time()
-    scores.update(
-        score_domains(
-            model,
-            tok,
-            {d: data.records(d, "eval")[: settings.n_generate] for d in domains},
-            settings,
-            device,
-            scorer,
-        )
-    )
+    gen_records = {d: data.records(d, "eval")[: settings.n_generate] for d in domains}
+    items = score_items(model, tok, gen_records, settings, device, scorer)
     timing["generate"] += time.time() - t
+    score_est: dict[str, Estimate] = {d: score_estimate(items[d]) for d in domains}
+    nll_est: dict[str, Estimate] = {}
+    ans_est: dict[str, Estimate] = {}
+    per_item: dict[str, dict[str, Any]] = {}
+    stats = []
     for d in domains:
         t = time.time()
-        enc = [e for e in data.encoded(d, "eval")[: settings.n_teacher_forced] if e]
-        st = token_stats(model, tok, enc, device=device)
+        pairs = [
+            (r, e) for r, e in zip(data.records(d, "eval"), data.encoded(d, "eval"), strict=True)
+        ][: settings.n_teacher_forced]
+        pairs = [(r, e) for r, e in pairs if e]
+        answers = [answer_positions(tok, r, e) for r, e in pairs]
+        st = token_stats(model, tok, [e for _, e in pairs], device=device, answers=answers)
         timing["teacher_forced"] += time.time() - t
-        vloss[d] = float(st["nll"].mean()) if st["nll"].numel() else None
-        conf.append(st["conf"])
-        correct.append(st["correct"])
+        stats.append(st)
+        nll_est[d] = ratio_estimate(st["nll_sum"], st["n_tokens"])
+        lps = [v for v in st["answer_logprob"] if v is not None]
+        if lps:
+            ans_est[d] = mean_se(lps)
+        per_item[d] = {
+            "generated_ids": [r.get("id") for r in gen_records[d]],
+            "score": items[d],
+            "teacher_forced_ids": [r.get("id") for r, _ in pairs],
+            "nll_sum": st["nll_sum"],
+            "n_tokens": st["n_tokens"],
+            "answer_logprob": st["answer_logprob"],
+        }
         bar.update(1)
     t = time.time()
     if data.has_pool("preference", "eval"):
@@ -391,50 +301,81 @@ def evaluate_checkpoint(
             lc = response_logprob(model, enc, enc["chosen_ids"], device)
             lr = response_logprob(model, enc, enc["rejected_ids"], device)
             wins.append(float(preference_scorer(lc, lr)))
-        scores["preference"] = sum(wins) / len(wins) if wins else None
+        score_est["preference"] = score_estimate(wins)
+        per_item["preference"] = {"score": wins}
     timing["preference"] = time.time() - t
     bar.update(1)
     del model
     future: dict[str, Any] = {}
     t = time.time()
+
+    def future_items(m: Any, tk: Any, recs: Sequence[dict[str, Any]]) -> list[float]:
+        return score_items(
+            m, tk, {"task": recs}, settings, device, scorer, settings.future_max_new_tokens
+        )["task"]
+
     for task in tasks:
-        tr = data.future_records(task, "train")[: settings.future_n_train]
-        ev = data.future_records(task, "eval")[: settings.future_n_eval]
         future[task] = future_adaptation(
             ckpt_dir,
-            tr,
-            ev,
+            data.future_records(task, "train")[: settings.future_n_train],
+            data.future_records(task, "eval")[: settings.future_n_eval],
             settings,
             seed=seed,
             device=device,
             max_length=max_length,
-            scorer=scorer,
+            item_scores=future_items,
         )
         bar.update(1)
     timing["future"] = time.time() - t
     bar.close()
-    all_conf = torch.cat(conf) if conf else torch.zeros(0)
-    all_correct = torch.cat(correct) if correct else torch.zeros(0)
-    others = [scores[d] for d in domains if d != target_domain and scores.get(d) is not None]
-    vals = [v for v in vloss.values() if v is not None]
-    mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
-    return {
-        "target_domain": target_domain,
-        "target_score": scores.get(target_domain) if target_domain else None,
-        "retention": mean(others),
-        "ece": expected_calibration_error(all_conf, all_correct, settings.ece_bins),
-        "val_loss": mean(vals),
-        "future_score": mean([f["final"] for f in future.values()]),
-        "future_auc": mean([f["auc"] for f in future.values()]),
-        "scores": scores,
-        "val_loss_per_domain": vloss,
-        "future": future,
-        "n_calibration_tokens": int(all_conf.numel()),
-        "scorer_errors": list(SCORER_ERRORS),
-        "eval_settings": _settings_dict(settings, max_length, seed),
-        "eval_wall_time_s": round(time.time() - t0, 3),
-        "eval_timing_s": {k: round(v, 3) for k, v in timing.items()},
-    }
+    others = [d for d in domains if d != target_domain]
+    out: dict[str, Any] = {"target_domain": target_domain}
+    none = estimate(None, None, 0)
+    _put(out, "target_score", score_est.get(target_domain, none) if target_domain else none)
+    _put(out, "retention", combine_mean([score_est[d] for d in others]))
+    _put(out, "ece", _ece_estimate(stats, settings.ece_bins))
+    _put(out, "val_loss", combine_mean(list(nll_est.values())))
+    _put(out, "target_nll", nll_est.get(target_domain, none) if target_domain else none)
+    _put(out, "retention_nll", combine_mean([nll_est[d] for d in others if d in nll_est]))
+    fut = list(future.values())
+
+    def fut_est(key: str) -> Estimate:
+        return combine_mean(
+            [estimate(f[key], f.get(f"{key}_se"), f["n_eval"]) for f in fut if f[key] is not None]
+        )
+
+    _put(out, "future_score", fut_est("final"))
+    _put(out, "future_auc", fut_est("auc"))
+    _put(out, "future_nll", fut_est("nll_final"))
+    _put(out, "future_nll_auc", fut_est("nll_auc"))
+    reached = [f for f in fut if f["steps_to_nll"] is not None]
+    # A task that never reaches the threshold has no step count: the mean over tasks is then
+    # undefined (censored), not the mean of the others.
+    _put(
+        out,
+        "future_steps_to_nll",
+        fut_est("steps_to_nll") if fut and len(reached) == len(fut) else none,
+    )
+    n_tok = sum(int(x["conf"].numel()) for x in stats)
+    out.update(
+        {
+            "scores": {d: e["value"] for d, e in score_est.items()},
+            "scores_se": {d: e["se"] for d, e in score_est.items()},
+            "scores_n": {d: e["n"] for d, e in score_est.items()},
+            "val_loss_per_domain": {d: e["value"] for d, e in nll_est.items()},
+            "nll": nll_est,
+            "answer_logprob": ans_est,
+            "future": future,
+            "items": per_item,
+            "n_calibration_tokens": n_tok,
+            "scorer_errors": list(SCORER_ERRORS),
+            "generation": dict(GENERATION_INFO),
+            "eval_settings": _settings_dict(settings, max_length, seed),
+            "eval_wall_time_s": round(time.time() - t0, 3),
+            "eval_timing_s": {k: round(v, 3) for k, v in timing.items()},
+        }
+    )
+    return out
 
 
 def _settings_dict(settings: EvalSettings, max_length: int, seed: int) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from repcollapse.store_schema.schema import BEHAVIOR, CHECKPOINT_TABLE
+from repcollapse.store_schema.schema import BEHAVIOR, CHECKPOINT_BEHAVIOR_DETAIL, CHECKPOINT_TABLE
 
 METRIC_COLUMNS: dict[str, str] = {
     "metric": "str",
@@ -99,7 +99,32 @@ def checkpoints_frame(ds: xr.Dataset, attrs: Mapping[str, Any]) -> pd.DataFrame:
             data[col] = ds[var].values if var in ds else np.full(n, np.nan)
         elif col not in data:
             data[col] = ds[col].values
-    return typed(pd.DataFrame(data), CHECKPOINT_TABLE)
+    table = typed(pd.DataFrame(data), CHECKPOINT_TABLE)
+    return pd.concat([table, behavior_detail(ds)], axis=1)
+
+
+def behavior_detail(ds: xr.Dataset) -> pd.DataFrame:
+    """CHECKPOINT_BEHAVIOR_DETAIL from each checkpoint's behavior.json (NaN where absent)."""
+    n = ds.sizes["checkpoint"]
+    raw = ds["behavior_json"].values if "behavior_json" in ds else [""] * n
+    rows = [_json_dict(x) for x in raw]
+    return pd.DataFrame(
+        {col: [_number(b.get(col)) for b in rows] for col in CHECKPOINT_BEHAVIOR_DETAIL},
+        index=range(n),
+        dtype="float64",
+    )
+
+
+def _json_dict(raw: Any) -> dict[str, Any]:
+    try:
+        out = json.loads(str(raw)) if str(raw) else {}
+    except json.JSONDecodeError:
+        return {}
+    return out if isinstance(out, dict) else {}
+
+
+def _number(v: Any) -> float:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else np.nan
 
 
 def write_parquet(df: pd.DataFrame, path: Path) -> None:
