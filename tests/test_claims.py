@@ -203,13 +203,13 @@ def test_clustered_fit_equals_statsmodels_cluster_covariance() -> None:
 
     d = _panel(12, 5)
     x = pd.DataFrame({"Intercept": 1.0, "x1": d["x1"], "x2": d["x2"]})
-    fit = design.fit_clustered(x, d["y"], d["g"])
+    fit = design.fit_clustered(x, d["y"], d["g"], kind="CR1")
     ref = sm.OLS(d["y"], x).fit(cov_type="cluster", cov_kwds={"groups": d["g"]}, use_t=True)
     assert np.allclose(fit.params, ref.params) and np.allclose(fit.std_err, ref.bse)
     tab = fit.table(["x1"]).iloc[0]
     lo, hi = ref.conf_int().loc["x1"]
     assert (tab["ci_low"], tab["ci_high"]) == pytest.approx((lo, hi))  # t with G - 1 df
-    assert fit.df == 11
+    assert (fit.df == 11).all()
 
 
 def test_unidentifiable_models_are_refused_with_the_reason() -> None:
@@ -399,3 +399,41 @@ def test_rule_operating_characteristics_when_the_mde_equals_delta(n: int) -> Non
         ).value_counts(normalize=True)
         for v, p in want.items():
             assert got.get(v, 0.0) == pytest.approx(p, abs=0.015), (shift, got.to_dict())
+
+
+def test_cr2_with_one_row_per_cluster_is_hc2() -> None:
+    import statsmodels.api as sm
+
+    d = _panel(40, 1, seed=3)
+    x = pd.DataFrame({"Intercept": 1.0, "x1": d["x1"], "x2": d["x2"]})
+    fit = design.fit_clustered(x, d["y"], pd.Series(range(40)))
+    ref = sm.OLS(d["y"], x).fit(cov_type="HC2")
+    assert np.allclose(fit.std_err, ref.bse)
+    assert (fit.df > 5).all() and (fit.df <= 40).all()
+
+
+def test_cr2_bell_mccaffrey_df_for_a_balanced_two_group_mean_difference() -> None:
+    # y on a group dummy, clusters = rows: the BM df of the slope is Welch's df with equal
+    # group sizes and the homoskedastic working model, i.e. n1 + n2 - 2.
+    n1 = n2 = 6
+    x = pd.DataFrame({"Intercept": 1.0, "b": [0.0] * n1 + [1.0] * n2})
+    y = pd.Series(np.random.default_rng(0).normal(size=n1 + n2))
+    fit = design.fit_clustered(x, y, pd.Series(range(n1 + n2)))
+    assert fit.df["b"] == pytest.approx(n1 + n2 - 2)
+
+
+def test_cr2_intervals_cover_with_few_correlated_clusters() -> None:
+    # 8 clusters of 11 rows, a cluster effect and a predictor correlated within clusters:
+    # CR1 with t(G - 1) covers ~90% (too narrow); CR2 with Bell-McCaffrey df is near 95%.
+    rng = np.random.default_rng(7)
+    g = np.repeat(np.arange(8), 11)
+    cover = {"CR1": 0, "CR2": 0}
+    reps = 600
+    for _ in range(reps):
+        x1 = 0.7 * rng.normal(size=8)[g] + 0.71 * rng.normal(size=len(g))
+        y = 0.5 * x1 + rng.normal(size=8)[g] + rng.normal(size=len(g))
+        x = pd.DataFrame({"Intercept": 1.0, "x1": x1, "c": rng.normal(size=len(g))})
+        for kind in cover:
+            t = design.fit_clustered(x, pd.Series(y), pd.Series(g), kind=kind).table(["x1"])
+            cover[kind] += int(t["ci_low"].iloc[0] <= 0.5 <= t["ci_high"].iloc[0])
+    assert cover["CR2"] / reps >= 0.925 and cover["CR2"] > cover["CR1"], cover

@@ -315,11 +315,11 @@ def _regression_claim(ck: pd.DataFrame, cfg: ClaimsConfig, notes: Notes) -> dict
         "effect": float(t["estimate"]),
         "ci_low": float(t["ci_low"]),
         "ci_high": float(t["ci_high"]),
-        "mde": mde(se, fit.df, cfg.alpha, cfg.power),
+        "mde": mde(se, float(t["df"]), cfg.alpha, cfg.power),
         "n_seeds": n_seeds,
         "verdict": verdict(t["estimate"], t["ci_low"], t["ci_high"], direction, delta),
         "se": se,
-        "df": float(fit.df),
+        "df": float(t["df"]),
         "n_units": fit.n_obs,
         "n_families": int(d["model_family"].nunique()),
         "detail": (

@@ -3,9 +3,10 @@
 With two model families a variance between families cannot be estimated (one difference), so
 family enters as a fixed effect. Checkpoints of one training chain (family, sequence,
 mitigation, seed) share that seed's training noise down the chain, so they are not independent
-rows: the standard errors are cluster-robust (CR1 sandwich) with clusters at the coarsest level
+rows: the standard errors are cluster-robust (CR2 sandwich) with clusters at the coarsest level
 that has enough of them, the (family, sequence) cell when it does, the chain otherwise, and
-every interval and p-value uses a t reference with G - 1 degrees of freedom (G clusters).
+every interval and p-value uses a t reference with Bell-McCaffrey degrees of freedom (at most
+G for G clusters).
 docs/claims.md gives the reasons.
 
 ``identify`` refuses a model before fitting it: a design that is singular or nearly so, too few
@@ -105,38 +106,55 @@ def identify(x: pd.DataFrame, clusters: pd.Series | None) -> None:
 
 @dataclass(frozen=True)
 class ClusteredFit:
-    """OLS point estimates with CR1 cluster-robust errors and t(G - 1) inference."""
+    """OLS point estimates with cluster-robust (CR2 or CR1) errors and t inference."""
 
     params: pd.Series
     std_err: pd.Series
-    df: int
+    df: pd.Series
+    """Degrees of freedom of each coefficient's t reference: Bell-McCaffrey for CR2, G - 1 for
+    CR1."""
     n_obs: int
     n_clusters: int
     resid_var: float
     alpha: float
-
-    def t_crit(self) -> float:
-        return float(scipy.stats.t.ppf(1 - self.alpha / 2, self.df))
+    kind: str = "CR2"
 
     def table(self, terms: Sequence[str]) -> pd.DataFrame:
-        t = self.params[list(terms)] / self.std_err[list(terms)]
-        half = self.t_crit() * self.std_err[list(terms)]
+        terms = list(terms)
+        est, se, df = self.params[terms], self.std_err[terms], self.df[terms]
+        half = scipy.stats.t.ppf(1 - self.alpha / 2, df) * se
         return pd.DataFrame(
             {
-                "term": list(terms),
-                "estimate": self.params[list(terms)].to_numpy(),
-                "std_err": self.std_err[list(terms)].to_numpy(),
-                "ci_low": (self.params[list(terms)] - half).to_numpy(),
-                "ci_high": (self.params[list(terms)] + half).to_numpy(),
-                "p_value": (2 * scipy.stats.t.sf(np.abs(t), self.df)),
+                "term": terms,
+                "estimate": est.to_numpy(),
+                "std_err": se.to_numpy(),
+                "ci_low": (est - half).to_numpy(),
+                "ci_high": (est + half).to_numpy(),
+                "p_value": 2 * scipy.stats.t.sf(np.abs((est / se).to_numpy()), df.to_numpy()),
+                "df": df.to_numpy(),
             }
         )
 
 
 def fit_clustered(
-    x: pd.DataFrame, y: pd.Series, clusters: pd.Series, alpha: float = 0.05
+    x: pd.DataFrame,
+    y: pd.Series,
+    clusters: pd.Series,
+    alpha: float = 0.05,
+    kind: str = "CR2",
 ) -> ClusteredFit:
-    """OLS of ``y`` on ``x`` with the CR1 sandwich over ``clusters`` (checked by ``identify``)."""
+    """OLS of ``y`` on ``x`` with a cluster-robust sandwich over ``clusters`` (checked first by
+    ``identify``): CR2 (Bell-McCaffrey, the default) or CR1.
+
+    CR1 scales the plain sandwich by G/(G-1) (n-1)/(n-p); with few clusters it is too narrow
+    (simulated: 90% coverage for a nominal 95% with 8 clusters of correlated rows). CR2 first
+    rescales each cluster's residuals by (I - H_gg)^(-1/2), H_gg the cluster's block of the hat
+    matrix, which makes the estimator unbiased under independent equal-variance errors, and
+    refers each coefficient to a t with Bell-McCaffrey degrees of freedom (at most G, fewer
+    when a few clusters carry the coefficient's information). CR1 uses t(G - 1).
+    """
+    if kind not in ("CR1", "CR2"):
+        raise ValueError(f"fit_clustered kind: expected 'CR1' or 'CR2', found {kind!r}")
     identify(x, clusters)
     a, yv = x.to_numpy(dtype=float), y.to_numpy(dtype=float)
     n, p = a.shape
@@ -146,21 +164,63 @@ def fit_clustered(
     codes, uniq = pd.factorize(clusters)
     g = len(uniq)
     scores = np.zeros((g, p))
-    np.add.at(scores, codes, a * e[:, None])  # X_g' e_g for every cluster g
+    adjust: list[np.ndarray | None] = []
+    for j in range(g):
+        rows = codes == j
+        xg = a[rows]
+        adj = _inv_sqrt(np.eye(len(xg)) - xg @ bread @ xg.T) if kind == "CR2" else None
+        adjust.append(adj)
+        eg = e[rows] if adj is None else adj @ e[rows]
+        scores[j] = xg.T @ eg  # X_g' e_g (adjusted) for cluster g
     meat = scores.T @ scores
-    # CR1: the small-sample factor that makes one-observation clusters give the HC1 estimator.
-    c = g / (g - 1) * (n - 1) / (n - p)
+    c = g / (g - 1) * (n - 1) / (n - p) if kind == "CR1" else 1.0
     cov = c * bread @ meat @ bread
     se = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+    df = np.full(p, float(g - 1))
+    if kind == "CR2":
+        df = _bell_mccaffrey_df(a, bread, codes, adjust)
     return ClusteredFit(
         params=pd.Series(beta, index=x.columns),
         std_err=pd.Series(se, index=x.columns),
-        df=g - 1,
+        df=pd.Series(df, index=x.columns),
         n_obs=n,
         n_clusters=g,
         resid_var=float(e @ e / (n - p)),
         alpha=alpha,
+        kind=kind,
     )
+
+
+def _bell_mccaffrey_df(
+    a: np.ndarray, bread: np.ndarray, codes: np.ndarray, adjust: list[np.ndarray | None]
+) -> np.ndarray:
+    """Satterthwaite degrees of freedom of each coefficient's CR2 variance under independent
+    equal-variance errors (Bell and McCaffrey; Imbens and Kolesar): (sum l)^2 / sum l^2 over
+    the eigenvalues l of G'G, column g of G being (I - H)_g' A_g X_g (X'X)^-1 e_k."""
+    n, p = a.shape
+    resid_maker = np.eye(n) - a @ bread @ a.T  # I - H
+    out = np.empty(p)
+    for k in range(p):
+        cols = []
+        for j, adj in enumerate(adjust):
+            rows = codes == j
+            v = a[rows] @ bread[:, k]  # X_g (X'X)^-1 e_k
+            if adj is not None:
+                v = adj @ v  # A_g
+            cols.append(resid_maker[rows].T @ v)
+        gm = np.column_stack(cols)
+        lam = np.linalg.eigvalsh(gm.T @ gm)
+        out[k] = float(lam.sum() ** 2 / (lam**2).sum()) if (lam**2).sum() > 0 else np.nan
+    return out
+
+
+def _inv_sqrt(m: np.ndarray) -> np.ndarray:
+    """(M)^(-1/2) of a symmetric positive semi-definite M; directions with eigenvalue ~0 (a row
+    the fit reproduces exactly) get 0, the usual generalised inverse."""
+    w, v = np.linalg.eigh((m + m.T) / 2)
+    keep = w > 1e-10 * max(float(w.max()), 1e-300)
+    inv = np.where(keep, 1.0 / np.sqrt(np.where(keep, w, 1.0)), 0.0)
+    return (v * inv) @ v.T
 
 
 def choose_clusters(d: pd.DataFrame, n_coef: int) -> tuple[pd.Series, str]:

@@ -246,7 +246,7 @@ def _fit_ols(
         return pd.DataFrame(columns=REG_COLUMNS)
     label = "ols" + ("-reduced" if reduced else "") + ("+fe(family)" if fam_fe else "")
     label += f"+cluster({level})"
-    tab = fit.table(["Intercept", *terms])
+    tab = fit.table(["Intercept", *terms]).drop(columns="df")
     if reduced:  # a model chosen because the full one was refused: no test of anything
         tab["p_value"] = np.nan
     rows = tab.to_dict("records")
@@ -255,7 +255,7 @@ def _fit_ols(
         notes,
         "regression",
         f"OLS ({label}) on {len(d)} checkpoints: standard errors robust to dependence within "
-        f"{fit.n_clusters} clusters by {level}, t with {fit.df} df.",
+        f"{fit.n_clusters} clusters by {level} ({fit.kind}, t with Bell-McCaffrey df).",
     )
     if level == "chain":
         add_note(
