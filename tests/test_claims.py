@@ -437,3 +437,22 @@ def test_cr2_intervals_cover_with_few_correlated_clusters() -> None:
             t = design.fit_clustered(x, pd.Series(y), pd.Series(g), kind=kind).table(["x1"])
             cover[kind] += int(t["ci_low"].iloc[0] <= 0.5 <= t["ci_high"].iloc[0])
     assert cover["CR2"] / reps >= 0.925 and cover["CR2"] > cover["CR1"], cover
+
+
+def test_probe_example_se_in_metrics_floors_the_mde(tmp_path: Path) -> None:
+    d = make_claim_tables(tmp_path, ClaimTablesSpec())
+    before = claim_tables(read_tables(d), ClaimsConfig(), {})["claims"].set_index("claim")
+    m = pd.read_parquet(d / "metrics.parquet")
+    m["se"] = np.where(m["metric"] == "aniso_centered", 0.05, np.nan)
+    m.to_parquet(d / "metrics.parquet")
+    notes: dict[str, list[str]] = {}
+    after = claim_tables(read_tables(d), ClaimsConfig(), notes)["claims"].set_index("claim")
+    # one unit value = A's last stage minus the base: item variance 2 x 0.05^2; 2 families x
+    # 3 seeds: SE^2 = var x (1/3 + 1/3) / 4; df 4
+    want = mde(np.sqrt(2 * 0.05**2 / 6), 4)
+    assert after.loc["aniso_rises", "mde"] == pytest.approx(want)
+    assert after.loc["aniso_rises", "mde"] > 10 * before.loc["aniso_rises", "mde"]
+    # the interval is over seeds, not floored; other claims unchanged
+    assert after.loc["aniso_rises", "ci_low"] == pytest.approx(before.loc["aniso_rises", "ci_low"])
+    assert after.loc["future_falls", "mde"] == pytest.approx(before.loc["future_falls", "mde"])
+    assert any("probe-example SEs" in n for n in notes["claims"])

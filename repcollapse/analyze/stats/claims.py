@@ -8,6 +8,7 @@ checkpoint-level table; ``claim_tables`` is what the stats run calls.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from repcollapse.analyze.stats import design
+from repcollapse.analyze.stats.config import StatsConfig
 from repcollapse.analyze.stats.power import SeedEffect, mde, seed_effect, seed_mde
 from repcollapse.analyze.stats.stage_table import stage_table
 from repcollapse.analyze.tables.read import LayerConvention, Tables, checkpoint_table
@@ -337,6 +339,9 @@ def claims_table(
     ck = ck[~noop_mask(ck["mitigation"])].copy()
     if "cka_base" in ck and "drift_base" in ck:
         ck["drift_base"] = (1.0 - ck["cka_base"]).fillna(ck["drift_base"])
+        if "cka_base_se" in ck:  # the drift's SE is the CKA's
+            old = ck.get("drift_base_se", np.nan)
+            ck["drift_base_se"] = ck["cka_base_se"].fillna(old)
     rows = [
         _row("erank_falls_vs_control", _erank_vs_control(ck, cfg, notes), cfg),
         _row("aniso_rises", _along("aniso_centered", "base")(ck, cfg, notes), cfg),
@@ -360,23 +365,46 @@ def claims_table(
     )
 
 
+def item_se(tables: Tables, names: list[str], conv: LayerConvention) -> pd.DataFrame:
+    """``<metric>_se`` per checkpoint from metrics.parquet's ``se`` (the interval over probe
+    examples), under the same layer convention as the values; empty when none is recorded.
+
+    Under the mean over layers it is the mean of the layers' SEs, an upper bound of the SE of
+    the layer mean (sd(sum X_l / L) <= sum sd(X_l) / L): the MDE floor it gives is conservative.
+    """
+    m = tables.metrics
+    if m is None or "se" not in m or not np.isfinite(m["se"]).any():
+        return pd.DataFrame(columns=["store_id", "checkpoint"])
+    se_tables = dataclasses.replace(tables, metrics=m.assign(value=m["se"]))
+    se = checkpoint_table(se_tables, names, conv)[["store_id", "checkpoint", *names]]
+    return se.rename(columns={n: f"{n}_se" for n in names})
+
+
 def claim_tables(tables: Tables, cfg: ClaimsConfig, notes: Notes) -> dict[str, pd.DataFrame]:
     """What the stats run writes: claims.parquet and stage_table.parquet."""
     names = [*METRICS]
     ck = checkpoint_table(tables, names, cfg.convention)
+    se = item_se(tables, names, cfg.convention)
+    if len(se.columns) > 2:
+        ck = ck.merge(se, on=["store_id", "checkpoint"], how="left")
+        _note(
+            notes,
+            "MDE floors from the probe-example SEs in metrics.parquet (mean of the layers' SEs: "
+            "an upper bound).",
+        )
     return {
         "claims": claims_table(ck, cfg, notes),
         "stage_table": stage_table(ck, cfg.alpha),
     }
 
 
-def claims_config(stats_cfg: object) -> ClaimsConfig:
-    """The claims' settings that a stats run's configuration fixes (alpha, layer convention,
-    control sequence, response, controls); duck-typed so this module needs no stats config."""
+def claims_config(stats_cfg: StatsConfig) -> ClaimsConfig:
+    """The claims' settings that a stats run's configuration fixes: alpha, layer convention,
+    control sequence, response and controls."""
     return ClaimsConfig(
-        alpha=stats_cfg.alpha,  # type: ignore[attr-defined]
-        convention=stats_cfg.convention,  # type: ignore[attr-defined]
-        control=stats_cfg.control_sequence,  # type: ignore[attr-defined]
-        future=stats_cfg.response,  # type: ignore[attr-defined]
-        controls=tuple(stats_cfg.controls),  # type: ignore[attr-defined]
+        alpha=stats_cfg.alpha,
+        convention=stats_cfg.convention,
+        control=stats_cfg.control_sequence,
+        future=stats_cfg.response,
+        controls=tuple(stats_cfg.controls),
     )
