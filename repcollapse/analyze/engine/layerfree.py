@@ -12,7 +12,7 @@ import dask
 import numpy as np
 import pandas as pd
 
-from repcollapse.analyze.engine import passes
+from repcollapse.analyze.engine import moments, passes
 from repcollapse.analyze.engine.cache import MetricCache, rows_frame
 from repcollapse.analyze.engine.tokens import ALL, TokenPlan
 from repcollapse.analyze.metrics import lora
@@ -49,7 +49,7 @@ def function_metrics(
         last = ds.sizes["layer"] - 1
         heads = np.asarray(ds["head"].values)
         W = {h: dask.delayed(np.asarray)(ds["unembedding"].data[h]) for h in set(heads.tolist())}
-        dtype = np.float32 if options.precision == "float32" else np.float64
+        dtype = moments.PRECISIONS[options.precision]
         for T in options.temperatures:
             at_t = [m.at_temperature(T) for m in func]
             for i, c in enumerate(ds["name"].values):

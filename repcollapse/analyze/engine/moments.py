@@ -49,7 +49,8 @@ from repcollapse.analyze.engine.seqrank import erank_of, fold_sequences
 from repcollapse.analyze.engine.tokens import ALL, TokenPlan
 from repcollapse.analyze.engine.xp import by_name, to_numpy
 
-PRECISIONS: tuple[str, ...] = ("float32", "float64")
+PRECISIONS: dict[str, type] = {"float32": np.float32, "float64": np.float64}
+"""Working precision name -> numpy dtype: the one mapping every pass and driver uses."""
 
 
 @dataclass(frozen=True)
@@ -125,13 +126,13 @@ class Accumulator:
 
     @property
     def dtype(self) -> type:
-        return np.float32 if self.config.precision == "float32" else np.float64
+        return PRECISIONS[self.config.precision]
 
 
 def init(config: PassConfig, plan: TokenPlan, d: int) -> Accumulator:
     xp = by_name(config.xp)
     C, nd, ns, G = plan.n_cells, len(plan.domains), len(plan.spans), plan.n_groups
-    wd = np.float32 if config.precision == "float32" else np.float64
+    wd = PRECISIONS[config.precision]
     pairs = config.cross_pairs()
     states = {}
     for m in config.members:
