@@ -104,6 +104,9 @@ def test_full_study_writes_every_artifact(setup: dict) -> None:
     assert len(ck) == 1 + 2 * 3  # base + 2 seeds x D's 3 stages
     assert set(ck.store_id) == {"tiny/tinyA"} and set(ck.seed) == {0, 1}
     assert ck["future_score"].notna().all()  # the base too: evaluated with the first seed
+    prov = json.loads((full / "merged" / "provenance.json").read_text())
+    assert [p["store_id"] for p in prov] == ["tiny/tinyA"]
+    assert prov[0]["model_source"] == str(setup["models"][0])  # from the base's manifest
     assert {s for _, s, _ in cell_states(setup["first"], full)} == {"done"}
     # the later studies name the data directory: only that cell's inputs differ
     assert [c for c, s, _ in cell_states(study, full) if s != "done"] == ["data"]

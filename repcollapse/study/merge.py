@@ -67,10 +67,12 @@ def merge_tables(inputs: Sequence[tuple[str, str, Path]], out: Path) -> Path:
                 df = pd.read_parquet(root / fname)
                 if not df.empty:
                     frames[name].append(df.assign(store_id=sid))
+        terms = _base_terms(root, family)
         for p in read_provenance(root / "provenance.json"):
             provenance.append(
                 {
                     **p,
+                    **terms,
                     "source_store_id": p.get("store_id", ""),
                     "store_id": sid,
                     "tables": str(root),
@@ -170,3 +172,14 @@ def _same_seed_pairs(overlap: pd.DataFrame, checkpoints: pd.DataFrame) -> pd.Dat
     a = pd.MultiIndex.from_frame(overlap[["store_id", "checkpoint_a"]]).map(seed.get)
     b = pd.MultiIndex.from_frame(overlap[["store_id", "checkpoint_b"]]).map(seed.get)
     return overlap[pd.Series(a == b, index=overlap.index)]
+
+
+def _base_terms(tables: Path, family: str) -> dict[str, str]:
+    """The model's terms and source from the base checkpoint's manifest, where the tables sit in
+    a study output directory (``OUT/tables/<family>`` beside ``OUT/families/<family>/base``)."""
+    manifest = tables.parent.parent / "families" / family / "base" / "manifest.json"
+    try:
+        resolved = json.loads(manifest.read_text()).get("resolved_config", {})
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return {f"model_{k}": str(resolved[k]) for k in ("terms", "source") if k in resolved}
