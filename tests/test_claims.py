@@ -456,3 +456,16 @@ def test_probe_example_se_in_metrics_floors_the_mde(tmp_path: Path) -> None:
     assert after.loc["aniso_rises", "ci_low"] == pytest.approx(before.loc["aniso_rises", "ci_low"])
     assert after.loc["future_falls", "mde"] == pytest.approx(before.loc["future_falls", "mde"])
     assert any("probe-example SEs" in n for n in notes["claims"])
+
+
+def test_behaviour_se_gives_an_mde_even_with_one_seed(tmp_path: Path) -> None:
+    d = make_claim_tables(tmp_path, ClaimTablesSpec(families=("x",), seeds=(0,)))
+    ck = pd.read_parquet(d / "checkpoints.parquet")
+    ck["future_score_se"] = 0.05  # e.g. a binomial SE over the future task's items
+    ck.to_parquet(d / "checkpoints.parquet")
+    claims = claim_tables(read_tables(d), ClaimsConfig(), {})["claims"].set_index("claim")
+    z = scipy.stats.norm.ppf(0.975) + scipy.stats.norm.ppf(0.8)
+    # future(A, last) - future(base): item variance 2 x 0.05^2, one unit: the z-test MDE
+    assert claims.loc["future_falls", "mde"] == pytest.approx(z * np.sqrt(2 * 0.05**2))
+    assert claims.loc["future_falls", "verdict"] == INCONCLUSIVE  # still no interval over seeds
+    assert np.isnan(claims.loc["aniso_rises", "mde"])  # no SE for it, no seeds: unknown
