@@ -351,7 +351,7 @@ def test_regression_with_two_families_and_seeds_has_family_fixed_effects(tmp_pat
 
 
 def test_run_stats_writes_claims_and_stage_table(tmp_path: Path) -> None:
-    from repcollapse.analyze.stats.claims_report import report_sections
+    from repcollapse.analyze.stats.claims_report import claims_lines, report_sections
     from repcollapse.analyze.stats.regression import run_stats
 
     d = make_claim_tables(tmp_path, ClaimTablesSpec())
@@ -378,6 +378,8 @@ def test_run_stats_writes_claims_and_stage_table(tmp_path: Path) -> None:
     (t1, claims_html), (t2, stage_html) = report_sections(out)
     assert claims_html.count('class="pass"') == len(CLAIMS) and "docs/claims.md" in claims_html
     assert stage_html.count("<tr") == len(st) + 1 and "[" in stage_html
+    lines = claims_lines(out["claims"])
+    assert len(lines) == len(CLAIMS) and all(": reproduced (effect" in x for x in lines)
 
 
 @pytest.mark.parametrize("n", [3, 8])

@@ -61,3 +61,15 @@ def report_sections(stats: dict[str, pd.DataFrame]) -> list[tuple[str, str]]:
         ("Claims of the paper: verdicts", claims_html(stats.get("claims"))),
         ("Stage table with intervals over seeds", stage_table_html(stats.get("stage_table"))),
     ]
+
+
+def claims_lines(claims: pd.DataFrame) -> list[str]:
+    """One plain line per claim for a terminal (the CLI's summary after `analyze stats`)."""
+    out = []
+    for r in claims.itertuples(index=False):
+        ci = f"[{_num(r.ci_low)}, {_num(r.ci_high)}]" if np.isfinite(r.ci_low) else "no CI"
+        out.append(
+            f"{r.claim}: {r.verdict} (effect {_num(r.effect)} {ci}, MDE {_num(r.mde)}, "
+            f"delta {_num(r.delta)}, {r.n_seeds} seed(s))"
+        )
+    return out
