@@ -163,6 +163,42 @@ def test_resumes_after_a_fault_inside_a_cell(
 
 
 @pytest.mark.slow
+def test_cli_killed_inside_a_cell_continues(setup: dict, tmp_path: Path) -> None:
+    """`repcollapse study` (steps in their own processes) killed with SIGKILL while a chain
+    trains: status says interrupted, the re-run finishes with the uninterrupted run's tables."""
+    import os
+    import signal
+
+    toml = tmp_path / "STUDY.toml"
+    toml.write_text(
+        _study_toml(setup["root"], setup["models"], data=setup["full"] / "data").read_text()
+    )
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "repcollapse.cli.main", "study", str(toml), "--out", str(out)]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    running = out / "cells" / "train__tinyA__D@s1.running"
+    deadline = time.time() + 600
+    while not running.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert running.exists(), "the study ended before the second chain started"
+    time.sleep(3)  # inside the chain's process
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    study = load_study(toml)
+    states = dict((c, s) for c, s, _ in cell_states(study, out))
+    assert states["train/tinyA/D@s1"] == "interrupted"
+    assert states["train/tinyA/D@s0"] == "done" and states["report"] == "missing"
+    done = (out / "cells" / "train__tinyA__D@s0.json").stat().st_mtime_ns
+    rerun = subprocess.run(cmd, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "train/tinyA/D@s0: complete, skipped" in rerun.stdout
+    assert (out / "cells" / "train__tinyA__D@s0.json").stat().st_mtime_ns == done
+    _assert_same(_merged([out], tmp_path / "m1"), _merged([setup["full"]], tmp_path / "m2"))
+
+
+@pytest.mark.slow
 def test_shards_merge_to_one_runs_tables(setup: dict, tmp_path: Path) -> None:
     study = setup["study"]
     outs = []
@@ -189,8 +225,13 @@ def test_study_report_cli_merges_shards(setup: dict, tmp_path: Path) -> None:
 
 
 @pytest.fixture()
-def two_family(models: list[Path], tmp_path: Path):  # noqa: ANN201
-    return load_study(_study_toml(tmp_path, models, sequences='"A", "control", "D"'))
+def two_family(tmp_path: Path):  # noqa: ANN201
+    """Two families named by directories that only need to look like HF models here."""
+    dirs = [tmp_path / "tinyA", tmp_path / "tinyB"]
+    for d in dirs:
+        d.mkdir()
+        (d / "config.json").write_text("{}")
+    return load_study(_study_toml(tmp_path, dirs, sequences='"A", "control", "D"'))
 
 
 def _recording_run(study, out: Path, shard: Shard, fail_at: str | None, seen: list[str]):  # noqa: ANN001, ANN202
