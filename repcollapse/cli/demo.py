@@ -12,17 +12,26 @@
 
 Every step runs as its own process (so the analysis steps never import torch) and is skipped
 when its output is already complete, so re-running is cheap and an interrupted demo continues
-where it stopped.
+where it stopped. The steps' output goes to ``<out>/demo.log``, whose path is printed first; the
+console gets one line per step and per trained or extracted checkpoint, with the elapsed time
+and an ETA (repcollapse/cli/demo_progress.py).
 """
 
 from __future__ import annotations
 
 import shlex
-import subprocess
 import sys
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from repcollapse.cli.demo_progress import (
+    ExtractLogWatch,
+    ManifestWatch,
+    Progress,
+    fmt_duration,
+    run_step,
+)
 
 
 @dataclass(frozen=True)
@@ -62,23 +71,21 @@ class DemoSettings:
             raise ValueError("DemoSettings.future_tasks: expected at least one name or 'all'")
 
 
-def _run(step: str, args: list[str], log: Path) -> float:
-    """Run one CLI step in its own process; raise with the log tail on failure."""
-    cmd = [sys.executable, "-m", "repcollapse.cli.main", *args]
-    print(f"[demo] {step}: repcollapse {shlex.join(args)}", flush=True)
-    t0 = time.perf_counter()
-    with log.open("a") as fh:
-        fh.write(f"\n$ repcollapse {shlex.join(args)}\n")
-        fh.flush()
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT)
-    dt = time.perf_counter() - t0
-    if proc.returncode != 0:
-        tail = "\n".join(log.read_text().splitlines()[-30:])
-        raise RuntimeError(
-            f"demo step '{step}' failed (exit {proc.returncode}); last log lines:\n{tail}"
-        )
-    print(f"[demo] {step}: done in {dt:.0f} s", flush=True)
-    return dt
+def _command(args: list[str]) -> list[str]:
+    """The process of one CLI step (a function, so a test can run something cheaper)."""
+    return [sys.executable, "-m", "repcollapse.cli.main", *args]
+
+
+def _run(
+    progress: Progress,
+    step: str,
+    args: list[str],
+    log: Path,
+    watch: Callable[[], list[str]] | None = None,
+) -> float:
+    """Run one CLI step in its own process; raise DemoStepError with the log tail on failure."""
+    shown = f"repcollapse {shlex.join(args)}"
+    return run_step(progress, step, _command(args), shown, log, watch)
 
 
 def _overrides(settings: DemoSettings) -> list[str]:
@@ -110,8 +117,21 @@ def run_demo(settings: DemoSettings) -> Path:
     store, tables, report = out / "store.zarr", out / "tables", out / "report.html"
     timings: dict[str, float] = {}
 
-    if not (data / "MANIFEST.json").exists():
+    run_data = not (data / "MANIFEST.json").exists()
+    run_base = not (base / "manifest.json").exists()
+    steps = [
+        *(["data"] if run_data else []),
+        *(["base"] if run_base else []),
+        *(f"train {seq}" for seq in settings.sequences),
+        *("extract", "validate", "metrics", "stats", "figures", "report"),
+    ]
+    progress = Progress(steps)
+    progress.log_path(log)
+    progress.skipped([s for s, run in (("data", run_data), ("base", run_base)) if not run])
+
+    if run_data:
         timings["data"] = _run(
+            progress,
             "data",
             [
                 "data",
@@ -125,7 +145,7 @@ def run_demo(settings: DemoSettings) -> Path:
             ],
             log,
         )
-    if not (base / "manifest.json").exists():
+    if run_base:
         args = [
             "train",
             "base",
@@ -136,11 +156,12 @@ def run_demo(settings: DemoSettings) -> Path:
         ]  # evaluated by the first `train run`, with exactly its evaluation settings
         if settings.model:
             args += ["--model", settings.model]
-        timings["base"] = _run("base", args, log)
+        timings["base"] = _run(progress, "base", args, log)
     for seq in settings.sequences:
         # One run directory per config (mitigated variants share the sequence name). train run
         # skips stages whose checkpoint is complete, so this is cheap on a re-run.
         timings[f"train {seq}"] = _run(
+            progress,
             f"train {seq}",
             [
                 "train",
@@ -162,10 +183,12 @@ def run_demo(settings: DemoSettings) -> Path:
                 *[a for o in _overrides(settings) for a in ("--set", o)],
             ],
             log,
+            ManifestWatch(runs / seq),
         )
     ckpts = [base, *checkpoint_dirs(runs)]
     # extract skips checkpoints already complete in the store
     timings["extract"] = _run(
+        progress,
         "extract",
         [
             "extract",
@@ -178,20 +201,22 @@ def run_demo(settings: DemoSettings) -> Path:
             *map(str, ckpts),
         ],
         log,
+        ExtractLogWatch(log, len(ckpts)),
     )
-    timings["validate"] = _run("validate", ["store", "validate", str(store)], log)
+    timings["validate"] = _run(progress, "validate", ["store", "validate", str(store)], log)
     layers = [str(x) for x in analysed_layers(store, settings.layer_stride)]
     timings["metrics"] = _run(
+        progress,
         "metrics",
         ["analyze", "metrics", str(store), "--out", str(tables), "--layers", *layers],
         log,
     )
-    timings["stats"] = _run("stats", ["analyze", "stats", str(tables)], log)
+    timings["stats"] = _run(progress, "stats", ["analyze", "stats", str(tables)], log)
     timings["figures"] = _run(
-        "figures", ["analyze", "figures", str(tables), "--out", str(out / "figures")], log
+        progress, "figures", ["analyze", "figures", str(tables), "--out", str(out / "figures")], log
     )
     timings["report"] = _run(
-        "report", ["analyze", "report", str(tables), "--out", str(report)], log
+        progress, "report", ["analyze", "report", str(tables), "--out", str(report)], log
     )
 
     from repcollapse.analyze.report.html import stage_table
@@ -201,8 +226,8 @@ def run_demo(settings: DemoSettings) -> Path:
     total = sum(timings.values())
     print(
         "\nStep times: "
-        + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items())
-        + f"; total {total:.0f}s"
+        + ", ".join(f"{k} {fmt_duration(v)}" for k, v in timings.items())
+        + f"; total {fmt_duration(total)}"
     )
     print(f"\nreport: {report}")
     return report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -41,6 +42,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     from repcollapse.cli.demo import DemoSettings, run_demo
+    from repcollapse.cli.demo_progress import DemoStepError
 
     settings = DemoSettings(
         out=Path(args.out),
@@ -53,5 +55,10 @@ def _demo(args: argparse.Namespace) -> int:
         train_overrides=tuple(args.set),
         future_tasks=tuple(args.future_task or DemoSettings.future_tasks),
     )
-    run_demo(settings)
+    try:
+        run_demo(settings)
+    except DemoStepError as e:
+        # a step's process failed: its own message is in the log tail this carries
+        print(f"repcollapse demo: {e}", file=sys.stderr)
+        return 1
     return 0

@@ -29,7 +29,10 @@ GROUPS: dict[str, str] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from repcollapse import __version__
+
     parser = argparse.ArgumentParser(prog="repcollapse", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"repcollapse {__version__}")
     # not "group": `analyze metrics --group` (a store sub-group) would overwrite it with None
     sub = parser.add_subparsers(dest="cli_group", metavar="GROUP", required=True)
     for name, help_text in GROUPS.items():
