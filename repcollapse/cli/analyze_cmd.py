@@ -6,10 +6,13 @@ import argparse
 import sys
 
 from repcollapse.cli import analyze_tables_cmd
+from repcollapse.cli.flags import LazyFlagsParser
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=LazyFlagsParser
+    )
     p = sub.add_parser(
         "metrics",
         help="every metric of a store in one pass per (checkpoint, layer), cached, into Parquet",

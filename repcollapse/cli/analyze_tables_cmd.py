@@ -30,12 +30,8 @@ _REPORT_DESCRIPTION = (
 )
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:  # of LazyFlagsParser
     """Add the stats, figures and report commands to the ``analyze`` sub-parsers."""
-    from repcollapse.analyze.report.figures import FiguresConfig
-    from repcollapse.analyze.report.html import ReportConfig
-    from repcollapse.analyze.stats.config import StatsConfig
-
     p = sub.add_parser(
         "stats",
         help="regressions, stage/order effects, Pareto, falsification tables",
@@ -44,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "tables_dir", metavar="TABLES_DIR", help="directory written by 'analyze metrics'"
     )
-    add_flags(p.add_argument_group("statistics (StatsConfig)"), StatsConfig)
+    p.defer(_stats_flags)
     p.set_defaults(handler=main_stats)
 
     p = sub.add_parser(
@@ -52,8 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("tables_dir", metavar="TABLES_DIR")
     p.add_argument("--out", required=True, help="directory for the figures")
-    add_flags(p.add_argument_group("figures (FiguresConfig)"), FiguresConfig)
-    add_flags(p.add_argument_group("statistics (StatsConfig)"), StatsConfig)
+    p.defer(_figures_flags)
+    p.defer(_stats_flags)
     p.set_defaults(handler=main_figures)
 
     p = sub.add_parser(
@@ -66,9 +62,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--figures", metavar="DIR", help="figures written by 'analyze figures' (default: see above)"
     )
-    add_flags(p.add_argument_group("report (ReportConfig)"), ReportConfig)
-    add_flags(p.add_argument_group("statistics (StatsConfig)"), StatsConfig)
+    p.defer(_report_flags)
+    p.defer(_stats_flags)
     p.set_defaults(handler=main_report)
+
+
+# Flags are added when the command is parsed (LazyFlagsParser): the configs import the analysis.
+def _stats_flags(p: argparse.ArgumentParser) -> None:
+    from repcollapse.analyze.stats.config import StatsConfig
+
+    add_flags(p.add_argument_group("statistics (StatsConfig)"), StatsConfig)
+
+
+def _figures_flags(p: argparse.ArgumentParser) -> None:
+    from repcollapse.analyze.report.figures import FiguresConfig
+
+    add_flags(p.add_argument_group("figures (FiguresConfig)"), FiguresConfig)
+
+
+def _report_flags(p: argparse.ArgumentParser) -> None:
+    from repcollapse.analyze.report.html import ReportConfig
+
+    add_flags(p.add_argument_group("report (ReportConfig)"), ReportConfig)
 
 
 def _bad_input() -> tuple[type[BaseException], ...]:

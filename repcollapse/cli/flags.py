@@ -119,3 +119,37 @@ def from_args(cls: type, args: argparse.Namespace, *, prefix: str = "", **overri
         return cls(**values)
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
+
+
+class LazyFlagsParser(argparse.ArgumentParser):
+    """A parser whose dataclass flags are added on first use (a parse, a usage or help line).
+
+    The config dataclasses live beside the analysis code, which imports pandas, scipy and
+    altair: building every command's parser at start-up must not import them, or every
+    ``repcollapse`` command would pay seconds for flags it does not parse. ``defer(fn)`` queues
+    ``fn(parser)``; argparse hands the arguments of a sub-command to that sub-parser's
+    ``parse_known_args``, so only the command being run (or documented) imports its configs.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pending: list[Callable[[argparse.ArgumentParser], None]] = []
+
+    def defer(self, fn: Callable[[argparse.ArgumentParser], None]) -> None:
+        self._pending.append(fn)
+
+    def _populate(self) -> None:
+        while self._pending:
+            self._pending.pop(0)(self)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._populate()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._populate()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._populate()
+        return super().format_help()
