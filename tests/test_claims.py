@@ -471,3 +471,36 @@ def test_behaviour_se_gives_an_mde_even_with_one_seed(tmp_path: Path) -> None:
     assert claims.loc["future_falls", "mde"] == pytest.approx(z * np.sqrt(2 * 0.05**2))
     assert claims.loc["future_falls", "verdict"] == INCONCLUSIVE  # still no interval over seeds
     assert np.isnan(claims.loc["aniso_rises", "mde"])  # no SE for it, no seeds: unknown
+
+
+def test_two_models_sharing_a_family_label_are_two_families(tmp_path: Path) -> None:
+    # Two models of one architecture label (as in a study of two tiny llamas): before, every
+    # seed of one was paired with every seed of the other (12 'units' from 6).
+    d = make_claim_tables(tmp_path, ClaimTablesSpec())
+    ck = pd.read_parquet(d / "checkpoints.parquet")
+    ck["model_family"] = "llama"
+    ck.to_parquet(d / "checkpoints.parquet")
+    out = claim_tables(read_tables(d), ClaimsConfig(), {})
+    claims = out["claims"].set_index("claim")
+    paired = claims.drop(index="collapse_predicts_future")
+    assert (paired["n_units"] == 6).all() and (paired["n_families"] == 2).all()
+    assert (claims["n_seeds"] == 3).all() and (claims["verdict"] == REPRODUCED).all()
+    st = out["stage_table"]
+    assert set(st["model_family"]) == {"llama/synthetic/fam_a", "llama/synthetic/fam_b"}
+    assert (st.loc[st["stage_index"] > 0, "n_seeds"] == 3).all()
+
+
+def test_a_measurement_stuck_at_its_floor_is_inconclusive(tmp_path: Path) -> None:
+    # A future score of 0 everywhere (a tiny model that never learns the task): the seeds agree
+    # exactly, which is no evidence that the score does not fall.
+    d = make_claim_tables(tmp_path, ClaimTablesSpec())
+    ck = pd.read_parquet(d / "checkpoints.parquet")
+    ck["future_score"] = 0.0
+    ck.to_parquet(d / "checkpoints.parquet")
+    claims = claim_tables(read_tables(d), ClaimsConfig(), {})["claims"].set_index("claim")
+    for c in ("future_falls", "order_matters"):
+        assert claims.loc[c, "verdict"] == INCONCLUSIVE, claims.loc[c].to_dict()
+        assert "floor or ceiling" in claims.loc[c, "detail"] and np.isnan(claims.loc[c, "mde"])
+    reg = claims.loc["collapse_predicts_future"]
+    assert reg["verdict"] == INCONCLUSIVE and "fitted exactly" in reg["detail"]
+    assert claims.loc["aniso_rises", "verdict"] == REPRODUCED  # the geometry still speaks

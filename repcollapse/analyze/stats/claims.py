@@ -108,7 +108,9 @@ class ClaimsConfig:
 
 def verdict(effect: float, lo: float, hi: float, direction: int, delta: float) -> str:
     """The rule of docs/claims.md."""
-    if not (np.isfinite(lo) and np.isfinite(hi)):
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+        # No interval, or one of zero width (every unit value equal: a measurement stuck at
+        # its floor or ceiling says nothing about the claim).
         return INCONCLUSIVE
     if direction == 0:
         if lo > 0 or hi < 0:
@@ -197,6 +199,10 @@ def _row(claim: str, units: pd.DataFrame, cfg: ClaimsConfig, detail: str = "") -
         detail = detail or "the checkpoints this claim needs are not in the tables"
     elif not np.isfinite(eff.ci_low):
         detail = detail or "one seed per family: no interval over seeds"
+    elif eff.se == 0:
+        detail = detail or (
+            "every unit value equal (a measurement at its floor or ceiling?): no interval"
+        )
     return dict(
         claim=claim,
         effect=eff.effect,
@@ -337,6 +343,9 @@ def claims_table(
     """One row per claim (docs/claims.md), from the checkpoint-level table."""
     notes = notes if notes is not None else {}
     ck = ck[~noop_mask(ck["mitigation"])].copy()
+    # The unit's family is the model (design.family_key): a label shared by two models would
+    # otherwise pair every seed of one with every seed of the other.
+    ck["model_family"] = design.family_key(ck)
     if "cka_base" in ck and "drift_base" in ck:
         ck["drift_base"] = (1.0 - ck["cka_base"]).fillna(ck["drift_base"])
         if "cka_base_se" in ck:  # the drift's SE is the CKA's

@@ -34,11 +34,23 @@ class Unidentifiable(ValueError):
     """The data cannot identify the model asked for; the message says why and what would help."""
 
 
+def family_key(d: pd.DataFrame) -> pd.Series:
+    """The model a row belongs to: its model_family, refined by model_id where one family label
+    covers several models (two models of one architecture in a study are two families here),
+    and the same across stores (a model extracted in several shards is one family)."""
+    fam = d["model_family"].astype(str)
+    if "model_id" not in d:
+        return fam
+    mid = d["model_id"].astype(str)
+    shared = mid.groupby(fam).transform("nunique") > 1
+    return fam.where(~shared, fam + "/" + mid)
+
+
 def chain_labels(d: pd.DataFrame) -> pd.Series:
     """One label per training chain: the unit a seed replicates (base: one per store)."""
     seq = d["sequence"].astype(str).replace("", "base")
     return (
-        d["store_id"].astype(str)
+        family_key(d)
         + "|"
         + seq
         + "|"
@@ -50,7 +62,7 @@ def chain_labels(d: pd.DataFrame) -> pd.Series:
 
 def cell_labels(d: pd.DataFrame) -> pd.Series:
     """(family, sequence) cells: chains of every seed and mitigation of one sequence together."""
-    return d["store_id"].astype(str) + "|" + d["sequence"].astype(str).replace("", "base")
+    return family_key(d) + "|" + d["sequence"].astype(str).replace("", "base")
 
 
 def design_matrix(d: pd.DataFrame, terms: Sequence[str], family_fe: bool) -> pd.DataFrame:
@@ -59,9 +71,9 @@ def design_matrix(d: pd.DataFrame, terms: Sequence[str], family_fe: bool) -> pd.
     for t in terms:
         x[t] = d[t].astype(float)
     if family_fe:
-        fams = sorted(d["model_family"].astype(str).unique())
-        for f in fams[1:]:
-            x[f"family[{f}]"] = (d["model_family"].astype(str) == f).astype(float)
+        key = family_key(d)
+        for f in sorted(key.unique())[1:]:
+            x[f"family[{f}]"] = (key == f).astype(float)
     return x
 
 
@@ -161,6 +173,12 @@ def fit_clustered(
     bread = np.linalg.inv(a.T @ a)
     beta = bread @ a.T @ yv
     e = yv - a @ beta
+    tss = float(((yv - yv.mean()) ** 2).sum())
+    if tss == 0 or float(e @ e) <= 1e-12 * tss:
+        raise Unidentifiable(
+            "the response is fitted exactly (constant, or no residual variation): "
+            "no error to estimate"
+        )
     codes, uniq = pd.factorize(clusters)
     g = len(uniq)
     scores = np.zeros((g, p))
@@ -234,7 +252,7 @@ def choose_clusters(d: pd.DataFrame, n_coef: int) -> tuple[pd.Series, str]:
 def term_budget(d: pd.DataFrame, clustered: bool, family_fe: bool) -> int:
     """How many predictors (besides the intercept and family dummies) the rows allow: residual
     df >= MIN_RESID_DF, and with clustered errors no more coefficients than chains - 1."""
-    fixed = 1 + (d["model_family"].nunique() - 1 if family_fe else 0)
+    fixed = 1 + (family_key(d).nunique() - 1 if family_fe else 0)
     budget = len(d) - MIN_RESID_DF - fixed
     if clustered:
         budget = min(budget, chain_labels(d).nunique() - 1 - fixed)

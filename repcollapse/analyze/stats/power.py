@@ -120,4 +120,6 @@ def seed_mde(
         var, df = iv, float("inf")
     else:
         return float("nan")
+    if var == 0:  # no spread and no item noise known: nothing says how small an effect shows
+        return float("nan")
     return mde(float(np.sqrt(var * eff.design)), df, alpha, power, two_sided)

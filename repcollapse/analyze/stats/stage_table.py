@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
+from repcollapse.analyze.stats.design import family_key
 from repcollapse.store_schema.lineage import noop_mask
 
 QUANTITIES: dict[str, str] = {
@@ -44,6 +45,7 @@ def stage_table(ck: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     by definition where neither is recorded for it.
     """
     d = ck[~noop_mask(ck["mitigation"])].copy()
+    d["model_family"] = family_key(d)  # one row per model, even where two share a label
     if "cka_base" not in d:
         d["cka_base"] = np.nan
     if "drift_base" in d:
