@@ -1,8 +1,16 @@
 """Teacher-forced forward passes and the chunk buffer that writes them to the store.
 
-Batches are consecutive examples in store order, padded on the right with an attention mask
-and explicit per-token positions, so a token's states do not depend on the batch it is in (up
-to float rounding) and the tokens of one batch are one contiguous store range. The hidden
+What runs. Each example is cut after its last stored token (``TokenizedExample.run_length``:
+in a causal model the states of a token depend only on the tokens before it, so the cut changes
+no stored value beyond float rounding, and the next-token target of the last stored token is
+taken from the uncut sequence). Examples are grouped in windows of consecutive examples in store
+order (about ``WINDOW_TOKENS`` stored tokens each); inside a window they are sorted by cut length
+and batched ``batch_size`` at a time, so a batch pads to similar lengths, and the window's
+outputs are put back in store order before they are yielded: a window is one contiguous store
+range. Batches are padded on the right with an attention mask and explicit per-token
+positions, so a token's states do not depend on the batch it is in (up to float rounding). The
+batch composition is a function of the token plan and the batch size alone, so a resumed run
+recomputes the same values. The hidden
 states of every layer come from one forward of the decoder with ``output_hidden_states``; the
 last stored layer is the decoder's ``last_hidden_state`` (after the final norm, the input of the
 unembedding) whatever the model's ``hidden_states[-1]`` convention is.
@@ -39,6 +47,11 @@ class HiddenRangeError(ValueError):
     """
 
 
+WINDOW_TOKENS = 4096
+"""Stored tokens per window of examples sorted by length (about one store chunk: a window's
+outputs are held until the window is done, then handed to the chunk buffer)."""
+
+
 def make_batches(
     examples: Sequence[TokenizedExample], batch_size: int
 ) -> list[list[TokenizedExample]]:
@@ -48,16 +61,56 @@ def make_batches(
     return [list(examples[i : i + batch_size]) for i in range(0, len(examples), batch_size)]
 
 
+def run_length(ex: TokenizedExample, cut: bool) -> int:
+    """Tokens of ``ex`` the forward runs: up to its last stored one, or all when not ``cut``."""
+    return ex.run_length if cut else len(ex.input_ids)
+
+
+def plan_windows(
+    examples: Sequence[TokenizedExample],
+    batch_size: int,
+    *,
+    window_tokens: int = WINDOW_TOKENS,
+    cut: bool = True,
+    by_length: bool = True,
+) -> list[tuple[range, list[list[int]]]]:
+    """(store-order example range, batches of example indices) per window.
+
+    A window takes consecutive examples until it holds ``window_tokens`` stored tokens (at
+    least one example). With ``by_length`` its examples are sorted by run length (stable, so
+    ties keep store order) before being cut into batches; without it the batches are
+    consecutive, as ``make_batches``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer, found {batch_size}")
+    if window_tokens < 1:
+        raise ValueError(f"window_tokens: expected a positive integer, found {window_tokens}")
+    windows: list[tuple[range, list[list[int]]]] = []
+    start = 0
+    while start < len(examples):
+        stop, kept = start, 0
+        while stop < len(examples) and (stop == start or kept < window_tokens):
+            kept += len(examples[stop].keep)
+            stop += 1
+        order = list(range(start, stop))
+        if by_length:
+            order.sort(key=lambda i: run_length(examples[i], cut))
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        windows.append((range(start, stop), batches))
+        start = stop
+    return windows
+
+
 def pad_batch(
-    batch: Sequence[TokenizedExample], pad_id: int, device: torch.device
+    batch: Sequence[TokenizedExample], pad_id: int, device: torch.device, *, cut: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask, position_ids), right-padded to the longest example."""
-    length = max(len(ex.input_ids) for ex in batch)
+    """(input_ids, attention_mask, position_ids), right-padded to the longest run length."""
+    lengths = [run_length(ex, cut) for ex in batch]
+    length = max(lengths)
     ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
     mask = torch.zeros((len(batch), length), dtype=torch.long)
-    for row, ex in enumerate(batch):
-        ids[row, : len(ex.input_ids)] = torch.from_numpy(ex.input_ids)
-        mask[row, : len(ex.input_ids)] = 1
+    for row, (ex, n) in enumerate(zip(batch, lengths, strict=True)):
+        ids[row, :n] = torch.from_numpy(ex.input_ids[:n])
+        mask[row, :n] = 1
     positions = torch.arange(length).unsqueeze(0).expand(len(batch), -1)
     return ids.to(device), mask.to(device), positions.to(device)
 
@@ -86,12 +139,16 @@ def forward_batch(
     pad_id: int,
     device: torch.device,
     stats: LogitStatistics,
+    cut: bool = True,
 ) -> BatchOutput:
-    ids, mask, positions = pad_batch(batch, pad_id, device)
+    """Hidden states and logit statistics of the batch's kept tokens, in batch order."""
+    ids, mask, positions = pad_batch(batch, pad_id, device, cut=cut)
     rows = torch.cat(
         [torch.full((len(ex.keep),), r, dtype=torch.long) for r, ex in enumerate(batch)]
     )
     cols = torch.cat([torch.from_numpy(ex.keep) for ex in batch])
+    # Targets from the uncut sequence: the last kept token's next token is not run, but it
+    # is its target (-1 only at the end of the whole, possibly truncated, sequence).
     targets = torch.cat(
         [torch.from_numpy(np.append(ex.input_ids[1:], -1)[ex.keep]) for ex in batch]
     )
@@ -252,8 +309,50 @@ def iterate_outputs(
     pad_id: int,
     device: torch.device,
     stats: LogitStatistics,
+    window_tokens: int = WINDOW_TOKENS,
+    cut: bool = True,
+    by_length: bool = True,
 ) -> Iterator[tuple[int, BatchOutput]]:
-    """(tokens in the batch, output) per batch, in store order."""
-    for batch in make_batches(examples, batch_size):
-        out = forward_batch(model, batch, pad_id=pad_id, device=device, stats=stats)
-        yield out.hidden.shape[1], out
+    """(tokens, output) per window of examples, in store order (module docstring).
+
+    ``cut=False, by_length=False`` is the plain schedule (whole sequences, consecutive batches):
+    the reference the tests compare the default against."""
+    offsets = np.concatenate([[0], np.cumsum([len(ex.keep) for ex in examples])])
+    for span, batches in plan_windows(
+        examples, batch_size, window_tokens=window_tokens, cut=cut, by_length=by_length
+    ):
+        base = int(offsets[span.start])
+        outs, dest = [], []
+        for batch in batches:
+            outs.append(
+                forward_batch(
+                    model,
+                    [examples[i] for i in batch],
+                    pad_id=pad_id,
+                    device=device,
+                    stats=stats,
+                    cut=cut,
+                )
+            )
+            # store positions (within the window) of the batch's tokens, in batch order
+            dest.append(
+                np.concatenate([np.arange(offsets[i], offsets[i + 1]) - base for i in batch])
+            )
+        yield _assemble(outs, dest, int(offsets[span.stop]) - base)
+
+
+def _assemble(
+    outs: Sequence[BatchOutput], dest: Sequence[np.ndarray], n: int
+) -> tuple[int, BatchOutput]:
+    """One window's batch outputs scattered into store order."""
+    if len(outs) == 1 and np.array_equal(dest[0], np.arange(n)):
+        return n, outs[0]
+    first = outs[0]
+    hidden = np.empty((first.hidden.shape[0], n, first.hidden.shape[2]), first.hidden.dtype)
+    stats = {k: np.empty((n, *v.shape[1:]), v.dtype) for k, v in first.stats.items()}
+    for out, where in zip(outs, dest, strict=True):
+        hidden[:, where] = out.hidden
+        for k, v in out.stats.items():
+            stats[k][where] = v
+    max_abs = np.max(np.stack([o.max_abs for o in outs]), axis=0)
+    return n, BatchOutput(hidden, stats, max_abs)

@@ -21,9 +21,11 @@ is orders of magnitude larger than the rest in the middle layers (about 29,000 i
 
 Token sampler. By default every token is stored. ``token_cap_per_span=N`` keeps at most N tokens
 per (domain, span) cell, drawn without replacement by a RNG seeded with (seed, domain index,
-span index), so a cell's choice does not depend on any other cell. Every example is still run
-through the model whole (the context is unchanged); only the stored positions are subsampled,
-and an example with no kept token is not run at all.
+span index), so a cell's choice does not depend on any other cell. Only the stored positions are
+subsampled: an example is run through the model up to its last stored token (``run_length``;
+in a causal model a token's states depend only on the tokens before it, so the tokens after the
+last stored one change nothing stored, and the target of the last stored token is read from the
+uncut sequence), and an example with no kept token is not run at all.
 
 Store order is (domain, example, position): domains in ``repcollapse.store_schema.records.DOMAINS`` order,
 examples in corpus-file order within a domain.
@@ -57,6 +59,11 @@ class TokenizedExample:
     """(length,) span label per token."""
     keep: np.ndarray
     """Ascending positions stored in the store (all positions unless a cap applies)."""
+
+    @property
+    def run_length(self) -> int:
+        """Tokens the forward pass needs: up to and including the last stored position."""
+        return int(self.keep[-1]) + 1 if len(self.keep) else 0
 
 
 @dataclass(frozen=True)
