@@ -19,9 +19,17 @@ from repcollapse.analyze.stats.claims import (
     claim_tables,
     verdict,
 )
+from repcollapse.analyze.stats.claims_report import claims_lines, report_sections
 from repcollapse.analyze.stats.power import mde, power_t, seed_effect, seed_mde
+from repcollapse.analyze.stats.regression import (
+    StatsConfig,
+    checkpoint_frame,
+    regression,
+    run_stats,
+)
 from repcollapse.analyze.stats.stage_table import formatted, t_interval
 from repcollapse.analyze.tables.read import read_tables
+from repcollapse.analyze.tables.synthetic import SyntheticTablesSpec, make_synthetic_tables
 from repcollapse.analyze.tables.synthetic_claims import ClaimTablesSpec, make_claim_tables
 
 CLAIMS = {
@@ -311,8 +319,6 @@ def test_claims_config_validates_fields() -> None:
 
 def _demo_like(tmp: Path) -> pd.DataFrame:
     """12 checkpoints as the one-seed demo has them: base plus A, control and D, one family."""
-    from repcollapse.analyze.stats.regression import StatsConfig, checkpoint_frame
-    from repcollapse.analyze.tables.synthetic import SyntheticTablesSpec, make_synthetic_tables
 
     spec = SyntheticTablesSpec(families=("smollm2",), seeds=(0,), mitigations=(), noop=False)
     t = make_synthetic_tables(tmp, spec)
@@ -323,7 +329,6 @@ def _demo_like(tmp: Path) -> pd.DataFrame:
 def test_regression_refuses_the_full_model_on_twelve_one_seed_checkpoints(tmp_path: Path) -> None:
     # The old code fitted all 8 terms + intercept on these 12 rows (3 residual df, rows of 3
     # chains treated as independent) and printed p-values such as 4.6e-08.
-    from repcollapse.analyze.stats.regression import StatsConfig, regression
 
     ck = _demo_like(tmp_path)
     assert len(ck) == 12
@@ -337,8 +342,6 @@ def test_regression_refuses_the_full_model_on_twelve_one_seed_checkpoints(tmp_pa
 
 
 def test_regression_with_two_families_and_seeds_has_family_fixed_effects(tmp_path: Path) -> None:
-    from repcollapse.analyze.stats.regression import StatsConfig, checkpoint_frame, regression
-    from repcollapse.analyze.tables.synthetic import SyntheticTablesSpec, make_synthetic_tables
 
     t = make_synthetic_tables(tmp_path, SyntheticTablesSpec(families=("a", "b"), seed=5))
     notes: dict[str, list[str]] = {}
@@ -351,8 +354,6 @@ def test_regression_with_two_families_and_seeds_has_family_fixed_effects(tmp_pat
 
 
 def test_run_stats_writes_claims_and_stage_table(tmp_path: Path) -> None:
-    from repcollapse.analyze.stats.claims_report import claims_lines, report_sections
-    from repcollapse.analyze.stats.regression import run_stats
 
     d = make_claim_tables(tmp_path, ClaimTablesSpec())
     out = run_stats(d)
@@ -504,3 +505,12 @@ def test_a_measurement_stuck_at_its_floor_is_inconclusive(tmp_path: Path) -> Non
     reg = claims.loc["collapse_predicts_future"]
     assert reg["verdict"] == INCONCLUSIVE and "fitted exactly" in reg["detail"]
     assert claims.loc["aniso_rises", "verdict"] == REPRODUCED  # the geometry still speaks
+
+
+def test_regression_gives_two_models_of_one_label_a_family_effect(tmp_path: Path) -> None:
+    t = make_synthetic_tables(tmp_path, SyntheticTablesSpec(families=("a", "b"), seed=5))
+    ck = pd.read_parquet(t.tables_dir / "checkpoints.parquet")
+    ck["model_family"] = "llama"
+    ck.to_parquet(t.tables_dir / "checkpoints.parquet")
+    reg = regression(checkpoint_frame(read_tables(t.tables_dir), StatsConfig()), StatsConfig(), {})
+    assert reg["model"].iloc[0].startswith("ols+fe(family)")

@@ -236,7 +236,7 @@ def _fit_ols(
 ) -> pd.DataFrame:
     # Family as a fixed effect (two families cannot estimate a variance); seeds and sequences
     # through errors clustered by (family, sequence) cell or by chain (docs/claims.md).
-    fam_fe = d["model_family"].nunique() > 1
+    fam_fe = design.family_key(d).nunique() > 1  # two models of one label: two families
     x = design.design_matrix(d, terms, fam_fe)
     clusters, level = design.choose_clusters(d, x.shape[1])
     try:
