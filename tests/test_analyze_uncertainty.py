@@ -9,7 +9,9 @@ are float32 products (CKA known to ~1e-7 relative, and se is a spread of such va
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -168,6 +170,11 @@ def test_metrics_without_per_group_inputs_say_so(runs) -> None:
         )
     erank = table[table["metric"] == "erank"]
     assert (erank["n_groups"] == G).all() and erank["se"].gt(0).all()
+    prov = json.loads(Path(out["jk"][0].tables["provenance"]).read_text())["analysis"]
+    assert prov["uncertainty"]["groups"] == G
+    assert set(prov["uncertainty"]["no_interval_by_need"]) == {"rows", "centered_unit", "seq"}
+    plain = json.loads(Path(out["plain"][0].tables["provenance"]).read_text())["analysis"]
+    assert plain["uncertainty"] == {"computed": False}
 
 
 def test_same_values_and_reads_without_uncertainty(runs) -> None:

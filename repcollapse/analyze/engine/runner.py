@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from repcollapse.analyze import registry
-from repcollapse.analyze.engine import layerfree, moments, passes
+from repcollapse.analyze.engine import layerfree, moments, passes, uncertainty
 from repcollapse.analyze.engine.cache import MetricCache, rows_frame
 from repcollapse.analyze.engine.integrity import layers_to_read, verified_reader
 from repcollapse.analyze.engine.table_rows import valid_rows, with_derived
@@ -262,8 +262,10 @@ def run_metrics(
             "backend": run.xp_name,
             "scheduler": scheduler_address or "threads",
             "reference_shift": "per (checkpoint, layer, domain): mean of the domain's kept rows in "
-            "the first chunk holding the domain; subtracted before the float32 products",
+            "the first chunk holding the domain; subtracted before the products (own Grams "
+            "float64, cross products in the working precision)",
             "centered_anisotropy": "exact: second pass with the selection means of the first",
+            "uncertainty": uncertainty.describe(options),
             "sinks_excluded": not options.include_sinks,
         },
     }

@@ -44,6 +44,20 @@ NO_INTERVAL: dict[str, str] = {
 LEVEL = 0.95
 
 
+def describe(options: Any) -> dict[str, Any]:
+    """What provenance.json records of the intervals (none without ``options.uncertainty``)."""
+    if not options.uncertainty:
+        return {"computed": False}
+    return {
+        "computed": True,
+        "method": "delete-a-group jackknife over example groups, t interval",
+        "level": LEVEL,
+        "groups": options.uncertainty_groups,
+        "grouping": "within each domain, examples in store order cut into contiguous runs",
+        "no_interval_by_need": dict(NO_INTERVAL),
+    }
+
+
 def has_interval(metric: Any) -> bool:
     return not any(n in NO_INTERVAL for n in metric.needs)
 
