@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from repcollapse.analyze.tables.synthetic_lora import lora_overlap_table, lora_spectrum_table
 from repcollapse.analyze.tables.write import CHECKPOINT_COLUMNS
 from repcollapse.store_schema.records import DOMAINS
 
@@ -104,8 +105,12 @@ def make_synthetic_tables(
         out / "checkpoints.parquet", index=False
     )
     _metrics_long(ck, spec, rng).to_parquet(out / "metrics.parquet", index=False)
-    _lora_overlap(ck, spec, rng).to_parquet(out / "lora_overlap.parquet", index=False)
-    _lora_spectrum(ck, spec).to_parquet(out / "lora_spectrum.parquet", index=False)
+    lora_overlap_table(ck, spec.lora_rank, spec.seeds[0], rng).to_parquet(
+        out / "lora_overlap.parquet", index=False
+    )
+    lora_spectrum_table(ck, spec.lora_rank, spec.n_layers).to_parquet(
+        out / "lora_spectrum.parquet", index=False
+    )
     prov = [
         {
             "schema_version": 1,
@@ -362,53 +367,3 @@ def _collapse_index(ck: pd.DataFrame) -> np.ndarray:
         g = ck.groupby("model_family")[col]
         zs.append(sign * (ck[col] - g.transform("mean")) / g.transform("std"))
     return pd.concat(zs, axis=1).mean(axis=1, skipna=True).to_numpy()
-
-
-def _lora_overlap(
-    ck: pd.DataFrame, spec: SyntheticTablesSpec, rng: np.random.Generator
-) -> pd.DataFrame:
-    stages = ck[(ck["stage_index"] > 0) & (ck["seed"] == spec.seeds[0])]
-    rows = []
-    for (sid, fam), g in stages.groupby(["store_id", "model_family"]):
-        recs = g.to_dict("records")
-        for i, a in enumerate(recs):
-            for b in recs[i + 1 :]:
-                if b["parent"] == a["checkpoint"] and pd.notna(b["lora_overlap_prev"]):
-                    val = b["lora_overlap_prev"]
-                else:
-                    same = a["sequence"] == b["sequence"] and a["mitigation"] == b["mitigation"]
-                    val = 0.05 + 0.1 * same + 0.03 * min(a["_c"], b["_c"]) + rng.normal(0, 0.01)
-                for j, mod in enumerate(("q_proj", "v_proj")):  # module jitter averages out
-                    rows.append(
-                        dict(
-                            store_id=sid,
-                            model_family=fam,
-                            checkpoint_a=a["checkpoint"],
-                            checkpoint_b=b["checkpoint"],
-                            module=mod,
-                            k=spec.lora_rank,
-                            overlap=float(val + (0.01 if j else -0.01)),
-                            baseline=spec.lora_rank / 576,
-                        )
-                    )
-    return pd.DataFrame(rows)
-
-
-def _lora_spectrum(ck: pd.DataFrame, spec: SyntheticTablesSpec) -> pd.DataFrame:
-    """Singular values decaying faster the more collapsed the checkpoint (every module, block)."""
-    st = ck[ck["stage_index"] > 0]
-    mods, k, nb = ("q_proj", "v_proj"), spec.lora_rank, spec.n_layers
-    per = len(mods) * nb * k  # rows per checkpoint
-    idx = np.tile(np.arange(k), len(st) * len(mods) * nb)
-    rate = np.repeat(0.3 + 0.1 * st["_c"].to_numpy(), per)
-    return pd.DataFrame(
-        {
-            "store_id": np.repeat(st["store_id"].to_numpy(), per),
-            "model_family": np.repeat(st["model_family"].to_numpy(), per),
-            "checkpoint": np.repeat(st["checkpoint"].to_numpy(), per),
-            "module": np.tile(np.repeat(mods, nb * k), len(st)),
-            "block": np.tile(np.repeat(np.arange(nb), k), len(st) * len(mods)),
-            "index": idx,
-            "singular_value": np.exp(-idx * rate),
-        }
-    )
