@@ -242,3 +242,19 @@ def test_the_cycle_finder_finds_cycles_and_function_level_imports(tmp_path: Path
     ]
     assert "report may import only" in layer_violations(report)[0]
     assert "analyze.registry never imports analyze" in layer_violations(registry)[0]
+
+
+def test_the_registry_alone_has_the_built_ins_and_store_schema_stays_light() -> None:
+    """The registry imports none of its clients, yet a fresh process that imports only it sees
+    every built-in (the analysis package registers them); the store contract loads no analysis."""
+    code = (
+        "import sys\n"
+        "import repcollapse.store_schema\n"
+        "assert not [m for m in sys.modules if m.startswith('repcollapse.analyze')]\n"
+        "from repcollapse.analyze import registry\n"
+        "kinds = {registry.get(n).kind for n in registry.names()}\n"
+        "assert {'erank', 'entropy', 'lora_overlap_prev', 'collapse_index'} <= set(registry.names())\n"
+        "assert kinds == set(registry.KINDS), kinds\n"
+    )
+    result = _run(code)
+    assert result.returncode == 0, result.stderr[-2000:]
