@@ -91,6 +91,32 @@ def test_resolve_adds_requirements() -> None:
     assert {"erank", "pr", "aniso_centered", "topk_var_10", "lora_overlap_prev"} <= names
 
 
+def test_temperature_rows_follow_the_run_options_and_come_from_the_cache(
+    tiny_store, tmp_path
+) -> None:
+    """A function metric at T is an entry variant keyed by the run's temperatures: a run without
+    the temperature does not list the cached T rows, a run with it serves them from the cache."""
+    from repcollapse.analyze.options import Options
+
+    def run(temperatures: tuple[float, ...]) -> tuple[set[str], list]:
+        summary = run_metrics(
+            tiny_store,
+            tmp_path,
+            metrics=["entropy"],
+            layers=[1],
+            options=Options(temperatures=temperatures),
+            log=lambda _: None,
+        )
+        return set(pd.read_parquet(tmp_path / "metrics.parquet").metric), summary.computed
+
+    names, computed = run((2.0,))
+    assert {"entropy", "entropy@T2"} <= names and ("entropy@T2" in {m for _, m, _ in computed})
+    names, computed = run(())
+    assert "entropy" in names and "entropy@T2" not in names and computed == []
+    names, computed = run((2.0,))
+    assert "entropy@T2" in names and computed == []
+
+
 @pytest.fixture(scope="module")
 def tiny_store(tmp_path_factory: pytest.TempPathFactory):
     return store_with(tmp_path_factory.mktemp("reg") / "s.zarr", TINY)
