@@ -113,24 +113,27 @@ def verdict(effect: float, lo: float, hi: float, direction: int, delta: float) -
         # its floor or ceiling says nothing about the claim).
         return INCONCLUSIVE
     if direction == 0:
-        if lo > 0 or hi < 0:
-            return REPRODUCED
-        return NOT_REPRODUCED if (-delta < lo and hi < delta) else INCONCLUSIVE
+        if -delta < lo and hi < delta:
+            return NOT_REPRODUCED
+        return REPRODUCED if (lo > 0 or hi < 0) else INCONCLUSIVE
     lo_o, hi_o = sorted((direction * lo, direction * hi))
+    if hi_o < delta:  # no effect of interest fits: absent, opposite, or too small
+        return NOT_REPRODUCED
     if lo_o > 0:
         return REPRODUCED
-    if hi_o < delta:
-        return NOT_REPRODUCED
     return INCONCLUSIVE
 
 
 def rule_text(direction: int, delta: float) -> str:
     if direction == 0:
-        return f"reproduced if the CI excludes 0; not reproduced if inside (-{delta:g}, {delta:g})"
+        return (
+            f"not reproduced if the CI lies inside (-{delta:g}, {delta:g}); "
+            "reproduced if it excludes 0"
+        )
     side = "> 0" if direction > 0 else "< 0"
     return (
-        f"predicted {side}; reproduced if the CI excludes 0 on that side; not reproduced if it "
-        f"excludes every effect of size {delta:g} or more in that direction"
+        f"predicted {side}; not reproduced if the CI excludes every effect of size {delta:g} "
+        "or more in that direction; reproduced if it excludes 0 on that side"
     )
 
 
