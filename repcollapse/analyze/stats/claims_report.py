@@ -37,10 +37,11 @@ def claims_html(claims: pd.DataFrame) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in HEAD)
     return (
         f"<table><tr>{head}</tr>{''.join(rows)}</table>"
-        '<p class="note">Verdicts by the rule in docs/claims.md: reproduced when the interval '
-        "excludes zero on the predicted side; not reproduced when it excludes every effect of "
-        "size δ (half the paper's) in that direction; inconclusive (underpowered) otherwise or "
-        "without an interval. MDE: the effect detected with 80% power at these seeds and items."
+        '<p class="note">Verdicts by the rule in docs/claims.md: not reproduced when the '
+        "interval over seeds excludes every effect of size δ (half the paper's) in the "
+        "predicted direction; reproduced when it excludes zero on that side (and so reaches "
+        "δ); inconclusive (underpowered) otherwise or without an interval. MDE: the effect "
+        "detected with 80% power at these seeds and items."
         "</p>"
     )
 
