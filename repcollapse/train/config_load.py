@@ -30,23 +30,30 @@ BUDGET_DEFAULTS: dict[str, dict[str, Any]] = {
     # per stage, which put `repcollapse demo` (10 trained stages) at 31 min against its 20-min
     # target; the whole demo budget is in repcollapse/train/config.py (Budget, EvalSettings).
     "demo": {},
-    # A GPU: a few thousand steps per stage, a larger evaluation.
+    # A GPU: a few thousand steps per stage, a larger evaluation. Item counts are sized by the
+    # standard error (docs/INTERFACES.md): per-stage changes of 2-4 points need an SE of about
+    # 1 point (a difference of two checkpoints at 2 SE); binomial SE at p = 0.5 is 3.5 points at
+    # 200 items, 1.6 at 1,000, 1.1 at 2,000. The future task is generated (as many items as
+    # `data build --future-eval` writes, up to 2,000); a target domain gives at most its pool
+    # (`data build --pool-eval`), and the real sources bound it (HumanEval 164, CHAMP 85 with
+    # numeric answers): there the teacher-forced NLL, continuous, is the number that resolves
+    # per-stage changes. Each domain's n is in behavior.json.
     "paper": {
         "tokens_per_stage": 4_000_000,
         "max_length": 1024,
         "batch_size": 16,
         "learning_rate": 1e-4,
         "eval": {
-            "n_generate": 200,
+            "n_generate": 1000,
             "max_new_tokens": 256,
-            "gen_batch_size": 32,
-            "n_teacher_forced": 200,
+            "gen_batch_size": 128,
+            "n_teacher_forced": 1000,
             "future_steps": 200,
             "future_eval_at": [0, 25, 50, 100, 200],
             "future_batch_size": 16,
             "future_lr": 2e-4,
             "future_n_train": 3200,
-            "future_n_eval": 200,
+            "future_n_eval": 2000,
             "future_rank": 16,
             "future_max_new_tokens": 32,
         },
