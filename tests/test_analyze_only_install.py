@@ -1,7 +1,7 @@
 """The analysis side installs and runs with `pip install '.[analyze]'` alone: no torch, no
 transformers, nothing of the model stack (README, docs/guide.md). A fresh virtual environment,
 the package built from a copy of the sources, then the CLI chain a user runs on an archived
-store: validate, metrics, query, figures, report. About 40 s (the install is most of it)."""
+store: validate, metrics, query, stats, figures, report. About 40 s (the install is most of it)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ def test_the_analysis_chain_runs_in_an_analyze_only_environment(tmp_path: Path) 
     sql = "select count(distinct metric) as n from metrics"
     out = _run([cli, "query", sql, "--tables", "tables"], work)
     assert out.split()[1] == str(len(names())), out  # every registered metric has rows
+    _run([cli, "analyze", "stats", "tables"], work)
     _run([cli, "analyze", "figures", "tables", "--out", "figs"], work)
-    _run([cli, "analyze", "report", "tables", "--out", "report.html"], work)
+    _run([cli, "analyze", "report", "tables", "--out", "report.html", "--figures", "figs"], work)
     assert (work / "tables" / "metrics.parquet").stat().st_size > 0
     assert list((work / "figs").glob("*.png")) and (work / "report.html").stat().st_size > 10_000

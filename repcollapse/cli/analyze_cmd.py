@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from repcollapse.cli import analyze_tables_cmd
-from repcollapse.cli.flags import LazyFlagsParser
+from repcollapse.cli.flags import LazyFlagsParser, add_flags, from_args
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -44,81 +44,11 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="complete checkpoints to analyse; default all",
     )
     p.add_argument(
-        "--include-sinks",
-        action="store_true",
-        help="keep attention-sink tokens (excluded by default)",
-    )
-    p.add_argument(
-        "--precision",
-        choices=("float32", "float64"),
-        default="float32",
-        help="cross-checkpoint and per-sequence products in float32 (default; float64 "
-        "accumulation) or float64; each checkpoint's own Gram is float64 in both",
-    )
-    p.add_argument(
-        "--uncertainty",
-        action="store_true",
-        help="jackknife 95%% intervals of the moment metrics over example groups (se, ci_low, "
-        "ci_high, n_groups in metrics.parquet; same single pass, G x the Gram memory)",
-    )
-    p.add_argument(
-        "--uncertainty-groups",
-        type=int,
-        default=10,
-        metavar="G",
-        help="example groups of the delete-a-group jackknife (default 10)",
-    )
-    p.add_argument(
         "--scheduler",
         metavar="ADDR",
         help="dask scheduler: 'threads' (default), 'sync', 'local' (a LocalCluster) or a dask.distributed address",
     )
-    p.add_argument(
-        "--temperature",
-        nargs="+",
-        type=float,
-        default=(),
-        metavar="T",
-        help="also compute the function metrics at these temperatures from the last hidden layer",
-    )
-    p.add_argument(
-        "--topk",
-        nargs="+",
-        type=int,
-        default=(1, 10),
-        metavar="K",
-        help="k of topk_var_<k> (default 1 10)",
-    )
-    p.add_argument(
-        "--lora-k",
-        type=int,
-        default=8,
-        help="top-k singular vectors in the LoRA overlap (default 8)",
-    )
-    p.add_argument(
-        "--sample-per-domain",
-        type=int,
-        default=300,
-        help="rows per domain for the probe and silhouette (default 300)",
-    )
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of the subsample, probe and label shuffle (default 0)",
-    )
-    p.add_argument(
-        "--backend",
-        choices=("auto", "numpy", "cupy"),
-        default="auto",
-        help="array backend (default auto: CuPy if a GPU is usable)",
-    )
-    p.add_argument(
-        "--memory-budget-mb",
-        type=int,
-        default=1024,
-        help="accumulator memory of the passes running at once, MiB (default %(default)s)",
-    )
+    p.defer(_options_flags)
     p.add_argument(
         "--plugin",
         action="append",
@@ -159,6 +89,25 @@ def register(parser: argparse.ArgumentParser) -> None:
     analyze_tables_cmd.register(sub)
 
 
+def _options_flags(p: argparse.ArgumentParser) -> None:
+    """Every Options field as a flag (added when 'analyze metrics' is parsed: LazyFlagsParser)."""
+    from repcollapse.analyze.engine.moments import PRECISIONS
+    from repcollapse.analyze.engine.xp import BACKENDS
+    from repcollapse.analyze.options import Options
+
+    add_flags(
+        p.add_argument_group("analysis options (Options)"),
+        Options,
+        overrides={
+            "precision": {"choices": tuple(PRECISIONS)},
+            "backend": {"choices": tuple(BACKENDS)},
+            "topk": {"metavar": "K"},
+            "temperatures": {"flag": "--temperature", "metavar": "T"},
+            "uncertainty_groups": {"metavar": "G"},
+        },
+    )
+
+
 def _metrics(args: argparse.Namespace) -> int:
     from repcollapse.analyze import registry
     from repcollapse.analyze.engine.runner import run_metrics
@@ -178,19 +127,7 @@ def _metrics(args: argparse.Namespace) -> int:
         if args.metrics:
             for name in args.metrics:
                 registry.get(name)
-        options = Options(
-            include_sinks=args.include_sinks,
-            precision=args.precision,
-            topk=tuple(args.topk),
-            sample_per_domain=args.sample_per_domain,
-            seed=args.seed,
-            lora_k=args.lora_k,
-            temperatures=tuple(args.temperature),
-            backend=args.backend,
-            memory_budget_mb=args.memory_budget_mb,
-            uncertainty=args.uncertainty,
-            uncertainty_groups=args.uncertainty_groups,
-        )
+        options = from_args(Options, args)
     except (LookupError, ValueError) as exc:
         print(f"repcollapse analyze metrics: {exc}", file=sys.stderr)
         return 2

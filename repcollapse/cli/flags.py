@@ -18,7 +18,7 @@ import argparse
 import dataclasses
 import types
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 
@@ -69,17 +69,22 @@ def add_flags(
     *,
     skip: Iterable[str] = (),
     prefix: str = "",
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> None:
-    """Add one flag per init field of dataclass ``cls`` (nested dataclasses flattened)."""
+    """Add one flag per init field of dataclass ``cls`` (nested dataclasses flattened).
+
+    ``overrides``: field -> presentation only (``flag``, ``metavar``, ``choices``) where the
+    command line says it differently from the dataclass; defaults and help stay the field's."""
     skip = set(skip)
+    overrides = overrides or {}
     for f, tp in _fields(cls):
         if f.name in skip:
             continue
         if dataclasses.is_dataclass(tp):
-            add_flags(parser, tp, skip=skip, prefix=prefix)
+            add_flags(parser, tp, skip=skip, prefix=prefix, overrides=overrides)
             continue
         default = _default(f)
-        meta = f.metadata
+        meta = {**f.metadata, **overrides.get(f.name, {})}
         flag = meta.get("flag", "--" + f.name.replace("_", "-"))
         help_text = meta.get("help", f.name.replace("_", " "))
         kw: dict[str, Any] = {"dest": _dest(prefix, f.name), "default": default}
