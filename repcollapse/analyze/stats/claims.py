@@ -304,7 +304,11 @@ def _regression_claim(ck: pd.DataFrame, cfg: ClaimsConfig, notes: Notes) -> dict
     n_seeds = int(d["seed"].nunique()) if len(d) else 0
     empty = dict(effect=nan, ci_low=nan, ci_high=nan, mde=nan, se=nan, df=nan, n_units=len(d))
     try:
-        if len(d) < 2 or not (d["collapse_index"].std(ddof=1) > 0):
+        if len(d) < 2:
+            raise design.Unidentifiable(
+                f"{len(d)} checkpoint(s) with the collapse index, {cfg.future} and the controls"
+            )
+        if not d["collapse_index"].std(ddof=1) > 0:
             raise design.Unidentifiable("no variation of the collapse index over the checkpoints")
         x = design.design_matrix(d, terms, family_fe=d["model_family"].nunique() > 1)
         clusters, level = design.choose_clusters(d, x.shape[1])
