@@ -31,6 +31,8 @@ def register(parser: argparse.ArgumentParser) -> None:
         default = f.default if f.default is not MISSING else None
         if f.name == "source":
             build.add_argument(flag, choices=SOURCES, default=default, help=_HELP[f.name])
+        elif f.name == "probe_extra":
+            build.add_argument(flag, default=default, metavar="FILE", help=f.metadata["help"])
         else:
             metavar = "K" if f.name == "probe_per_domain" else None
             build.add_argument(
@@ -52,7 +54,13 @@ def _build(args: argparse.Namespace) -> int:
         print(f"repcollapse data build: {e}", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    manifest = build_data(args.out, cfg)
+    from repcollapse.store_schema.problems import SchemaError
+
+    try:
+        manifest = build_data(args.out, cfg)
+    except SchemaError as e:  # a bad --probe-extra file: every problem, no traceback
+        print(f"repcollapse data build: {e}", file=sys.stderr)
+        return 2
     total = sum(manifest["counts"].values())
     print(
         f"wrote {len(manifest['counts'])} files ({total} records) to {args.out} "

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +28,26 @@ from typing import Any
 from repcollapse.store_schema.problems import Problem, SchemaError
 
 DOMAINS: tuple[str, ...] = ("general", "math", "code", "safety", "long_cot", "factual")
-"""The six probe domains, in store order."""
+"""The six paper probe domains, the default set, in store order. Domains are an open set: a
+user's probe may add its own (``is_domain_name``), stored after these (``domain_order``)."""
+
+_DOMAIN_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+DOMAIN_NAME_RULE = "a name of lowercase letters, digits and '_' starting with a letter (<= 40)"
+
+
+def is_domain_name(name: object) -> bool:
+    """Whether ``name`` can be a probe domain: a short lowercase identifier, so that it is a
+    safe label in the store, in table columns and in file names."""
+    return isinstance(name, str) and _DOMAIN_NAME.fullmatch(name) is not None
+
+
+def domain_order(domains: Iterable[str]) -> tuple[str, ...]:
+    """Store order of domains: the six paper domains first (always, present or not, so that a
+    paper domain's position and every seed derived from it do not change when a user adds one),
+    then the other domains found in ``domains``, sorted by name."""
+    extra = sorted(set(domains) - set(DOMAINS))
+    return (*DOMAINS, *extra)
+
 
 REFERENCE_SPANS: tuple[str, ...] = ("early_response", "late_response", "cot", "refusal")
 """Span names a probe record may annotate inside its reference."""
@@ -88,11 +108,12 @@ def validate_probe_record(obj: Any, location: str = "record") -> list[Problem]:
             Problem(f"{location} field 'id'", "expected a non-empty string, found ''", "bad_value")
         )
     domain = obj.get("domain")
-    if isinstance(domain, str) and domain not in DOMAINS:
+    if isinstance(domain, str) and not is_domain_name(domain):
         problems.append(
             Problem(
                 f"{location} field 'domain'",
-                f"expected one of {list(DOMAINS)}, found {domain!r}",
+                f"expected {DOMAIN_NAME_RULE} (e.g. one of {list(DOMAINS)} or your own, "
+                f"such as 'medical'), found {domain!r}",
                 "bad_value",
             )
         )

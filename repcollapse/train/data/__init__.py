@@ -17,6 +17,9 @@ _LAZY = {
     "DataConfig": "repcollapse.train.data.config",
     "FUTURE_TASKS": "repcollapse.train.data.future_tasks",
     "load_records": "repcollapse.train.data.loaders",
+    "RecordMapping": "repcollapse.train.data.mapping",
+    "map_records": "repcollapse.train.data.mapping",
+    "parse_mapping": "repcollapse.train.data.mapping",
 }
 
 __all__ = sorted(_LAZY)

@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from repcollapse.store_schema.records import DOMAINS, probe_corpus_hash
+from repcollapse.store_schema.records import domain_order, probe_corpus_hash, read_probe_jsonl
 from repcollapse.train.data import future_tasks, preference_tasks
 from repcollapse.train.data.common import GENERATOR_SOURCE, Example
 from repcollapse.train.data.config import POOL_DOMAINS, DataConfig
@@ -103,7 +103,8 @@ def generate_files(
     seen: dict[str, str] = {}
     files: dict[str, list[str]] = {}
     probe_gens, pool_gens, pref_gen = _generators(cfg, supplies)
-    probe = build_probe(cfg.seed, cfg.probe_per_domain, seen, probe_gens)
+    extra = read_probe_jsonl(cfg.probe_extra) if cfg.probe_extra else ()
+    probe = build_probe(cfg.seed, cfg.probe_per_domain, seen, probe_gens, extra)
     files["probe.jsonl"] = [r.to_json() for r in probe]
     sizes = {"eval": cfg.pool_eval, "train": cfg.pool_train}
     for domain in POOL_DOMAINS:
@@ -149,6 +150,12 @@ def _source_counts(files: dict[str, list[str]]) -> dict[str, dict[str, int]]:
     return out
 
 
+def _probe_domains(lines: list[str]) -> tuple[str, ...]:
+    """The domains the probe holds, in store order (the six paper domains, then the user's)."""
+    present = {json.loads(line)["domain"] for line in lines}
+    return tuple(d for d in domain_order(present) if d in present)
+
+
 def build_data(out_dir: str | Path, cfg: DataConfig | None = None) -> dict[str, Any]:
     """Write every file under ``out_dir`` and return the manifest (also written, last)."""
     cfg = cfg or DataConfig()
@@ -168,7 +175,7 @@ def build_data(out_dir: str | Path, cfg: DataConfig | None = None) -> dict[str, 
         "generator": GENERATOR_SOURCE,
         "seed": cfg.seed,
         "config": asdict(cfg),
-        "probe_domains": list(DOMAINS),
+        "probe_domains": list(_probe_domains(files["probe.jsonl"])),
         "pool_domains": list(POOL_DOMAINS),
         "future_tasks": list(future_tasks.FUTURE_TASKS),
         "counts": counts,

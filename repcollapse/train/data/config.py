@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 POOL_DOMAINS: tuple[str, ...] = ("general", "math", "code", "safety", "long_cot")
 """Stage domains with an SFT pool (the probe's ``factual`` domain has none)."""
@@ -28,23 +28,41 @@ _LIMITS: dict[str, tuple[int, int]] = {
 class DataConfig:
     """Sizes of every generated file; one seed drives everything (same seed, same bytes)."""
 
-    seed: int = 0
-    source: str = "real"
-    probe_per_domain: int = 100
-    pool_train: int = 400
-    pool_eval: int = 60
-    preference_train: int = 400
-    preference_eval: int = 60
-    future_train: int = 200
-    future_eval: int = 60
+    seed: int = field(
+        default=0, metadata={"help": "generator seed: the same seed gives the same bytes"}
+    )
+    source: str = field(
+        default="real",
+        metadata={"help": "real, synthetic or mixed (docs/data.md)"},
+    )
+    probe_per_domain: int = field(
+        default=100, metadata={"help": "generated probe examples per paper domain"}
+    )
+    pool_train: int = field(default=400, metadata={"help": "train examples per SFT pool"})
+    pool_eval: int = field(default=60, metadata={"help": "eval examples per SFT pool"})
+    preference_train: int = field(default=400, metadata={"help": "train preference pairs"})
+    preference_eval: int = field(default=60, metadata={"help": "eval preference pairs"})
+    future_train: int = field(default=200, metadata={"help": "train items per future task"})
+    future_eval: int = field(default=60, metadata={"help": "eval items per future task"})
+    probe_extra: str = field(
+        default="",
+        metadata={
+            "help": "a probe JSONL of your own records (any domain names, e.g. medical), "
+            "added to the generated probe; '' = none"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise ValueError(
                 f"DataConfig.source: expected one of {list(SOURCES)}, found {self.source!r}"
             )
+        if not isinstance(self.probe_extra, str):
+            raise ValueError(
+                f"DataConfig.probe_extra: expected a path string, found {self.probe_extra!r}"
+            )
         for f in fields(self):
-            if f.name == "source":
+            if f.name in ("source", "probe_extra"):
                 continue
             value = getattr(self, f.name)
             # bool is an int subclass; True as a size is a bug, not a 1.
