@@ -246,3 +246,26 @@ def test_medical_domain_in_the_store_coordinate(
     assert "medical" in domains and "factual" not in domains
     n_med = int((ds["domain"].values == "medical").sum())
     assert n_med == int((coords["domain"] == "medical").sum()) > 0
+
+
+def test_extract_orders_splits_and_samples_a_user_domain() -> None:
+    from repcollapse.extract.tokens import assign_splits, sample_positions, store_order
+
+    recs = [
+        ProbeRecord(f"{d}-{i}", d, f"p {d} {i}", "r")
+        for d in ("medical", "math", "general")
+        for i in range(4)
+    ]
+    ordered = store_order(recs)
+    assert [r.domain for r in ordered] == ["general"] * 4 + ["math"] * 4 + ["medical"] * 4
+    split = assign_splits(recs, seed=0)
+    assert set(split) == {r.id for r in recs}  # the medical records get a split too
+    assert sorted(v for k, v in split.items() if k.startswith("medical")).count("heldout") == 1
+    # the paper domains' splits do not move when a user's domain is added
+    paper = [r for r in recs if r.domain != "medical"]
+    assert {k: v for k, v in split.items() if not k.startswith("medical")} == assign_splits(
+        paper, seed=0
+    )
+    spans = [np.array(["prompt"] * 5) for _ in ordered]
+    kept = sample_positions([r.domain for r in ordered], spans, cap=3, seed=0)
+    assert sum(len(k) for k in kept[8:]) == 3  # the medical cell is sampled, not dropped

@@ -27,7 +27,8 @@ in a causal model a token's states depend only on the tokens before it, so the t
 last stored one change nothing stored, and the target of the last stored token is read from the
 uncut sequence), and an example with no kept token is not run at all.
 
-Store order is (domain, example, position): domains in ``repcollapse.store_schema.records.DOMAINS`` order,
+Store order is (domain, example, position): domains in ``repcollapse.store_schema.records.domain_order``
+(the six paper domains, then a user's own, by name),
 examples in corpus-file order within a domain.
 """
 
@@ -41,7 +42,13 @@ from typing import Any
 
 import numpy as np
 
-from repcollapse.store_schema.records import DOMAINS, SPAN_PRIORITY, SPANS, ProbeRecord, Span
+from repcollapse.store_schema.records import (
+    SPAN_PRIORITY,
+    SPANS,
+    ProbeRecord,
+    Span,
+    domain_order,
+)
 
 HELDOUT_FRACTION = 0.25
 
@@ -159,7 +166,8 @@ def tokenize_record(
 def assign_splits(records: Sequence[ProbeRecord], seed: int) -> dict[str, str]:
     """Example id -> 'fit' or 'heldout', stratified by domain (module docstring)."""
     split: dict[str, str] = {}
-    for d_index, domain in enumerate(DOMAINS):
+    # domain_order: the paper domains keep their indices (and seeds); a user's domains follow.
+    for d_index, domain in enumerate(domain_order(r.domain for r in records)):
         ids = sorted(r.id for r in records if r.domain == domain)  # independent of file order
         n = len(ids)
         n_held = int(round(HELDOUT_FRACTION * n))
@@ -173,8 +181,8 @@ def assign_splits(records: Sequence[ProbeRecord], seed: int) -> dict[str, str]:
 
 def store_order(records: Sequence[ProbeRecord]) -> list[ProbeRecord]:
     """Records sorted by domain (DOMAINS order), file order within a domain (stable sort)."""
-    index = {d: i for i, d in enumerate(DOMAINS)}
-    return sorted(records, key=lambda r: index.get(r.domain, len(index)))
+    index = {d: i for i, d in enumerate(domain_order(r.domain for r in records))}
+    return sorted(records, key=lambda r: index[r.domain])
 
 
 def sample_positions(
@@ -186,7 +194,7 @@ def sample_positions(
     if cap < 1:
         raise ValueError(f"token_cap_per_span: expected a positive integer or None, found {cap}")
     keep: list[list[np.ndarray]] = [[] for _ in spans]
-    for d_index, domain in enumerate(DOMAINS):
+    for d_index, domain in enumerate(domain_order(domains)):
         members = [i for i, d in enumerate(domains) if d == domain]
         for s_index, span in enumerate(SPANS):
             # Candidate (example, position) pairs of the cell in store order.
