@@ -1,6 +1,6 @@
 """`repcollapse train`: materialise the base checkpoint and run sequential post-training chains.
 
-    repcollapse train base [--model DIR] --out DIR [--eval-data DIR]
+    repcollapse train base [--model DIR|ORG/NAME] --out DIR [--eval-data DIR]
     repcollapse train run CONFIG --out RUN_DIR [--base DIR] [--data DIR] [--budget demo|paper]
                           [--seed N] [--set KEY=VALUE ...] [--no-eval]
     repcollapse train configs
@@ -26,8 +26,10 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--model",
         type=Path,
         default=None,
-        help="local HF causal-LM directory, or an embedded model: smollm2-135m-instruct "
-        "(the default) or gemma3-270m (Gemma 3 270M base; Gemma Terms of Use)",
+        help="local HF causal-LM directory, a model id (org/name) already in the local "
+        "Hugging Face cache (HF_HOME; read offline, nothing is downloaded), or an embedded "
+        "model: smollm2-135m-instruct (the default) or gemma3-270m (Gemma 3 270M base; Gemma "
+        "Terms of Use)",
     )
     b.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
     b.add_argument(

