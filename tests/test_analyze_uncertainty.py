@@ -187,10 +187,46 @@ def test_interval_equals_brute_force_leave_one_group_out(runs, checkpoint: str) 
     assert checked == len(brute) * len(sels)
 
 
+def _seq_erank(X: np.ndarray, ex: np.ndarray) -> float:
+    """Mean over examples (>= 2 rows) of the erank of the example's centered token matrix."""
+    ranks = []
+    for e in dict.fromkeys(ex.tolist()):
+        Z = X[ex == e]
+        if len(Z) < 2:
+            continue
+        s = np.linalg.svd(Z - Z.mean(axis=0), compute_uv=False)
+        ranks.append(_erank(s**2))
+    return float(np.mean(ranks))
+
+
+def test_seq_erank_interval_equals_brute_force(runs) -> None:
+    ds, out = runs
+    table = out["jk"][1].set_index(KEY)
+    names = [str(x) for x in ds["name"].values]
+    X = np.asarray(ds["hidden"].isel(layer=LAYER).values, np.float64)[names.index("A/02-stage")]
+    ex, dom = np.asarray(ds["example"].values), np.asarray(ds["domain"].values)
+    span = np.asarray(ds["span"].values)
+    keep = ~np.asarray(ds["is_sink"].values).astype(bool)
+    group = _groups_brute(ex, dom)
+    sels = [("all", "all"), *[(d, "all") for d in dict.fromkeys(dom.tolist())]]
+    sels += [("all", s) for s in dict.fromkeys(span.tolist())]
+    for d, s in sels:
+        in_sel = keep & ((dom == d) if d != "all" else True) & ((span == s) if s != "all" else True)
+        present = sorted(set(group[in_sel].tolist()))
+        loo = [_seq_erank(X[in_sel & (group != g)], ex[in_sel & (group != g)]) for g in present]
+        row = table.loc[("seq_erank", "A/02-stage", LAYER, d, s)]
+        theta = _seq_erank(X[in_sel], ex[in_sel])
+        assert row["value"] == pytest.approx(theta, rel=1e-6)
+        se, lo, hi = _jackknife(float(row["value"]), loo)
+        assert int(row["n_groups"]) == len(present) and se > 0
+        for got, want in ((row["se"], se), (row["ci_low"], lo), (row["ci_high"], hi)):
+            assert abs(got - want) <= 1e-6 * abs(theta), (d, s, got, want)
+
+
 def test_metrics_without_per_group_inputs_say_so(runs) -> None:
     _, out = runs
     table = out["jk"][1]
-    for name in ("aniso_centered", "probe_acc", "seq_erank"):
+    for name in ("aniso_centered", "probe_acc"):
         rows = table[table["metric"] == name]
         assert len(rows) > 0
         assert (
@@ -200,7 +236,7 @@ def test_metrics_without_per_group_inputs_say_so(runs) -> None:
     assert (erank["n_groups"] == G).all() and erank["se"].gt(0).all()
     prov = json.loads(Path(out["jk"][0].tables["provenance"]).read_text())["analysis"]
     assert prov["uncertainty"]["groups"] == G
-    assert set(prov["uncertainty"]["no_interval_by_need"]) == {"rows", "centered_unit", "seq"}
+    assert set(prov["uncertainty"]["no_interval_by_need"]) == {"rows", "centered_unit"}
     plain = json.loads(Path(out["plain"][0].tables["provenance"]).read_text())["analysis"]
     assert plain["uncertainty"] == {"computed": False}
 

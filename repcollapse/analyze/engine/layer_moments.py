@@ -104,3 +104,5 @@ class LayerMoments:
     """role -> debiased CKA's sums of target and reference."""
     ref_groups: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     """role -> per example group, the (per-domain, per-span) shifted cross-Grams (uncertainty)."""
+    seq_groups: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    """Per example group: seq_sum, seq_cnt, seq_skip (groups x domains x spans + 1)."""

@@ -159,8 +159,10 @@ def init(config: PassConfig, plan: TokenPlan, d: int) -> Accumulator:
         if is_t and "rows" in config.needs:
             st.rows = np.zeros((len(plan.sample_tokens), d), np.float32)
         if is_t and "seq" in config.needs:
-            st.seq_sum, st.seq_cnt = np.zeros((nd, ns + 1)), np.zeros((nd, ns + 1), np.int64)
-            st.seq_skip = np.zeros((nd, ns + 1), np.int64)
+            # rows: group x n_domains + domain (tokens.SeqBatch), summed over groups in results
+            st.seq_sum = np.zeros((G * nd, ns + 1))
+            st.seq_cnt = np.zeros((G * nd, ns + 1), np.int64)
+            st.seq_skip = np.zeros((G * nd, ns + 1), np.int64)
         for t, r in pairs:
             if t == m:
                 st.cross[r] = (xp.zeros((G, nd, d, d)), xp.zeros((G, ns, d, d)))
@@ -373,8 +375,12 @@ def results(acc: Accumulator) -> dict[str, LayerMoments]:
             if ref in st.deb:
                 lm.ref_deb[role] = own[t].deb_self if ref == t else st.deb[ref].to_host()
         lm.cunit = None if st.cunit is None else to_numpy(st.cunit)
-        lm.rows, lm.seq_sum, lm.seq_cnt = st.rows, st.seq_sum, st.seq_cnt
-        lm.seq_skip = st.seq_skip
+        lm.rows = st.rows
+        if st.seq_sum is not None:
+            G, nd = acc.plan.n_groups, len(acc.plan.domains)
+            per = [np.reshape(a, (G, nd, -1)) for a in (st.seq_sum, st.seq_cnt, st.seq_skip)]
+            lm.seq_sum, lm.seq_cnt, lm.seq_skip = (a.sum(axis=0) for a in per)
+            lm.seq_groups = (per[0], per[1], per[2]) if G > 1 else None
         out[t] = lm
     return out
 

@@ -31,7 +31,8 @@ class SeqBatch:
     slot: np.ndarray
     """(m,) example slot in the chunk (row of the padded Gram stack)."""
     domain: np.ndarray
-    """(m,) domain index."""
+    """(m,) index of the example's (group, domain): group x n_domains + domain (the domain alone
+    without uncertainty)."""
 
 
 @dataclass(frozen=True)
@@ -234,7 +235,7 @@ def build_plan(
                 keep,
                 cell_of_token,
                 cells,
-                dom_code,
+                dom_code + len(domains) * group,  # per-sequence sums by (group, domain)
                 span_code,
                 ex_code,
                 ex_last,

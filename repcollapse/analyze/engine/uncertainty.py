@@ -14,10 +14,10 @@ For a selection with data in G' >= 2 groups, theta the full-sample value and the
 without group g: se = sqrt((G' - 1) / G' sum_g (theta_(g) - mean_g theta_(g))^2) and the 95%
 interval theta -/+ t_(0.975, G' - 1) se. Metrics whose inputs are not kept per group get no
 interval (NaN, n_groups = 0), by what they need (``NO_INTERVAL``): the probe and silhouette
-(a seeded row subsample: its rows would have to be refitted per group), centered anisotropy
+(a seeded row subsample: its rows would have to be refitted per group) and centered anisotropy
 (its rows are centered by the selection's mean in a second pass: leaving a group out moves that
-mean, which the pass cannot follow without a pass per group), and seq_erank (its per-example
-sums are kept per (domain, span), not per group).
+mean, which the pass cannot follow without a pass per group). The per-sequence effective rank's
+sums are kept per (group, domain, span), so it gets an interval.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ NO_INTERVAL: dict[str, str] = {
     "rows": "computed on a seeded row subsample (probe, silhouette): not kept per group",
     "centered_unit": "rows centered by the selection's mean in a second pass: leaving a group "
     "out moves the mean",
-    "seq": "per-example sums kept per (domain, span), not per group",
 }
 """Needs whose metrics get no interval, and why (docs/metrics.md)."""
 LEVEL = 0.95
@@ -92,6 +91,14 @@ def _drop_member(cm: CellMoments, cells: np.ndarray, g: int) -> CellMoments:
     )
 
 
+def _drop_seq(lm: LayerMoments, g: int) -> dict[str, np.ndarray | None]:
+    """The per-sequence sums without group ``g`` (None where the pass kept none)."""
+    names = ("seq_sum", "seq_cnt", "seq_skip")
+    if lm.seq_groups is None:
+        return dict.fromkeys(names)
+    return {k: getattr(lm, k) - per[g] for k, per in zip(names, lm.seq_groups, strict=True)}
+
+
 def drop_group(lm: LayerMoments, g: int) -> LayerMoments:
     """The moments of ``lm`` without example group ``g`` (inputs not kept per group: None)."""
     cells = np.flatnonzero(lm.plan.group_of_cells() == g)
@@ -112,11 +119,10 @@ def drop_group(lm: LayerMoments, g: int) -> LayerMoments:
         refs=refs,
         cunit=None,
         rows=None,
-        seq_sum=None,
-        seq_cnt=None,
-        seq_skip=None,
+        **_drop_seq(lm, g),
         ref_deb={role: _drop_pairs(p, cells) for role, p in lm.ref_deb.items()},
         ref_groups={},
+        seq_groups=None,
     )
 
 
