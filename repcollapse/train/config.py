@@ -7,6 +7,7 @@ before any training starts.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,14 @@ TARGET_MODULES: tuple[str, ...] = (
     "up_proj",
     "down_proj",
 )
+
+
+REPORT_TO: dict[str, tuple[str, ...]] = {
+    # Where the Trainer also sends its loss log, and the packages that must be importable.
+    "none": (),
+    "tensorboard": ("tensorboard", "tensorboardX"),  # either one (transformers accepts both)
+    "wandb": ("wandb",),
+}
 
 
 class ConfigError(ValueError):
@@ -333,8 +342,30 @@ class RunConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     mitigation: Mitigation = field(default_factory=Mitigation)
     budget: Budget = field(default_factory=Budget)
+    report_to: str = field(
+        default="none",
+        metadata={
+            "help": "where the Trainer also logs the loss: none, tensorboard (offline event "
+            "files under RUN_DIR/<sequence>/tensorboard/) or wandb (when installed); "
+            "train_log.json is written either way"
+        },
+    )
 
     def __post_init__(self) -> None:
+        _check(
+            self.report_to in REPORT_TO,
+            "report_to",
+            self.report_to,
+            f"one of {list(REPORT_TO)}",
+        )
+        needs = REPORT_TO[self.report_to]
+        if needs and not any(importlib.util.find_spec(m) for m in needs):
+            _fail(
+                "report_to",
+                self.report_to,
+                f"an installed logger: the package {' or '.join(repr(m) for m in needs)} is not "
+                f"installed (pip install {needs[0]}), or report_to = 'none'",
+            )
         _check(
             isinstance(self.sequence, str)
             and self.sequence.replace("_", "").replace("-", "").isalnum(),

@@ -123,7 +123,7 @@ def config_from_dict(
             if not isinstance(node, dict):
                 raise ConfigError(f"override {text!r}: '{part}' is not a table")
         node[path[-1]] = value
-    known = {"sequence", "seed", "stages", "lora", "mitigation", "budget"}
+    known = {"sequence", "seed", "stages", "lora", "mitigation", "budget", "report_to"}
     for k in raw:
         if k not in known:
             _fail(k, raw[k], f"a known top-level key ({', '.join(sorted(known))})")
@@ -152,6 +152,7 @@ def config_from_dict(
         lora=lora,
         mitigation=mit,
         budget=bud,
+        report_to=raw.get("report_to", "none"),
     )
 
 

@@ -117,6 +117,7 @@ def _run_identity(cfg: RunConfig) -> dict[str, Any]:
     """What must match for a complete stage directory to be reused on resumption."""
     d = cfg.to_dict()
     d["budget"].pop("eval", None)  # evaluation sizes do not change the weights
+    d.pop("report_to", None)  # nor does where the loss is also logged
     return json.loads(json.dumps(d))  # tuples -> lists, as a manifest read back has them
 
 
@@ -356,6 +357,7 @@ def run_sequence(
             prior_adapters=list(prior_adapters),
             device=device,
             progress=progress,
+            report_to=cfg.report_to,
         )
         train_s = time.time() - t0
         loss_tokens = sum(sft_loss_tokens(e) for e in plan.examples if "labels" in e)

@@ -69,8 +69,34 @@ def lora_config(lora: LoraSettings) -> Any:
     )
 
 
+def tensorboard_dir(out_dir: Path) -> Path:
+    """Where a stage's TensorBoard event files are kept (``report_to = "tensorboard"``):
+    ``RUN_DIR/<sequence>/tensorboard/<NN-stage>/``, beside the checkpoints and not inside one,
+    so a checkpoint's files stay what extract and the stage-reuse digests expect;
+    ``tensorboard --logdir RUN_DIR`` shows every stage of every sequence."""
+    return out_dir.parent / "tensorboard" / out_dir.name
+
+
+def _keep_tensorboard(workdir: Path, out_dir: Path) -> None:
+    """The Trainer writes event files under its output_dir (removed after the stage): move them."""
+    runs = workdir / "runs"
+    if not runs.is_dir():
+        return
+    dest = tensorboard_dir(out_dir)
+    if dest.exists():
+        shutil.rmtree(dest)  # a stage retrained after an interruption: its old curve goes
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(runs), str(dest))
+
+
 def _common_args(
-    budget: Budget, lr: float, seed: int, device: str, workdir: Path, n_examples: int
+    budget: Budget,
+    lr: float,
+    seed: int,
+    device: str,
+    workdir: Path,
+    n_examples: int,
+    report_to: str = "none",
 ) -> dict[str, Any]:
     on_gpu = device.startswith("cuda")
     steps = math.ceil(n_examples / (budget.batch_size * budget.grad_accum))
@@ -90,7 +116,8 @@ def _common_args(
         "logging_steps": 1,
         "save_strategy": "no",
         "eval_strategy": "no",
-        "report_to": "none",
+        "report_to": report_to,  # RunConfig.report_to; train_log.json is written either way
+        "run_name": f"{workdir.parent.parent.name}/{workdir.parent.name}",
         "seed": seed,
         "data_seed": seed,
         "bf16": on_gpu,  # TRL defaults bf16 on, which a CPU run must not inherit
@@ -115,6 +142,7 @@ def train_stage(
     prior_adapters: list[Path] = (),  # type: ignore[assignment]
     device: str = "cpu",
     progress: bool = True,
+    report_to: str = "none",
 ) -> StageResult:
     """Train one stage on pre-tokenised ``examples``; write weights (not the manifest) to out_dir."""
     import datasets
@@ -171,6 +199,7 @@ def train_stage(
                 device,
                 workdir,
                 len(examples),
+                report_to,
             ),
             beta=budget.dpo_beta,
             precompute_ref_log_probs=False,
@@ -188,7 +217,7 @@ def train_stage(
         lr = budget.full_learning_rate if spec.kind == "full" else budget.learning_rate
         lr = 0.0 if mitigation.noop else lr  # the matched no-op control
         args = SFTConfig(
-            **_common_args(budget, lr, seed, device, workdir, len(examples)),
+            **_common_args(budget, lr, seed, device, workdir, len(examples), report_to),
             completion_only_loss=None,
         )
         trainer = RegularizedSFTTrainer(
@@ -214,6 +243,7 @@ def train_stage(
         merged = trained
     merged.save_pretrained(out_dir, safe_serialization=True)
     tok.save_pretrained(out_dir)
+    _keep_tensorboard(workdir, out_dir)
     shutil.rmtree(workdir, ignore_errors=True)
     return StageResult(
         steps=int(trainer.state.global_step),
