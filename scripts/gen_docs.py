@@ -1,6 +1,6 @@
 """Regenerate the reference docs from the code, so they cannot drift from it.
 
-    .venv/bin/python scripts/gen_docs.py      # writes docs/cli.md and docs/metric_registry.md
+    .venv/bin/python scripts/gen_docs.py      # docs/cli.md, docs/metric_registry.md, docs/config.md
 
 tests/test_docs.py fails when the committed files are stale.
 """
@@ -8,8 +8,13 @@ tests/test_docs.py fails when the committed files are stale.
 from __future__ import annotations
 
 import argparse
+import ast
+import dataclasses
+import inspect
 import sys
+import textwrap
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,10 +58,144 @@ def registry_markdown() -> str:
     return "\n".join(rows) + "\n"
 
 
+def field_docs(cls: type) -> dict[str, str]:
+    """Field -> help: ``metadata["help"]``, else the string literal under the field (an
+    attribute docstring, the style of repcollapse/train/config.py), else ''."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__[:-1]):
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, nxt in zip(body, body[1:] + [None], strict=True):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
+    out = {}
+    for f in dataclasses.fields(cls):
+        meta = f.metadata.get("help") if f.metadata else None
+        out[f.name] = " ".join(str(meta).split()) if meta else docs.get(f.name, "")
+    return out
+
+
+def _toml(value: Any) -> str:
+    """A default as it would be written in TOML (or on the command line)."""
+    if dataclasses.is_dataclass(value):
+        return "(table below)"
+    if value is None:
+        return "(none)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return repr(value)
+
+
+def _default(f: dataclasses.Field) -> str:
+    if f.default is not dataclasses.MISSING:
+        return _toml(f.default)
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return _toml(f.default_factory())  # type: ignore[misc]
+    return "required"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def config_table(cls: type, other: Any = None, other_name: str = "") -> list[str]:
+    """One markdown table: field, type, default (and ``other``'s value where it differs), help."""
+    helps = field_docs(cls)
+    head = (
+        "| key | type | default |" + (f" {other_name} |" if other is not None else "") + " help |"
+    )
+    rows = [head, "|" + "---|" * (4 + (other is not None))]
+    for f in dataclasses.fields(cls):
+        if not f.repr and not f.compare:
+            continue  # bookkeeping (e.g. the parsed TOML kept for errors), not a key
+        default = _default(f)
+        cells = [f"`{f.name}`", f"`{_cell(str(f.type))}`", f"`{_cell(default)}`"]
+        if other is not None:
+            value = getattr(other, f.name)
+            shown = _toml(value)
+            cells.append("" if shown == default else f"`{_cell(shown)}`")
+        cells.append(_cell(helps[f.name]) or "-")
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def config_sections() -> list[tuple[str, str, type, Any, str]]:
+    """(title, where the keys are set, dataclass, a second value set or None, its name)."""
+    from repcollapse.analyze.options import Options
+    from repcollapse.study.config import Family, StudyConfig
+    from repcollapse.train.config import (
+        Budget,
+        EvalSettings,
+        LoraSettings,
+        Mitigation,
+        RunConfig,
+        StageSpec,
+    )
+    from repcollapse.train.config_load import load_budget
+    from repcollapse.train.data.config import DataConfig
+
+    paper = load_budget("paper")
+    return [
+        ("Run config (`RunConfig`)", "top level of a `train run` TOML file "
+         "(`repcollapse/train/configs/*.toml`); `--set KEY=VALUE` overrides any key",
+         RunConfig, None, ""),
+        ("Stages (`StageSpec`)", "`stages = [{ name = ..., kind = ..., domain = ... }, ...]`",
+         StageSpec, None, ""),
+        ("LoRA settings (`LoraSettings`)", "`[lora]`", LoraSettings, None, ""),
+        ("Mitigations (`Mitigation`)", "`[mitigation]`",
+         Mitigation, None, ""),
+        ("Budget (`Budget`)", "`[budget.<name>]`, chosen with `train run --budget NAME`; "
+         "the paper column is the shipped `paper` budget where it differs",
+         Budget, paper, "paper"),
+        ("Evaluation (`EvalSettings`)", "`[budget.<name>.eval]`", EvalSettings,
+         paper.eval, "paper"),
+        ("Data build (`DataConfig`)", "`repcollapse data build` flags (`--probe-per-domain` "
+         "for `probe_per_domain`, ...)", DataConfig, None, ""),
+        ("Analysis options (`Options`)", "`repcollapse analyze metrics` flags (`--include-sinks` "
+         "for `include_sinks`, ...)", Options, None, ""),
+        ("Study (`StudyConfig`)", "a STUDY.toml file (its tables and keys: docs/study.md)",
+         StudyConfig, None, ""),
+        ("Study family (`Family`)", "`families = [...]` entries of a STUDY.toml", Family,
+         None, ""),
+    ]  # fmt: skip
+
+
+def config_markdown() -> str:
+    parts = [
+        "# Configuration reference\n",
+        "Generated by `scripts/gen_docs.py` from the configuration dataclasses: every key with "
+        "its type, default and help (a field's `help` metadata or the docstring under it). "
+        "Validation happens when a config is built: an error names the key, what was expected "
+        "and what was found.\n",
+    ]
+    for title, where, cls, other, other_name in config_sections():
+        rows = config_table(cls, other, other_name)
+        doc = " ".join((inspect.getdoc(cls) or "").split("\n\n")[0].split())
+        intro = f"Where: {where}." + (
+            f" {doc}" if doc and not doc.startswith(cls.__name__ + "(") else ""
+        )
+        parts.append(f"## {title}\n\n{intro}\n\n" + "\n".join(rows) + "\n")
+    return "\n".join(parts)
+
+
 def outputs() -> dict[Path, str]:
     return {
         ROOT / "docs" / "cli.md": cli_markdown(),
         ROOT / "docs" / "metric_registry.md": registry_markdown(),
+        ROOT / "docs" / "config.md": config_markdown(),
     }
 
 

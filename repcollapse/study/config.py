@@ -47,25 +47,41 @@ class Family:
     label: str
     """Directory and store name (the embedded name, or the directory's name)."""
     model: str
+    """What `train base --model` gets: the embedded name or the directory's path."""
 
 
 @dataclass(frozen=True)
 class StudyConfig:
     name: str
+    """`name`: the study's name (letters, digits, '_', '.', '-')."""
     families: tuple[Family, ...]
+    """`families`: embedded model names or HF model directories, one family each."""
     sequences: tuple[str, ...]
+    """`sequences`: shipped `train run` config names or .toml paths."""
     seeds: tuple[int, ...] = (0, 1, 2)
+    """`seeds`: run seeds; every (family, sequence) is trained once per seed."""
     budget: str = "demo"
+    """`budget`: demo or paper."""
     mitigations: tuple[str, ...] = ()
+    """`mitigations`: mitigation suffixes; config <sequence>_<mitigation> must be shipped."""
     mitigate: tuple[str, ...] = ("A",)
+    """`mitigate`: the sequences the mitigations are applied to."""
     data_seed: int = 0
+    """`[data] seed`: seed of `data build`."""
     probe_per_domain: int = DemoSettings.probe_per_domain
+    """`[data] probe_per_domain`: probe examples per domain."""
     data_dir: str | None = None
+    """`[data] dir`: an existing data directory (with pools/) instead of building one."""
     future_tasks: tuple[str, ...] = DemoSettings.future_tasks
+    """`[train] future_tasks`: future tasks evaluated (["all"] = every task)."""
     train_set: tuple[str, ...] = ()
+    """`[train] set`: KEY=VALUE overrides passed to every `train run --set`."""
     token_cap_per_span: int = DemoSettings.token_cap_per_span
+    """`[extract] token_cap_per_span`: stored tokens per (domain, span) cell."""
     layer_stride: int = DemoSettings.layer_stride
+    """`[analyze] layer_stride`: analyse every n-th layer (plus the last)."""
     source: str = "STUDY.toml"
+    """The file the study was read from (not a key)."""
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def configs(self) -> tuple[str, ...]:

@@ -59,9 +59,13 @@ def _is_num(v: Any) -> bool:
 @dataclass(frozen=True)
 class LoraSettings:
     rank: int = 16
+    """LoRA rank r of every adapted module."""
     alpha: float = 32.0
+    """LoRA alpha; the update is scaled by alpha / rank."""
     dropout: float = 0.05
+    """Dropout on the LoRA input during training."""
     target_modules: tuple[str, ...] = TARGET_MODULES
+    """Module names (in every block) that get an adapter."""
 
     def __post_init__(self) -> None:
         _check(_is_int(self.rank) and self.rank >= 1, "lora.rank", self.rank, "an integer >= 1")
@@ -84,8 +88,11 @@ class LoraSettings:
 @dataclass(frozen=True)
 class StageSpec:
     name: str
+    """Stage name (letters, digits, '_'); the directory is NN-<name>."""
     kind: str
+    """sft (LoRA), dpo (LoRA, preference pairs), full (all weights) or refresh (LoRA, general)."""
     domain: str
+    """Training pool: general, math, code, safety, long_cot, or preference for dpo."""
 
     def __post_init__(self) -> None:
         _check(
@@ -134,14 +141,25 @@ class Mitigation:
     """Mitigation switches; any combination may be on. ``name`` is what the manifest records."""
 
     replay_fraction: float = 0.0
+    """Share of each stage's token budget replayed from earlier data (0 = off)."""
     replay_source: str = "general"
+    """Replay pool: general, earlier (this sequence's earlier SFT domains) or random (one
+    other SFT domain drawn per stage: the falsification control)."""
     refresh_after: tuple[str, ...] = ()
+    """Stage names after which a general-data refresh stage is inserted."""
     refresh_fraction: float = 0.25
+    """A refresh stage's token budget as a share of tokens_per_stage."""
     diversity_weight: float = 0.0
+    """Weight of the diversity regulariser: mean pairwise cosine of centred response states
+    (0 = off)."""
     diversity_layers: tuple[int, ...] = (-1,)
+    """Hidden-state indices the diversity regulariser acts on (0 = embeddings, -1 = last)."""
     diversity_variance_floor: float = 0.0
+    """Per-feature std floor of the diversity regulariser's hinge (0 = no hinge)."""
     decorrelate_weight: float = 0.0
+    """Weight of the penalty on overlap with earlier stages' LoRA subspaces (0 = off)."""
     decorrelate_k: int = 8
+    """Top-k left singular vectors of each earlier adapter spanning the penalised subspace."""
     rank: int = 0
     """0: the LoRA rank of ``[lora]``; > 0: the rank-increase control (alpha / rank is kept)."""
     noop: bool = False
@@ -214,15 +232,23 @@ class EvalSettings:
     n_teacher_forced: int = 6
     """Eval records per domain for validation loss and calibration (teacher forced)."""
     ece_bins: int = 15
+    """Equal-width confidence bins of the expected calibration error."""
     future_tasks: tuple[str, ...] = ()
     """Future task names; empty = every task in DATA/future."""
     future_steps: int = 4
+    """Optimizer steps of the future-task fine-tune (the adaptability probe)."""
     future_eval_at: tuple[int, ...] = (0, 2, 4)
+    """Steps at which the future task is scored (0 first, future_steps last)."""
     future_batch_size: int = 4
+    """Batch size of the future-task fine-tune."""
     future_lr: float = 3e-4
+    """Learning rate of the future-task fine-tune."""
     future_n_train: int = 64
+    """Training items of the future task."""
     future_n_eval: int = 8
+    """Held-out items of the future task scored at each evaluation step."""
     future_rank: int = 8
+    """LoRA rank of the future-task adapter."""
     future_max_new_tokens: int = 24
     """Future tasks answer with a word or a number: short generations suffice."""
     stop_rules: bool = True
@@ -288,20 +314,33 @@ class EvalSettings:
 @dataclass(frozen=True)
 class Budget:
     name: str = "demo"
+    """Budget name: demo (CPU minutes), paper (GPU) or one defined in the config."""
     tokens_per_stage: int = 3_200
     """Non-padding tokens every stage trains on (prompt + response; DPO: prompt twice + both)."""
     max_length: int = 256
+    """Longest training sequence in tokens (longer examples are truncated)."""
     batch_size: int = 4
+    """Examples per optimizer micro-batch."""
     grad_accum: int = 1
+    """Micro-batches per optimizer step."""
     learning_rate: float = 5e-4
+    """Learning rate of LoRA SFT and refresh stages."""
     full_learning_rate: float = 2e-5
+    """Learning rate of full fine-tuning stages."""
     dpo_learning_rate: float = 5e-5
+    """Learning rate of DPO stages."""
     dpo_beta: float = 0.1
+    """DPO temperature beta."""
     lr_scheduler: str = "constant_with_warmup"
+    """constant, constant_with_warmup, linear or cosine."""
     warmup_ratio: float = 0.1
+    """Share of a stage's steps spent warming up (rounded down to whole steps)."""
     weight_decay: float = 0.0
+    """AdamW weight decay."""
     max_grad_norm: float = 1.0
+    """Gradient clipping norm."""
     eval: EvalSettings = field(default_factory=EvalSettings)
+    """Evaluation sizes: the [budget.<name>.eval] table."""
 
     def __post_init__(self) -> None:
         for name in ("tokens_per_stage", "max_length", "batch_size", "grad_accum"):
@@ -337,11 +376,17 @@ class Budget:
 @dataclass(frozen=True)
 class RunConfig:
     sequence: str
+    """Sequence name (letters, digits, '-', '_'): RUN_DIR/<sequence>/."""
     stages: tuple[StageSpec, ...]
+    """The stages in training order: a list of {name, kind, domain} tables."""
     seed: int = 0
+    """Run seed: adapter inits, data order and sampling (--seed overrides)."""
     lora: LoraSettings = field(default_factory=LoraSettings)
+    """The [lora] table."""
     mitigation: Mitigation = field(default_factory=Mitigation)
+    """The [mitigation] table."""
     budget: Budget = field(default_factory=Budget)
+    """The [budget.<name>] tables; --budget picks one."""
     report_to: str = field(
         default="none",
         metadata={
