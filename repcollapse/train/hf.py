@@ -151,7 +151,10 @@ def load_tokenizer(path: str | Path) -> Any:
     if not getattr(tok, "chat_template", None):
         # A base model without a chat template (e.g. Gemma 3 270M pretrained) gets a plain one, so
         # prompts and responses are delimited the same way in training and evaluation.
+        # It starts with the BOS token: templated text is tokenized without special tokens, and
+        # a base model is trained with <bos> first (Gemma's tokenizer adds it to plain text).
         tok.chat_template = (
+            "{% if bos_token %}{{ bos_token }}{% endif %}"
             "{% for m in messages %}{% if m['role'] == 'user' %}Question: {{ m['content'] }}\n"
             "{% else %}Answer: {{ m['content'] }}{{ eos_token }}\n{% endif %}{% endfor %}"
             "{% if add_generation_prompt %}Answer: {% endif %}"
