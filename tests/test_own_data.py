@@ -246,6 +246,17 @@ def test_medical_domain_in_the_store_coordinate(
     assert "medical" in domains and "factual" not in domains
     n_med = int((ds["domain"].values == "medical").sum())
     assert n_med == int((coords["domain"] == "medical").sum()) > 0
+    # analysis reads the domain set from the store: the user's domain gets its own rows
+    import pandas as pd
+
+    from repcollapse.api import run_metrics
+
+    run_metrics(url, tmp_path / "tables", metrics=["erank"])
+    m = pd.read_parquet(tmp_path / "tables" / "metrics.parquet")
+    med = m[(m["metric"] == "erank") & (m["domain"] == "medical")]
+    assert len(med) == 2 * 4  # every checkpoint x layer
+    kept = int(((coords["domain"] == "medical") & ~coords["is_sink"]).sum())  # sinks excluded
+    assert np.isfinite(med["value"]).all() and (med["n_tokens"] == kept).all()
 
 
 def test_extract_orders_splits_and_samples_a_user_domain() -> None:
