@@ -280,3 +280,26 @@ def test_extract_orders_splits_and_samples_a_user_domain() -> None:
     spans = [np.array(["prompt"] * 5) for _ in ordered]
     kept = sample_positions([r.domain for r in ordered], spans, cap=3, seed=0)
     assert sum(len(k) for k in kept[8:]) == 3  # the medical cell is sampled, not dropped
+
+
+def test_data_map_cli(tmp_path: Path) -> None:
+    src = _write(tmp_path / "alpaca.jsonl", ALPACA)
+    out = tmp_path / "pools" / "tutoring.train.jsonl"
+    base = [sys.executable, "-m", "repcollapse.cli.main", "data", "map", str(src), "--map",
+            "prompt=instruction,input=input,response=output", "--domain", "tutoring"]  # fmt: skip
+    proc = subprocess.run([*base, "--out", str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    from repcollapse.train.data import load_records
+
+    recs = load_records(out)
+    assert [r["response"] for r in recs] == ["Bonjour", "7"]
+    bad = _write(tmp_path / "bad.jsonl", [{"instruction": "x"}])
+    base[5] = str(bad)
+    proc = subprocess.run([*base, "--out", str(tmp_path / "o.jsonl")], capture_output=True,
+                          text=True, cwd=ROOT)  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"repcollapse data: {bad} record 1: missing field 'input' (mapped to input); "
+        "found fields ['instruction']"
+    ]
+    assert not (tmp_path / "o.jsonl").exists()

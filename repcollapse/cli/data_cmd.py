@@ -40,6 +40,28 @@ def register(parser: argparse.ArgumentParser) -> None:
             )
     build.set_defaults(handler=_build)
 
+    mp = sub.add_parser(
+        "map",
+        help="map your own records (chat messages, instruction/input/output, ...) onto the "
+        "project's JSONL formats (docs/data.md)",
+        description="Read SOURCE (a JSONL file or a datasets save_to_disk directory), map its "
+        "columns with --map, validate, and write JSONL in the project's format.",
+    )
+    mp.add_argument("source", help="JSONL file or save_to_disk directory (one split)")
+    mp.add_argument(
+        "--map",
+        required=True,
+        metavar="SPEC",
+        dest="mapping",
+        help="TARGET=COLUMN pairs, e.g. prompt=instruction,input=input,response=output or "
+        "meta.answer=final; 'messages' (or messages=COLUMN) for chat lists",
+    )
+    mp.add_argument("--kind", choices=("sft", "preference", "probe"), default="sft")
+    mp.add_argument("--domain", default="", help="domain of every record (else map domain=COL)")
+    mp.add_argument("--id-prefix", default="", help="ids PREFIX-<n> when no id column is mapped")
+    mp.add_argument("--out", required=True, help="JSONL file to write")
+    mp.set_defaults(handler=_map)
+
 
 def _build(args: argparse.Namespace) -> int:
     import sys
@@ -67,4 +89,15 @@ def _build(args: argparse.Namespace) -> int:
         f"in {time.perf_counter() - start:.1f}s ({cfg.source}); probe hash "
         f"{manifest['probe_hash'][:16]}"
     )
+    return 0
+
+
+def _map(args: argparse.Namespace) -> int:
+    # Errors (a record that does not fit, a bad --map) are ValueErrors: main prints one line.
+    from repcollapse.train.data.mapping import map_records, parse_mapping, write_jsonl
+
+    mapping = parse_mapping(args.mapping, domain=args.domain, id_prefix=args.id_prefix)
+    records = map_records(args.source, mapping, kind=args.kind)
+    path = write_jsonl(records, args.out)
+    print(f"wrote {len(records)} {args.kind} records to {path}")
     return 0
