@@ -12,7 +12,8 @@ from repcollapse.analyze.report.figures import FiguresConfig
 from repcollapse.analyze.report.html import ReportConfig
 from repcollapse.analyze.stats.config import StatsConfig
 from repcollapse.analyze.tables.read import LayerConvention
-from repcollapse.cli.flags import UsageError, add_flags, from_args
+from repcollapse.cli.flags import add_flags, from_args
+from repcollapse.store_schema.problems import UsageError
 
 
 @pytest.mark.parametrize("cls", [StatsConfig, FiguresConfig, ReportConfig, LayerConvention])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from repcollapse.cli.flags import UsageError, add_flags, from_args
+from repcollapse.cli.flags import add_flags, from_args
 
 _STATS_DESCRIPTION = (
     "Regression, stage and order effects, Pareto and falsification tables from the metric "
@@ -90,6 +90,7 @@ def _bad_input() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input (exit 2); anything else is a failed run for cli.main."""
     from repcollapse.analyze.report.html import MissingReportInputs
     from repcollapse.analyze.tables.read import TablesError
+    from repcollapse.store_schema.problems import UsageError
 
     return (FileNotFoundError, TablesError, UsageError, MissingReportInputs)
 

@@ -22,12 +22,6 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 
-class UsageError(ValueError):
-    """A bad flag value: exit code 2 (``cli.main`` reads ``exit_code``)."""
-
-    exit_code = 2
-
-
 def _dest(prefix: str, name: str) -> str:
     return f"{prefix}{name}"
 
@@ -110,7 +104,7 @@ def add_flags(
 
 def from_args(cls: type, args: argparse.Namespace, *, prefix: str = "", **overrides: Any) -> Any:
     """The ``cls`` instance the flags of ``add_flags(..., cls)`` describe; a value the
-    dataclass refuses is a UsageError (its message names the field)."""
+    dataclass refuses is a ``store_schema.problems.UsageError`` (exit 2) naming the field."""
     values: dict[str, Any] = {}
     for f, tp in _fields(cls):
         if f.name in overrides:
@@ -120,6 +114,9 @@ def from_args(cls: type, args: argparse.Namespace, *, prefix: str = "", **overri
         else:
             value = getattr(args, _dest(prefix, f.name), _default(f))
             values[f.name] = tuple(value) if typing.get_origin(tp) is tuple else value
+    # imported here: the store_schema package loads xarray, which building the CLI must not
+    from repcollapse.store_schema.problems import UsageError
+
     try:
         return cls(**values)
     except (TypeError, ValueError) as exc:

@@ -22,13 +22,8 @@ from pathlib import Path
 
 from repcollapse.extract.checkpoints import CheckpointSource
 from repcollapse.store_schema.problems import Problem, SchemaError
+from repcollapse.store_schema.problems import UsageError as UsageError  # re-exported
 from repcollapse.store_schema.schema import STORE_KIND
-
-
-class UsageError(ValueError):
-    """A bad flag value (exit status 2), as opposed to bad data or an unusable path (1)."""
-
-    exit_code = 2
 
 
 def _local(store: str | Path) -> Path | None:

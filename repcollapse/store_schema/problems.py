@@ -38,3 +38,12 @@ class SchemaError(ValueError):
     def __reduce__(self) -> tuple:
         # Raised inside a dask.distributed worker, it travels back pickled.
         return (type(self), (self.problems, self.context))
+
+
+class UsageError(ValueError):
+    """A bad command-line value (exit status 2), as opposed to bad data or an unusable path (1).
+
+    The one class extract's preflight and the CLI's generated flags raise; ``cli.main`` reads
+    ``exit_code``."""
+
+    exit_code = 2
