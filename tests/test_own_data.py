@@ -80,6 +80,14 @@ def test_instruction_input_output_jsonl(tmp_path: Path) -> None:
     # meta.<key> targets feed the domain's scorer: a math record needs meta.answer
     m = parse_mapping("prompt=instruction,response=output,meta.answer=output", domain="math")
     assert map_records(path, m)[1]["meta"] == {"answer": "7"}
+    # a mapped record that breaks the record format is reported at its place in the file
+    m = parse_mapping("prompt=instruction,response=output", domain="math")
+    with pytest.raises(SchemaError) as e:
+        map_records(path, m)
+    assert [p.location for p in e.value.problems] == [
+        f"{path} record 1 field 'meta.answer'",
+        f"{path} record 2 field 'meta.answer'",
+    ]
 
 
 def test_missing_field_is_one_line_naming_file_record_and_field(tmp_path: Path) -> None:

@@ -174,11 +174,16 @@ def _hf_dataset_kind(source: Any) -> str | None:
 
 
 def load_records(
-    source: str | os.PathLike[str] | Iterable[Mapping[str, Any]], kind: str = "sft"
+    source: str | os.PathLike[str] | Iterable[Mapping[str, Any]],
+    kind: str = "sft",
+    *,
+    locations: list[str] | None = None,
 ) -> list[dict[str, Any]] | list[ProbeRecord]:
     """Validate and load records from a JSONL path, an HF ``datasets.Dataset`` or a list of
     dicts. ``kind``: "sft" (also future tasks), "preference" or "probe" (returns
-    ``ProbeRecord`` objects). Raises ``SchemaError`` listing every bad line and field."""
+    ``ProbeRecord`` objects). Raises ``SchemaError`` listing every bad line and field.
+    ``locations``: for a list, where each record came from (e.g. ``file.jsonl record 3``, as
+    ``mapping.map_records`` passes), used in the messages instead of ``records row i``."""
     if kind not in KINDS:
         raise ValueError(f"load_records: kind expected one of {list(KINDS)}, found {kind!r}")
     problems: list[Problem] = []
@@ -205,7 +210,11 @@ def load_records(
                 ]
             )
         label = "dataset" if hf else "records"
-        rows = _dataset_rows(source, label)
+        rows = (
+            zip(locations, source, strict=True)
+            if locations is not None
+            else _dataset_rows(source, label)
+        )
     out: list[Any] = []
     seen: dict[str, str] = {}
     for where, obj in rows:

@@ -284,14 +284,15 @@ def map_records(source: Any, mapping: RecordMapping, kind: str = "sft") -> list[
         raise ValueError(f"map_records: kind expected one of {list(KINDS)}, found {kind!r}")
     _check_targets(mapping, kind)
     label, rows, unit = _rows(source)
-    out = []
+    out, where = [], []
     for n, row in enumerate(rows, start=1 if unit == "record" else 0):
         if row is None:
             continue
-        out.append(_one(row, n, mapping, kind, f"{label} {unit} {n}", label))
+        where.append(f"{label} {unit} {n}")
+        out.append(_one(row, n, mapping, kind, where[-1], label))
     if not out:
         raise MappingError(f"{label}: expected at least one record, found none")
-    return load_records(out, kind)
+    return load_records(out, kind, locations=where)
 
 
 def write_jsonl(records: Iterable[Any], path: str | os.PathLike[str]) -> Path:
