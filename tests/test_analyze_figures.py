@@ -16,8 +16,8 @@ from repcollapse.analyze.report.figures import (
     BUILDERS,
     Ctx,
     make_figures,
-    stage_color,
 )
+from repcollapse.analyze.report.style import stage_color
 from repcollapse.analyze.stats.regression import StatsConfig, checkpoint_frame
 from repcollapse.analyze.tables.read import read_tables
 from repcollapse.analyze.tables.synthetic import (

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from repcollapse.analyze.report.figures import FiguresConfig
 from repcollapse.analyze.report.html import ReportConfig
+from repcollapse.analyze.report.style import FiguresConfig
 from repcollapse.analyze.stats.config import StatsConfig
 from repcollapse.analyze.tables.read import LayerConvention
 from repcollapse.cli.flags import add_flags, from_args

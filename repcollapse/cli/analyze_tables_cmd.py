@@ -75,7 +75,7 @@ def _stats_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _figures_flags(p: argparse.ArgumentParser) -> None:
-    from repcollapse.analyze.report.figures import FiguresConfig
+    from repcollapse.analyze.report.style import FiguresConfig
 
     add_flags(p.add_argument_group("figures (FiguresConfig)"), FiguresConfig)
 
@@ -127,7 +127,8 @@ def main_figures(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from repcollapse.analyze.report.figures import FiguresConfig, make_figures
+    from repcollapse.analyze.report.figures import make_figures
+    from repcollapse.analyze.report.style import FiguresConfig
 
     try:
         make_figures(
