@@ -51,8 +51,13 @@ def _compare(a: Path, b: Path) -> dict[str, float]:
     out: dict[str, float] = {}
     ha, hb = x["hidden"].values.astype(np.float32), y["hidden"].values.astype(np.float32)
     out["hidden_equal_fraction"] = float((ha == hb).mean())
+    diff = np.abs(ha - hb)
     ulp = np.spacing(np.abs(hb).astype(np.float16)).astype(np.float32)
-    out["hidden_max_diff_in_f16_ulps"] = float((np.abs(ha - hb) / ulp).max())
+    out["hidden_within_1_f16_ulp_fraction"] = float((diff <= ulp).mean())
+    # near zero an ulp is tiny: also relative to each layer's largest |h|
+    scale = np.abs(hb).max(axis=(1, 2), keepdims=True)
+    out["hidden_max_diff_over_layer_max"] = float((diff / scale).max())
+    out["hidden_max_abs_diff"] = float(diff.max())
     for name in ("logit_entropy", "logit_target_logprob", "logit_top1_prob"):
         out[f"{name}_max_abs_diff"] = float(np.nanmax(np.abs(x[name].values - y[name].values)))
     for name in ("logit_argmax_id", "target_id", "token_id", "position"):
