@@ -355,7 +355,7 @@ class StudyRun:
             pending_prior -= _prior(cell)
             # measured/prior once a cell of some weight ran (a 0-second data step says nothing)
             ratio = spent_s / spent_prior if spent_prior >= 60 else 1.0
-            eta = pending_prior * ratio
+            eta = max(0.0, pending_prior) * ratio  # a cell found stale later was not counted
             self.log(
                 f"[study {i}/{n}] {cell.id}: done in {_fmt(dt)}; elapsed "
                 f"{_fmt(time.perf_counter() - t_start)}, ETA {_fmt(eta)}"
