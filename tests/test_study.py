@@ -234,8 +234,11 @@ def two_family(tmp_path: Path):  # noqa: ANN201
     return load_study(_study_toml(tmp_path, dirs, sequences='"A", "control", "D"'))
 
 
+seen_lines: list[str] = []
+
+
 def _recording_run(study, out: Path, shard: Shard, fail_at: str | None, seen: list[str]):  # noqa: ANN001, ANN202
-    run = StudyRun(study, out, shard, log=lambda s: None)
+    run = StudyRun(study, out, shard, log=seen_lines.append)
 
     def execute(cell):  # noqa: ANN001, ANN202
         seen.append(cell.id)
@@ -294,9 +297,17 @@ def test_interrupted_at_any_cell_resumes_there(two_family, tmp_path: Path) -> No
 
 def test_changed_inputs_rerun_the_cell(two_family, tmp_path: Path) -> None:  # noqa: ANN001
     import dataclasses
+    import re
 
     seen: list[str] = []
+    seen_lines.clear()
     _recording_run(two_family, tmp_path, Shard(1, 1), None, seen).run()
+    progress = [ln for ln in seen_lines if "done in" in ln]
+    assert len(progress) == len(seen)  # one line per cell, with its time, elapsed and ETA
+    t = r"(\d+h\d\dm|\d+m\d\ds)"
+    pat = rf"\[study \d+/\d+\] \S+: done in {t}; elapsed {t}, ETA {t}"
+    assert all(re.fullmatch(pat, ln) for ln in progress), progress[:2]
+    assert progress[-1].endswith("ETA 0m00s")
     wider = dataclasses.replace(two_family, layer_stride=2)
     again: list[str] = []
     _recording_run(wider, tmp_path, Shard(1, 1), None, again).run()
