@@ -256,7 +256,9 @@ class EvalSettings:
     false generates every completion to its cap or end of sequence."""
     future_nll_threshold: float = 1.0
     """Held-out NLL per response token (nats) whose first crossing gives ``steps_to_nll``; the
-    same for every checkpoint (a property of the protocol, not of the checkpoint)."""
+    same for every checkpoint (a property of the protocol, not of the checkpoint). Measured on
+    SmolLM2's base at the demo budget (sentiment, 8 items): 1.63 at step 0, 0.70 at 2, 0.26 at 4,
+    so 1.0 is crossed inside the budget (step 1.36 +- 0.28) with room to move either way."""
 
     def __post_init__(self) -> None:
         for name in (
