@@ -57,6 +57,7 @@ def load_tables(
     layer: str | int = "mean",
     domain: str = "all",
     span: str = "all",
+    option_set: str | None = None,
 ) -> pd.DataFrame:
     """The metric tables of ``tables_dir`` joined with their checkpoints' columns.
 
@@ -64,9 +65,11 @@ def load_tables(
     checkpoint's sequence, stage, seed, mitigation and behaviour columns beside it. ``wide``:
     one row per checkpoint and one column per metric, reduced to one value per checkpoint by the
     layer convention the statistics use (``layer``: 'mean' over layers 1..L, 'middle' or a
-    layer number; ``domain`` and ``span`` select the selection).
+    layer number; ``domain`` and ``span`` select the selection). ``option_set``: which
+    ``options_key`` of metrics.parquet to use (default: 'default' when present, else the only
+    one; several and none named is an error naming them).
     """
-    tables = read_tables(tables_dir)
+    tables = read_tables(tables_dir, option_set)
     if tables.metrics is None or tables.checkpoints is None:
         raise FileNotFoundError(
             f"{str(tables_dir)!r}: expected metrics.parquet and checkpoints.parquet, "
@@ -74,7 +77,7 @@ def load_tables(
         )
     names = list(metrics) if metrics is not None else sorted(tables.metrics["metric"].unique())
     if wide:
-        conv = LayerConvention(layer=layer, domain=domain, span=span)
+        conv = LayerConvention(layer=layer, domain=domain, span=span, option_set=option_set or "")
         return checkpoint_table(tables, names, conv)
     long = tables.metrics[tables.metrics["metric"].isin(names)]
     ck = tables.checkpoints

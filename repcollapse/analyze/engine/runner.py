@@ -27,7 +27,12 @@ from repcollapse.analyze import registry
 from repcollapse.analyze.engine import layerfree, moments, passes, uncertainty
 from repcollapse.analyze.engine.cache import MetricCache, rows_frame
 from repcollapse.analyze.engine.integrity import layers_to_read, verified_reader
-from repcollapse.analyze.engine.table_rows import valid_rows, with_derived
+from repcollapse.analyze.engine.table_rows import (
+    option_columns,
+    option_set_key,
+    valid_rows,
+    with_derived,
+)
 from repcollapse.analyze.engine.tokens import TokenPlan, build_plan
 from repcollapse.analyze.engine.twins import alias_twins, twin_sources
 from repcollapse.analyze.engine.xp import backend
@@ -245,8 +250,9 @@ def run_metrics(
     alias_twins(run.cache, run.twins)
 
     rows = with_derived(valid_rows(run.cache, ckpts, set(layer_list), options), options)
+    option_set = option_set_key(options, layer_list, n_layers, ckpts, all_names)
     table = metrics_frame(
-        rows.drop(columns=["options_key"]),
+        option_columns(rows.drop(columns=["options_key"]), options, layer_list, option_set),
         str(attrs["store_id"]),
         str(attrs.get("model_family", "")),
         not options.include_sinks,
@@ -267,12 +273,14 @@ def run_metrics(
             "centered_anisotropy": "exact: second pass with the selection means of the first",
             "uncertainty": uncertainty.describe(options),
             "sinks_excluded": not options.include_sinks,
+            "options_key": option_set,
         },
     }
     summary.tables = write_tables(out_dir, table, info, overlap, spectrum, provenance)
     summary.seconds["total"] = time.perf_counter() - t_start
     say(
-        f"wrote {len(table)} metric rows to {out_dir} in {summary.seconds['total']:.1f}s "
+        f"wrote {len(table)} metric rows of option set {option_set!r} to {out_dir} (rows of "
+        f"other option sets kept) in {summary.seconds['total']:.1f}s "
         f"({summary.passes} passes; {len(summary.computed)} (checkpoint, metric, layer) results "
         "computed in this run, any others served by the cache)"
     )

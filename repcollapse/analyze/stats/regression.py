@@ -22,7 +22,12 @@ from repcollapse.analyze.stats.config import Notes, StatsConfig, add_note
 from repcollapse.analyze.stats.effects import order_effects, stage_effects
 from repcollapse.analyze.stats.falsification import run_falsification
 from repcollapse.analyze.stats.pareto import pareto_table
-from repcollapse.analyze.tables.read import Tables, checkpoint_table, read_tables
+from repcollapse.analyze.tables.read import (
+    Tables,
+    checkpoint_table,
+    read_tables,
+    write_stats_inputs,
+)
 from repcollapse.store_schema.lineage import noop_mask
 
 # When rows are too few for every term, terms leave the model in this order (first listed
@@ -287,8 +292,10 @@ def run_stats(
     """Every stats table, keyed by table name; written beside metrics.parquet when ``write``
     (``cfg``: the default ``StatsConfig()`` when None)."""
     cfg = cfg or StatsConfig()
-    tables = read_tables(tables_dir)
+    tables = read_tables(tables_dir, cfg.convention.option_set or None)
     notes: Notes = {"conventions": [cfg.convention.describe()]}
+    if tables.option_set is not None:
+        add_note(notes, "inputs", f"Metric rows of option set {tables.option_set!r}.")
     if tables.checkpoints is None:
         raise FileNotFoundError(
             f"checkpoints.parquet is missing from {str(tables.root)!r}: nothing to analyse "
@@ -311,6 +318,7 @@ def run_stats(
         for name, df in out.items():
             df.to_parquet(tables.root / f"{name}.parquet", index=False)
         (tables.root / "stats_notes.json").write_text(json.dumps(notes, indent=1))
+        write_stats_inputs(tables)  # what the report checks them against (stale_stats)
     out["notes"] = pd.DataFrame(
         [(s, t) for s, ts in notes.items() for t in ts], columns=["section", "note"]
     )

@@ -11,6 +11,7 @@ parent always lives in the same store.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,12 @@ import numpy as np
 import pandas as pd
 
 from repcollapse.analyze import layers
-from repcollapse.analyze.tables.write import OVERLAP_COLUMNS, SPECTRUM_COLUMNS
+from repcollapse.analyze.tables.write import (
+    DEFAULT_OPTION_SET,
+    OVERLAP_COLUMNS,
+    SPECTRUM_COLUMNS,
+    write_json,
+)
 from repcollapse.store_schema.schema import BEHAVIOR_KEYS, CHECKPOINT_TABLE
 
 KEY: list[str] = ["store_id", "checkpoint"]
@@ -74,6 +80,8 @@ class Tables:
     lora_spectrum: pd.DataFrame | None
     provenance: list[dict[str, Any]] = field(default_factory=list)
     """One dict of store attrs per store (provenance.json may hold one dict or a list)."""
+    option_set: str | None = None
+    """The options_key of the metric rows read (None: no metrics.parquet)."""
 
     def missing(self) -> list[str]:
         return [name for name in TABLE_FILES if getattr(self, name) is None]
@@ -100,6 +108,15 @@ class LayerConvention:
     )
     """Whether layer 0 (embeddings) enters the mean. Off by default: LoRA leaves the embedding
     layer untouched, so including it only dilutes every change."""
+    option_set: str = field(
+        default="",
+        metadata={
+            "help": "option set (options_key) of the metric rows used; default: 'default' "
+            "when present, else the only one",
+            "metavar": "KEY",
+        },
+    )
+    """Which option set of metrics.parquet the analyses read (``read_tables``); '' picks one."""
 
     def __post_init__(self) -> None:
         if not (self.layer in ("mean", "middle") or isinstance(self.layer, int)):
@@ -120,8 +137,13 @@ class LayerConvention:
         )
 
 
-def read_tables(tables_dir: str | Path) -> Tables:
-    """Read whatever tables exist in ``tables_dir`` (none is an error here; callers decide)."""
+def read_tables(tables_dir: str | Path, option_set: str | None = None) -> Tables:
+    """Read whatever tables exist in ``tables_dir`` (none is an error here; callers decide).
+
+    metrics.parquet may hold rows of several option sets (``options_key``: one per
+    ``analyze metrics`` run with different options); one is used, never a mix: ``option_set``
+    when given, else 'default' when present, else the only one. Several and no choice is a
+    TablesError naming them."""
     root = Path(tables_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"tables directory {str(root)!r} does not exist")
@@ -131,9 +153,41 @@ def read_tables(tables_dir: str | Path) -> Tables:
         frames[name] = _read_table(path, TABLE_COLUMNS[name]) if path.exists() else None
     if frames["checkpoints"] is not None:
         frames["checkpoints"] = _normalise_checkpoints(frames["checkpoints"])
+    chosen = None
     if frames["metrics"] is not None:
-        frames["metrics"] = _dedupe_metrics(frames["metrics"])
-    return Tables(root=root, provenance=read_provenance(root / "provenance.json"), **frames)
+        chosen = pick_option_set(frames["metrics"], option_set or None, root / "metrics.parquet")
+        m = frames["metrics"]
+        frames["metrics"] = _newest_versions(m[m["options_key"] == chosen])
+    return Tables(
+        root=root,
+        provenance=read_provenance(root / "provenance.json"),
+        option_set=chosen,
+        **frames,
+    )
+
+
+def option_sets(metrics: pd.DataFrame) -> list[str]:
+    """The option sets (``options_key``) whose rows ``metrics`` holds, sorted."""
+    return sorted(set(metrics["options_key"].astype(str)))
+
+
+def pick_option_set(metrics: pd.DataFrame, wanted: str | None, path: Path) -> str:
+    """The option set a reader uses: ``wanted``, else 'default' when present, else the only one."""
+    found = option_sets(metrics)
+    if wanted is not None:
+        if wanted not in found:
+            raise TablesError(
+                f"table {str(path)!r}: option set {wanted!r} not found; it holds {found}"
+            )
+        return wanted
+    if DEFAULT_OPTION_SET in found or not found:
+        return DEFAULT_OPTION_SET
+    if len(found) == 1:
+        return found[0]
+    raise TablesError(
+        f"table {str(path)!r} holds rows of {len(found)} option sets {found} and none is "
+        f"{DEFAULT_OPTION_SET!r}: name one (--option-set KEY, or option_set=KEY)"
+    )
 
 
 def _read_table(path: Path, columns: Iterable[str]) -> pd.DataFrame:
@@ -141,6 +195,14 @@ def _read_table(path: Path, columns: Iterable[str]) -> pd.DataFrame:
         df = pd.read_parquet(path)
     except (OSError, ValueError) as exc:
         raise TablesError(f"table {str(path)!r}: expected a Parquet file ({exc})") from exc
+    for col in df.columns:  # dictionary-encoded labels read as categoricals: plain strings here
+        if isinstance(df[col].dtype, pd.CategoricalDtype):
+            df[col] = df[col].astype(str)
+    if path.name == TABLE_FILES["metrics"] and "options_key" not in df and "sinks_excluded" in df:
+        # written before options_key existed: its options are unknown beyond the sinks
+        df["options_key"] = np.where(
+            df["sinks_excluded"].astype(bool), "unrecorded", "unrecorded;include_sinks=True"
+        )
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise TablesError(
@@ -175,14 +237,10 @@ def _normalise_checkpoints(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _dedupe_metrics(df: pd.DataFrame) -> pd.DataFrame:
-    """Keep the newest metric_version of each metric, and sink-excluded rows where both exist."""
+def _newest_versions(df: pd.DataFrame) -> pd.DataFrame:
+    """Keep the newest metric_version of each metric (tables merged from older runs)."""
     newest = df.groupby("metric")["metric_version"].transform("max")
-    df = df[df["metric_version"] == newest]
-    if df["sinks_excluded"].nunique() > 1:
-        has_excl = df.groupby("metric")["sinks_excluded"].transform("max")
-        df = df[df["sinks_excluded"] == has_excl]
-    return df.reset_index(drop=True)
+    return df[df["metric_version"] == newest].reset_index(drop=True)
 
 
 def stage_names(df: pd.DataFrame) -> pd.Series:
@@ -282,3 +340,67 @@ def sinks_excluded(tables: Tables) -> bool | None:
     if tables.metrics is None or "sinks_excluded" not in tables.metrics:
         return None
     return bool(tables.metrics["sinks_excluded"].all())
+
+
+STATS_INPUTS = "stats_inputs.json"
+"""Written by ``analyze stats`` beside its tables: the option set and the fingerprint of the
+metric and checkpoint rows the statistics were computed from."""
+FIGURES_INPUTS = "figures_inputs.json"
+"""Written by ``analyze figures`` beside figures.json: the same record for the figures."""
+METRIC_SORT: tuple[str, ...] = ("store_id", "checkpoint", "metric", "layer", "domain", "span")
+
+
+def fingerprint(tables: Tables) -> str:
+    """A hash of the rows an analysis reads: the chosen option set's metric rows (in a fixed
+    order) and the checkpoint table. Rows of other option sets do not enter, so a run with other
+    options leaves it unchanged; any change to the rows read changes it."""
+    h = hashlib.sha256()
+    for df, key in ((tables.metrics, METRIC_SORT), (tables.checkpoints, KEY)):
+        if df is None:
+            h.update(b"none")
+            continue
+        cols = sorted(df.columns)
+        d = df[cols].sort_values(list(key), kind="stable").reset_index(drop=True)
+        h.update(",".join(cols).encode())
+        h.update(pd.util.hash_pandas_object(d, index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def write_inputs(tables: Tables, path: Path) -> None:
+    """Record at ``path`` which rows of ``tables`` a result was computed from."""
+    record = {"option_set": tables.option_set, "fingerprint": fingerprint(tables)}
+    write_json({**record, "tables": str(tables.root)}, path)
+
+
+def write_stats_inputs(tables: Tables) -> None:
+    write_inputs(tables, tables.root / STATS_INPUTS)
+
+
+def stale_inputs(
+    record: Path, tables_dir: str | Path, option_set: str | None, what: str
+) -> str | None:
+    """Why ``what`` (recorded by ``write_inputs`` at ``record``) no longer matches the tables in
+    ``tables_dir`` (None: it matches)."""
+    if not record.exists():
+        return (
+            f"the {what} in {str(record.parent)!r} record no fingerprint of the tables they were "
+            f"computed from ({record.name} missing)"
+        )
+    rec = json.loads(record.read_text())
+    tables = read_tables(tables_dir, option_set)
+    if rec.get("option_set") != tables.option_set:
+        return (
+            f"the {what} in {str(record.parent)!r} were computed from option set "
+            f"{rec.get('option_set')!r}, not {tables.option_set!r}"
+        )
+    if rec.get("fingerprint") != fingerprint(tables):
+        return (
+            f"the {what} in {str(record.parent)!r} are stale: metrics.parquet or "
+            f"checkpoints.parquet in {str(tables_dir)!r} changed since they were computed"
+        )
+    return None
+
+
+def stale_stats(tables_dir: str | Path, option_set: str | None = None) -> str | None:
+    """Why the statistics in ``tables_dir`` no longer match its tables (None: they match)."""
+    return stale_inputs(Path(tables_dir) / STATS_INPUTS, tables_dir, option_set, "statistics")

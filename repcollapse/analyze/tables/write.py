@@ -10,10 +10,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import xarray as xr
 
 from repcollapse.store_schema.schema import BEHAVIOR, CHECKPOINT_BEHAVIOR_DETAIL, CHECKPOINT_TABLE
 
+DEFAULT_OPTION_SET = "default"
+"""``options_key`` of the rows computed with the default options over every layer and every
+complete checkpoint: the option set readers pick when none is named."""
 METRIC_COLUMNS: dict[str, str] = {
     "metric": "str",
     "metric_version": "int64",
@@ -30,9 +36,57 @@ METRIC_COLUMNS: dict[str, str] = {
     "ci_low": "float64",
     "ci_high": "float64",
     "n_groups": "int64",
+    "options_key": "str",
+    "precision": "str",
+    "temperature": "float64",
+    "layers": "str",
 }
 """se, ci_low, ci_high, n_groups: the jackknife interval of a moment metric over example groups
-(``analyze metrics --uncertainty``; docs/metrics.md), NaN and 0 where none was computed."""
+(``analyze metrics --uncertainty``; docs/metrics.md), NaN and 0 where none was computed.
+options_key, precision, temperature, layers: how the row was computed (the run's option set;
+``repcollapse.analyze.engine.table_rows.option_columns``)."""
+METRIC_DOCS: dict[str, tuple[str, str]] = {
+    "metric": ("metric name (registry row name; <name>@T<T> for a function metric at T)", ""),
+    "metric_version": ("version of the metric's registry entry", ""),
+    "store_id": ("store the checkpoint belongs to", ""),
+    "model_family": ("model family of the store", ""),
+    "checkpoint": ("checkpoint name in the store", ""),
+    "layer": ("hidden layer (0 = embeddings); -1 = layer-free or layer-averaged", "layer index"),
+    "domain": ("probe domain of the token selection ('all' = every domain)", ""),
+    "span": ("token span of the selection ('all' = every span)", ""),
+    "value": ("the metric's value (units: docs/metric_registry.md)", "per metric"),
+    "sinks_excluded": ("attention-sink tokens were left out of the selection", ""),
+    "n_tokens": ("tokens in the selection", "tokens"),
+    "se": ("jackknife standard error over example groups (NaN: not computed)", "as value"),
+    "ci_low": ("lower end of the jackknife confidence interval", "as value"),
+    "ci_high": ("upper end of the jackknife confidence interval", "as value"),
+    "n_groups": ("example groups of the jackknife (0: not computed)", "groups"),
+    "options_key": (
+        "option set of the run that wrote the row: 'default' or the options that differ",
+        "",
+    ),
+    "precision": ("working precision of the cross products", ""),
+    "temperature": ("softmax temperature of a function metric recomputed at T (NaN: no T)", ""),
+    "layers": ("layers a layer-averaged derived row (layer -1) averaged, e.g. '1-24'", ""),
+}
+"""Description and unit of each metrics.parquet column, stored in the file's Parquet metadata."""
+LABEL_COLUMNS: frozenset[str] = frozenset(
+    {
+        "metric",
+        "store_id",
+        "model_family",
+        "checkpoint",
+        "domain",
+        "span",
+        "options_key",
+        "precision",
+        "layers",
+        "checkpoint_a",
+        "checkpoint_b",
+        "module",
+    }
+)
+"""String columns with few distinct values: dictionary-encoded in the Parquet files."""
 CHECKPOINT_COLUMNS: tuple[str, ...] = tuple(CHECKPOINT_TABLE)
 """checkpoints.parquet: the store contract's checkpoint table (``store_schema.schema``)."""
 OVERLAP_COLUMNS: dict[str, str] = {
@@ -70,7 +124,19 @@ def typed(df: pd.DataFrame, columns: Mapping[str, str]) -> pd.DataFrame:
 def metrics_frame(
     rows: pd.DataFrame, store_id: str, family: str, sinks_excluded: bool
 ) -> pd.DataFrame:
+    """``rows`` in the metrics.parquet contract. Rows without the option columns (a caller that
+    computed them outside ``run_metrics``) get options_key 'default' when sinks were excluded
+    ('include_sinks=True' else), precision 'float32', no temperature and no layers."""
     df = rows.assign(store_id=store_id, model_family=family, sinks_excluded=sinks_excluded)
+    defaults = {
+        "options_key": DEFAULT_OPTION_SET if sinks_excluded else "include_sinks=True",
+        "precision": "float32",
+        "temperature": np.nan,
+        "layers": "",
+    }
+    for col, v in defaults.items():
+        if col not in df:
+            df[col] = v
     for col in ("se", "ci_low", "ci_high"):
         df[col] = df.get(col, np.nan)
     df["n_groups"] = df["n_groups"].fillna(0) if "n_groups" in df else 0
@@ -127,10 +193,64 @@ def _number(v: Any) -> float:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else np.nan
 
 
-def write_parquet(df: pd.DataFrame, path: Path) -> None:
+def write_parquet(
+    df: pd.DataFrame, path: Path, docs: Mapping[str, tuple[str, str]] | None = None
+) -> None:
+    """``df`` to ``path`` atomically; label columns (LABEL_COLUMNS) dictionary-encoded; each
+    column's description and unit from ``docs`` in its field metadata and, as one JSON object
+    under ``repcollapse.columns``, in the schema metadata."""
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    fields = []
+    for i, f in enumerate(table.schema):
+        text = pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+        if f.name in LABEL_COLUMNS and text:
+            table = table.set_column(i, f.name, pc.dictionary_encode(table.column(i)))
+            f = table.schema.field(i)
+        if docs and f.name in docs:
+            desc, unit = docs[f.name]
+            f = f.with_metadata({"description": desc, "unit": unit})
+        fields.append(f)
+    meta = dict(table.schema.metadata or {})
+    if docs:
+        cols = {c: {"description": d, "unit": u} for c, (d, u) in docs.items() if c in df}
+        meta[b"repcollapse.columns"] = json.dumps(cols, sort_keys=True).encode()
+    table = table.cast(pa.schema(fields, metadata=meta))
     tmp = path.with_suffix(path.suffix + ".tmp")
-    df.to_parquet(tmp, index=False)
+    pq.write_table(table, tmp)
     os.replace(tmp, path)
+
+
+def merged_metrics(path: Path, new: pd.DataFrame) -> pd.DataFrame:
+    """The rows metrics.parquet holds after writing ``new``: the existing rows of every other
+    (store_id, options_key) kept unchanged, this run's option set replaced by ``new``.
+
+    A table written before options_key existed labels its rows 'unrecorded' (their options are
+    unknown), kept beside the new ones, never mixed with them."""
+    if not path.exists():
+        return new
+    old = pd.read_parquet(path)
+    for col in old.columns:
+        if isinstance(old[col].dtype, pd.CategoricalDtype):
+            old[col] = old[col].astype(str)
+    if "options_key" not in old:
+        old["options_key"] = np.where(
+            old["sinks_excluded"].astype(bool), "unrecorded", "unrecorded;include_sinks=True"
+        )
+    replaced = set(zip(new["store_id"], new["options_key"], strict=True))
+    keep = [
+        (s, k) not in replaced
+        for s, k in zip(old["store_id"].astype(str), old["options_key"].astype(str), strict=True)
+    ]
+    old = old[keep]
+    if old.empty:
+        return new
+    for col, dtype in METRIC_COLUMNS.items():
+        if col not in old:  # a column added to the contract since: its 'not computed' value
+            old[col] = {"float64": np.nan, "int64": 0, "str": "", "bool": False}[dtype]
+    merged = pd.concat([typed(old, METRIC_COLUMNS), new], ignore_index=True)
+    return merged.sort_values(
+        ["options_key", "checkpoint", "metric", "layer", "domain", "span"], kind="stable"
+    ).reset_index(drop=True)
 
 
 def write_json(obj: Any, path: Path) -> None:
@@ -156,7 +276,7 @@ def write_tables(
         "lora_spectrum": out / "lora_spectrum.parquet",
         "provenance": out / "provenance.json",
     }
-    write_parquet(metrics, paths["metrics"])
+    write_parquet(merged_metrics(paths["metrics"], metrics), paths["metrics"], METRIC_DOCS)
     write_parquet(checkpoints, paths["checkpoints"])
     write_parquet(_or_empty(overlap, OVERLAP_COLUMNS), paths["lora_overlap"])
     write_parquet(_or_empty(spectrum, SPECTRUM_COLUMNS), paths["lora_spectrum"])
