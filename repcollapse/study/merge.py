@@ -127,44 +127,59 @@ def study_inputs(dirs: Sequence[str | Path]) -> list[tuple[str, str, Path]]:
 
 def _rederive(metrics: pd.DataFrame) -> pd.DataFrame:
     """``metrics`` with every registered derived metric computed again per (store, sinks
-    setting) from the merged rows, in registry order (a derived metric may read an earlier
-    one's rows), as ``analyze metrics`` does for one store."""
+    setting, option set) from the merged rows, in registry order (a derived metric may read an
+    earlier one's rows), as ``analyze metrics`` does for one store. Columns the entry does not
+    give keep the group's value (option set, precision), the layer list the derived rows had
+    (``layers``), or are empty (NaN, 0, '')."""
     import numpy as np
 
     from repcollapse.analyze import registry
 
     derived = [m for m in registry.REGISTRY if m.kind == "derived"]
     names = {m.row_name for m in derived}
+    # dictionary-encoded (categorical) columns as plain objects: new values must fit
+    metrics = metrics.astype(
+        {c: object for c in metrics.columns if isinstance(metrics[c].dtype, pd.CategoricalDtype)}
+    )
+    keys = ["store_id", "sinks_excluded"] + [
+        c for c in ("options_key", "precision") if c in metrics
+    ]
     parts = []
-    for (sid, sinks), group in metrics.groupby(["store_id", "sinks_excluded"], sort=True):
+    for _, group in metrics.groupby(keys, sort=True, dropna=False):
+        old = group[group["metric"].isin(names)]
         rows = group[~group["metric"].isin(names)]
-        fam = str(rows["model_family"].iloc[0]) if len(rows) else ""
+        first = group.iloc[0]
         for m in derived:
             out = m.compute(rows)
             if out.empty:
                 continue
+            layer = out["layer"].astype(np.int64).to_numpy()
             new = pd.DataFrame(
                 {
                     "metric": m.row_name,
                     "metric_version": np.int64(m.version),
-                    "store_id": sid,
-                    "model_family": fam,
                     "checkpoint": out["checkpoint"].astype(str).to_numpy(),
-                    "layer": out["layer"].astype(np.int64).to_numpy(),
+                    "layer": layer,
                     "domain": "all",
                     "span": "all",
                     "value": out["value"].astype(np.float64).to_numpy(),
-                    "sinks_excluded": bool(sinks),
                     "n_tokens": np.asarray(out.get("n_tokens", 0), dtype=np.int64),
                 }
             )
+            for col in ("store_id", "model_family", "sinks_excluded", *keys[2:]):
+                new[col] = first[col]
+            if "layers" in group:
+                was = old.loc[(old["metric"] == m.row_name) & (old["layer"] == -1), "layers"]
+                new["layers"] = np.where(layer == -1, str(was.iloc[0]) if len(was) else "", "")
             new = new[np.isfinite(new["value"])]
             for col in rows.columns.difference(new.columns):  # as analyze writes derived rows:
                 kind = rows[col].dtype.kind  # no interval (NaN), no groups (0)
                 new[col] = 0 if kind in "iu" else (np.nan if kind == "f" else "")
             rows = pd.concat([rows, new[list(rows.columns)]], ignore_index=True)
         parts.append(rows)
-    return pd.concat(parts, ignore_index=True).astype(metrics.dtypes.to_dict())
+    out = pd.concat(parts, ignore_index=True)
+    plain = {c: t for c, t in metrics.dtypes.items() if t.kind in "iufb"}
+    return out.astype(plain)
 
 
 def _same_seed_pairs(overlap: pd.DataFrame, checkpoints: pd.DataFrame) -> pd.DataFrame:
