@@ -111,8 +111,8 @@ class LayerConvention:
     option_set: str = field(
         default="",
         metadata={
-            "help": "option set (options_key) of the metric rows used; default: 'default' "
-            "when present, else the only one",
+            "help": "option set (options_key) of the metric rows used; empty: 'default' when "
+            "present, else the only one",
             "metavar": "KEY",
         },
     )
