@@ -18,10 +18,13 @@ import pandas as pd
 from repcollapse.analyze.report.figures import make_figures
 from repcollapse.analyze.stats.regression import StatsConfig, run_stats
 from repcollapse.analyze.tables.read import (
+    FIGURES_INPUTS,
     LayerConvention,
     checkpoint_table,
     read_tables,
     sinks_excluded,
+    stale_inputs,
+    stale_stats,
 )
 from repcollapse.store_schema.lineage import NO_MITIGATION
 
@@ -86,7 +89,7 @@ def stage_table(
     only the drift is in the tables.
     """
     conv = convention or LayerConvention()
-    tables = read_tables(tables_dir)
+    tables = read_tables(tables_dir, conv.option_set or None)
     names = [
         "erank_norm",
         "aniso_centered",
@@ -165,8 +168,8 @@ def _sources_html(prov: dict) -> str:
     return f"<p>Probe corpus by source and license:</p><table><tr>{head}</tr>{cells}</table>"
 
 
-def _provenance_html(tables_dir: Path) -> str:
-    tables = read_tables(tables_dir)
+def _provenance_html(tables_dir: Path, option_set: str | None = None) -> str:
+    tables = read_tables(tables_dir, option_set)
     parts = []
     if not tables.provenance:
         parts.append(
@@ -268,7 +271,15 @@ def _inputs(
     """The statistics and the figures directory the report shows, and where each came from."""
     said = []
     stats = read_stats(tables_dir)
-    if stats is not None:
+    stale = stale_stats(tables_dir, cfg.convention.option_set or None) if stats else None
+    if stale and report.compute_missing:
+        stats = run_stats(tables_dir, cfg)
+        said.append(f"Statistics recomputed for this report: {stale}.")
+    elif stale:
+        raise MissingReportInputs(
+            f"{stale}: run 'repcollapse analyze stats' again, or pass --compute-missing"
+        )
+    elif stats is not None:
         said.append(f"Statistics read from {tables_dir} (written by 'analyze stats').")
     elif report.compute_missing:
         stats = run_stats(tables_dir, cfg)
@@ -280,7 +291,20 @@ def _inputs(
             "--compute-missing"
         )
     fig_dir = figures_dir or out_html.parent / "figures"
-    if (fig_dir / "figures.json").exists():
+    opt = cfg.convention.option_set or None
+    stale = (
+        stale_inputs(fig_dir / FIGURES_INPUTS, tables_dir, opt, "figures")
+        if (fig_dir / "figures.json").exists()
+        else None
+    )
+    if stale and report.compute_missing:
+        make_figures(tables_dir, fig_dir, cfg)
+        said.append(f"Figures redrawn for this report into {fig_dir}: {stale}.")
+    elif stale:
+        raise MissingReportInputs(
+            f"{stale}: run 'repcollapse analyze figures' again, or pass --compute-missing"
+        )
+    elif (fig_dir / "figures.json").exists():
         said.append(f"Figures read from {fig_dir} (written by 'analyze figures').")
     elif report.compute_missing:
         make_figures(tables_dir, fig_dir, cfg)
@@ -311,7 +335,7 @@ def build_report(
     cfg = cfg or StatsConfig()
     report = report or ReportConfig()
     tables_dir, out_html = Path(tables_dir), Path(out_html)
-    if read_tables(tables_dir).checkpoints is None:
+    if read_tables(tables_dir, cfg.convention.option_set or None).checkpoints is None:
         raise FileNotFoundError(f"checkpoints.parquet is missing from {str(tables_dir)!r}")
     out_html.parent.mkdir(parents=True, exist_ok=True)
     stats, fig_dir, said = _inputs(
@@ -358,7 +382,7 @@ def build_report(
             f"<ul>{notes_html}</ul>"
             + "".join(f'<p class="note">{html.escape(x)}</p>' for x in said),
         ),
-        ("Provenance", _provenance_html(tables_dir)),
+        ("Provenance", _provenance_html(tables_dir, cfg.convention.option_set or None)),
     ]
     body = "".join(f"<h2>{html.escape(t)}</h2>{c}" for t, c in sections)
     page = (
