@@ -141,7 +141,7 @@ def check_reused_names(store: str | Path, sources: Sequence[CheckpointSource]) -
                 )
             ]
         )
-    g = zarr.open_group(store=str(store), mode="r", zarr_format=3)
+    g = zarr.open_group(store=str(store), mode="r", zarr_format=3, use_consolidated=False)
     names = [str(x) for x in g["name"][:]]
     complete = [bool(x) for x in g["complete"][:]]
     recorded: dict[str, str] = {}

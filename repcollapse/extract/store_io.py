@@ -24,6 +24,7 @@ from repcollapse.store_schema.problems import Problem, SchemaError
 from repcollapse.store_schema.store import (
     StoreLayout,
     as_str_array,
+    consolidate,
     create_store,
     read_attrs,
     store_exists,
@@ -78,7 +79,7 @@ def check_store(
 ) -> None:
     """Raise SchemaError listing every mismatch between the store and this extraction."""
     attrs = read_attrs(url, group)
-    g = zarr.open_group(store=str(url), mode="r", zarr_format=3)
+    g = zarr.open_group(store=str(url), mode="r", zarr_format=3, use_consolidated=False)
     if group:
         g = g[group]
     problems: list[Problem] = []
@@ -204,14 +205,18 @@ def create_or_check(
 def update_attr_list(url: str | Path, group: str | None, key: str, entry: Any) -> None:
     """Append ``entry`` to the list attribute ``key`` (under the store lock, read fresh)."""
     with store_lock(url):
-        g = zarr.open_group(store=str(url), mode="r+", zarr_format=3)
+        g = zarr.open_group(store=str(url), mode="r+", zarr_format=3, use_consolidated=False)
         if group:
             g = g.require_group(group)
         g.attrs[key] = [*g.attrs.get(key, []), entry]
+        consolidate(url)  # the attribute write replaced a zarr.json: refresh the snapshot
 
 
 def update_attr_dict(url: str | Path, group: str, key: str, name: str, value: Any) -> None:
     """Set ``attrs[key][name] = value`` on ``group`` (under the store lock, read fresh)."""
     with store_lock(url):
-        g = zarr.open_group(store=str(url), mode="r+", zarr_format=3).require_group(group)
+        g = zarr.open_group(
+            store=str(url), mode="r+", zarr_format=3, use_consolidated=False
+        ).require_group(group)
         g.attrs[key] = {**dict(g.attrs.get(key, {})), name: value}
+        consolidate(url)  # the attribute write replaced a zarr.json: refresh the snapshot

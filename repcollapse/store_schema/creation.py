@@ -75,7 +75,7 @@ def begin_creation(
     refuse_existing(url, group, state)
     if not _is_local(url):
         if state == "unfinished":
-            root = zarr.open_group(store=str(url), mode="r+", zarr_format=3)
+            root = zarr.open_group(store=str(url), mode="r+", zarr_format=3, use_consolidated=False)
             if group:
                 del root[group]
             else:
@@ -90,7 +90,9 @@ def begin_creation(
         if group:  # the parent groups must exist for the sub-store to be readable
             parent = group.rsplit("/", 1)[0] if "/" in group else ""
             if parent:
-                zarr.open_group(store=str(root), mode="r+", zarr_format=3).require_group(parent)
+                zarr.open_group(
+                    store=str(root), mode="r+", zarr_format=3, use_consolidated=False
+                ).require_group(parent)
         if state == "unfinished":  # an older version's killed creation, built in place
             shutil.rmtree(final)
         elif final.is_dir():  # empty (creation_state said so): rename replaces it

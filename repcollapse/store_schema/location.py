@@ -21,7 +21,9 @@ def local_path(url: str | Path) -> Path:
 
 
 def open_group(url: str | Path, group: str | None, mode: str) -> zarr.Group:
-    root = zarr.open_group(store=str(url), mode=mode, zarr_format=3)
+    """The group as it is now: never through the consolidated metadata in the root's
+    ``zarr.json``, which a killed writer may leave one step behind (docs/store.md)."""
+    root = zarr.open_group(store=str(url), mode=mode, zarr_format=3, use_consolidated=False)
     if group:
         return root[group] if mode == "r" else root.require_group(group)
     return root

@@ -25,7 +25,7 @@ _PAUSE_S = 0.02
 
 
 def _open_once(url: str | Path, group: str | None) -> xr.Dataset:
-    root = zarr.open_group(store=str(url), mode="r", zarr_format=3)
+    root = zarr.open_group(store=str(url), mode="r", zarr_format=3, use_consolidated=False)
     g = root[group] if group else root
     arrays = checkpoint_arrays(g)
     n = committed_slots(g, arrays)

@@ -63,6 +63,22 @@ class VariableSpec:
     dims: tuple[str, ...]
     dtype: str
     description: str
+    units: str | None = None
+    """CF ``units`` (UDUNITS spelling); None: "1" (dimensionless) for numbers, none for text
+    and flags."""
+
+
+def cf_attrs(spec: VariableSpec) -> dict[str, str]:
+    """The attributes every array carries, all from its spec (one place): ``description``
+    (checked by validation), and CF's ``long_name`` and ``units`` (read by xarray, Panoply,
+    CF-aware tools). Text and boolean arrays get no ``units``; numbers ``"1"`` (activations,
+    log-probs, nats and counts are dimensionless) unless the spec says."""
+    attrs = {"description": spec.description, "long_name": spec.description}
+    if spec.units is not None:
+        attrs["units"] = spec.units
+    elif spec.dtype not in ("str", "bool"):
+        attrs["units"] = "1"
+    return attrs
 
 
 # --- token coordinates (dim: token), written once at creation ---------------------------------

@@ -14,6 +14,7 @@ import fcntl
 import json
 import threading
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -107,6 +108,27 @@ def store_lock(url: str | Path) -> Iterator[None]:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def consolidate(url: str | Path) -> None:
+    """Rewrite the consolidated metadata of the whole store (the root's ``zarr.json``), so a
+    plain ``xr.open_zarr(url)`` opens it in one read and without a warning.
+
+    Written at creation, after each completed checkpoint, a new head, and every repair. It is
+    a snapshot for other tools: a writer killed between a step and this one leaves it one step
+    behind until the next writer's repair, so nothing in this package reads it (every open
+    passes ``use_consolidated=False``; slots are counted from ``name``).
+    """
+    with store_lock(url):
+        _consolidate_now(url)
+    protocol_step("consolidate metadata")
+
+
+def _consolidate_now(url: str | Path) -> None:
+    with warnings.catch_warnings():
+        # zarr notes that consolidated metadata is not (yet) in the Zarr v3 spec: known.
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        zarr.consolidate_metadata(str(url), zarr_format=3)
+
+
 def _create(
     g: zarr.Group, spec: S.VariableSpec, shape: tuple[int, ...], chunks: tuple[int, ...], **kw: Any
 ) -> zarr.Array:
@@ -123,7 +145,7 @@ def _create(
         fill_value=fill,
         **kw,
     )
-    arr.attrs["description"] = spec.description
+    arr.attrs.update(S.cf_attrs(spec))
     return arr
 
 
@@ -166,7 +188,13 @@ def create_store(
     with store_lock(url):
         build_url, build_group, finish = begin_creation(url, group)
         _build_store(build_url, build_group, layout, token_coords, attrs)
+        if group is None and _is_local(url):  # published already consolidated by the rename
+            _consolidate_now(build_url)
+        elif group is None:  # remote, built in place
+            consolidate(url)
         finish()
+        if group is not None:  # a sub-store: the root's snapshot must list it
+            consolidate(url)
 
 
 def _build_store(
@@ -284,7 +312,17 @@ def open_store(
         keep = np.flatnonzero(np.asarray(ds["complete"].values).astype(bool))
         ds = ds.isel(checkpoint=keep)
     ds = _fixed_width_strings(ds)
-    return ds.assign_coords(checkpoint=ds["name"].values)
+    ds = ds.assign_coords(checkpoint=ds["name"].values)
+    if S.LAYER in ds.dims and S.LAYER not in ds.coords:  # stores keep no layer array
+        layer = np.arange(ds.sizes[S.LAYER], dtype=np.int32)
+        ds = ds.assign_coords({S.LAYER: (S.LAYER, layer, _LAYER_ATTRS)})
+    return ds
+
+
+_LAYER_ATTRS = {
+    "long_name": "layer: 0 = embeddings, i = output of block i, last = input of the unembedding",
+    "units": "1",
+}
 
 
 def as_str_array(values: Any) -> np.ndarray:

@@ -26,7 +26,13 @@ from repcollapse.store_schema.protocol import (
     protocol_step,
     repair_slots,
 )
-from repcollapse.store_schema.store import _open_group, check_schema_version, read_attrs, store_lock
+from repcollapse.store_schema.store import (
+    _open_group,
+    check_schema_version,
+    consolidate,
+    read_attrs,
+    store_lock,
+)
 
 
 class StoreWriter:
@@ -56,7 +62,10 @@ class StoreWriter:
         what was cut. Safe beside live writers: their slots have names, and this holds the lock."""
         with store_lock(self.url):
             self.g = _open_group(self.url, self.group, "r+")
-            return repair_slots(self.g)
+            done = repair_slots(self.g)
+            # Also after a kill between a step and its consolidation: the snapshot catches up.
+            consolidate(self.url)
+            return done
 
     def status(self, name: str) -> str:
         """'absent', 'incomplete' or 'complete'."""
@@ -110,6 +119,8 @@ class StoreWriter:
                 protocol_step("reserve: resize name")
             self.g["name"][index] = coords["name"]
             protocol_step("reserve: name (slot committed)")
+            if new:  # a plain open (consolidated metadata) lists the slot too, complete = 0
+                consolidate(self.url)
         return index
 
     def add_head(self, weight: np.ndarray) -> int:
@@ -134,6 +145,7 @@ class StoreWriter:
             # The hash is recorded only after the data is written: a killed write re-adds it.
             self.g.attrs["head_hashes"] = [*hashes, digest]
             protocol_step("head: hash recorded")
+            consolidate(self.url)  # the attribute write replaced the root's zarr.json
             return index
 
     # -- data ----------------------------------------------------------------------------------
@@ -198,6 +210,7 @@ class StoreWriter:
         self.record_checksums(index)
         self.g["complete"][index] = 1
         protocol_step("complete")
+        consolidate(self.url)  # other tools' plain open now lists the checkpoint
 
     def copy_checkpoint(
         self,
