@@ -72,6 +72,14 @@ def test_a_run_with_other_options_keeps_every_row_of_the_first(two_runs: dict) -
     assert len(both) == len(first) + len(new)
 
 
+def test_provenance_describes_every_option_set(two_runs: dict) -> None:
+    prov = json.loads((two_runs["out"] / "provenance.json").read_text())
+    assert set(prov["analyses"]) == {"default", "include_sinks=True"}
+    assert prov["analyses"]["include_sinks=True"]["options"]["include_sinks"] is True
+    assert prov["analyses"]["default"]["options"]["include_sinks"] is False
+    assert prov["analysis"]["options_key"] == "include_sinks=True"  # the latest run
+
+
 def test_rerunning_one_option_set_replaces_only_its_rows(store: Path, two_runs: dict) -> None:
     out = two_runs["out"]
     run_metrics(store, out, metrics=["erank"], options=Options(include_sinks=True), **QUIET)

@@ -280,8 +280,28 @@ def write_tables(
     write_parquet(checkpoints, paths["checkpoints"])
     write_parquet(_or_empty(overlap, OVERLAP_COLUMNS), paths["lora_overlap"])
     write_parquet(_or_empty(spectrum, SPECTRUM_COLUMNS), paths["lora_spectrum"])
-    write_json(dict(provenance), paths["provenance"])
+    write_json(merged_provenance(paths["provenance"], provenance), paths["provenance"])
     return paths
+
+
+def merged_provenance(path: Path, provenance: Mapping[str, Any]) -> dict[str, Any]:
+    """``provenance`` with ``analyses``: the ``analysis`` record of every option set whose rows
+    metrics.parquet holds for this store (this run's replaces its own set's; earlier runs' of
+    other sets are kept from the file), so each row's option set stays described."""
+    out = dict(provenance)
+    analysis = out.get("analysis")
+    if not isinstance(analysis, Mapping) or "options_key" not in analysis:
+        return out
+    old: Any = {}
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            old = {}
+    same = isinstance(old, dict) and old.get("store_id") == out.get("store_id")
+    kept = old.get("analyses", {}) if same and isinstance(old.get("analyses"), dict) else {}
+    out["analyses"] = {**kept, str(analysis["options_key"]): dict(analysis)}
+    return out
 
 
 def _or_empty(df: pd.DataFrame, columns: Mapping[str, str]) -> pd.DataFrame:
