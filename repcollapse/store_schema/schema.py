@@ -136,6 +136,14 @@ CHECKPOINT_COORDS: dict[str, VariableSpec] = {
     )
 }
 
+LAYER_COORD = VariableSpec(
+    LAYER,
+    (LAYER,),
+    "int32",
+    "layer: 0 = embeddings, i = output of block i, last = input of the unembedding",
+)
+"""Not stored: ``open_store`` adds it to its view (0 .. n_layers - 1)."""
+
 COMPLETE = VariableSpec(
     "complete",
     (CHECKPOINT,),

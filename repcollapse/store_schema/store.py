@@ -315,14 +315,8 @@ def open_store(
     ds = ds.assign_coords(checkpoint=ds["name"].values)
     if S.LAYER in ds.dims and S.LAYER not in ds.coords:  # stores keep no layer array
         layer = np.arange(ds.sizes[S.LAYER], dtype=np.int32)
-        ds = ds.assign_coords({S.LAYER: (S.LAYER, layer, _LAYER_ATTRS)})
+        ds = ds.assign_coords({S.LAYER: (S.LAYER, layer, S.cf_attrs(S.LAYER_COORD))})
     return ds
-
-
-_LAYER_ATTRS = {
-    "long_name": "layer: 0 = embeddings, i = output of block i, last = input of the unembedding",
-    "units": "1",
-}
 
 
 def as_str_array(values: Any) -> np.ndarray:
