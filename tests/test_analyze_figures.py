@@ -208,3 +208,65 @@ def test_main_figures_cli(
     assert main_figures(argparse.Namespace(tables_dir=str(tmp_path), out=str(tmp_path / "o"))) == 2
     out, err = capsys.readouterr()
     assert out == "" and "checkpoints.parquet is missing" in err
+
+
+def _ctx(tables_dir: Path) -> Ctx:
+    tables = read_tables(tables_dir)
+    cfg = StatsConfig()
+    return Ctx(tables, checkpoint_frame(tables, cfg), cfg)
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[16:24]
+    return int.from_bytes(head[:4], "big"), int.from_bytes(head[4:], "big")
+
+
+def test_layerwise_wraps_its_panels(figs: Path, syn: SyntheticTruth) -> None:
+    """Six panels in one strip were 2287 px wide: now 3 a row, one block per family."""
+    spec = BUILDERS["layerwise"](_ctx(syn.tables_dir))[0].to_dict()
+    assert len(spec["vconcat"]) == 3  # three families
+    assert all(block["columns"] == 3 for block in spec["vconcat"])
+    width, height = _png_size(figs / "layerwise.png")
+    assert width < 1500 and height > width / 2, (width, height)
+
+
+def test_pareto_constant_scores_get_a_padded_axis(syn: SyntheticTruth, tmp_path: Path) -> None:
+    """Two future scores of 0.75 were drawn on a degenerate axis ('values from 1 to 1')."""
+    import re
+
+    import vl_convert as vlc
+
+    tables = tmp_path / "t"
+    shutil.copytree(syn.tables_dir, tables)
+    ck = pd.read_parquet(tables / "checkpoints.parquet")
+    ck.assign(future_score=0.75).to_parquet(tables / "checkpoints.parquet", index=False)
+    chart, data, _ = BUILDERS["pareto"](_ctx(tables))
+    assert (data["future_score_lo"] < 0.75).all() and (data["future_score_hi"] > 0.75).all()
+    svg = vlc.vegalite_to_svg(chart.to_json())
+    ranges = re.findall(r"Y-axis titled [^\"]* with values from ([\d.]+) to ([\d.]+)", svg)
+    assert ranges, "no y axis found in the SVG"
+    for lo, hi in ranges:
+        assert float(lo) < 0.75 < float(hi) and float(hi) - float(lo) < 0.1, (lo, hi)
+
+
+def test_padded_range_widens_each_group() -> None:
+    from repcollapse.analyze.report.fig_tradeoffs import padded_range
+
+    d = pd.DataFrame(dict(g=["a", "a", "b", "b"], y=[0.75, 0.75, 0.2, 0.4]))
+    out = padded_range(d, "y", "g")
+    assert np.allclose(out["y_lo"], [0.735, 0.735, 0.18, 0.18])
+    assert np.allclose(out["y_hi"], [0.765, 0.765, 0.42, 0.42])
+
+
+def test_lora_heatmap_masks_the_diagonal(syn: SyntheticTruth) -> None:
+    chart, data, title = BUILDERS["lora_overlap"](_ctx(syn.tables_dir))
+    spec = chart.to_dict()
+    layers = spec["spec"]["layer"]
+    filters = [t["filter"] for lay in layers for t in lay.get("transform", [])]
+    assert filters == ["!datum.is_self", "datum.is_self"]
+    assert layers[1]["mark"]["color"] == "#d9d9d9"
+    drawn = pd.DataFrame(next(iter(spec["datasets"].values())))
+    diag = drawn[drawn["is_self"]]
+    assert len(diag) > 0 and (diag["checkpoint_a"] == diag["checkpoint_b"]).all()
+    assert diag["overlap"].isna().all()  # the diagonal never reaches the colour scale
+    assert (data["checkpoint_a"] != data["checkpoint_b"]).all() and "diagonal masked" in title

@@ -17,9 +17,10 @@ from repcollapse.analyze.report.html import (
     TABLE4,
     ReportConfig,
     build_report,
-    format_value,
     stage_table,
 )
+from repcollapse.analyze.report.numbers import sig
+from repcollapse.analyze.report.stage_view import labels as stage_labels
 from repcollapse.analyze.tables.synthetic import (
     SyntheticTablesSpec,
     SyntheticTruth,
@@ -52,12 +53,34 @@ def test_report_is_self_contained(page: str) -> None:
 
 
 def test_report_contains_the_stage_table_values(page: str, syn: SyntheticTruth) -> None:
+    """The page shows the stats' stage table (mean, its CI beneath), mitigated chains included."""
+    st = pd.read_parquet(Path(syn.tables_dir) / "stage_table.parquet")
+    assert "mean over layers 1..L" in page  # the layer convention is stated
+    flat = page.replace("\n", "")
+    labels = stage_labels(st, seeds=False)
+    mitigated = st[labels.str.contains("[replay:general:0.10]", regex=False)]
+    assert len(mitigated) > 0
+    for i, r in pd.concat([st.sample(8, random_state=1), mitigated.head(2)]).iterrows():
+        row = f'<td class="label">{r["model_family"]}</td><td class="label">'
+        row += f'{html.escape(labels[i])}</td><td class="label">{r["n_seeds"]}</td>'
+        for q in TABLE4:
+            lo, hi = r[f"{q}_ci_low"], r[f"{q}_ci_high"]
+            ci = f'<span class="ci">[{sig(lo)}, {sig(hi)}]</span>' if np.isfinite(lo) else ""
+            row += f"<td>{sig(r[q])}{ci}</td>"
+        assert row in flat, row
+    # Two seeds: every stage cell of a measured quantity carries an interval over seeds.
+    assert flat.count('<span class="ci">') >= (st["stage_index"] > 0).sum() * 5
+
+
+def test_api_stage_table_is_the_stats_stage_table(syn: SyntheticTruth) -> None:
+    """One computation: the notebook/demo Table 4 holds the stats table's means."""
     st = stage_table(syn.tables_dir)
     assert list(st.columns) == ["Model family", "Checkpoint", *TABLE4.values()]
-    assert "mean over layers 1..L" in page  # the layer convention is stated
-    for r in st.sample(8, random_state=1).itertuples(index=False):
-        row = "".join(f"<td>{html.escape(format_value(v))}</td>" for v in r)
-        assert row in page.replace("\n", "").replace("      ", "").replace("    ", ""), row
+    stats = pd.read_parquet(Path(syn.tables_dir) / "stage_table.parquet")
+    assert len(st) == len(stats)
+    for q, head in TABLE4.items():
+        assert np.allclose(st[head], stats[q], equal_nan=True), q
+    assert st["Checkpoint"].str.contains("[diversity:0.1]", regex=False).any()
 
 
 def test_report_contains_provenance_and_sections(page: str) -> None:
@@ -87,13 +110,9 @@ def test_stage_table_matches_the_tables_for_one_seed(tmp_path: Path) -> None:
     spec = SyntheticTablesSpec(families=("smollm2",), seeds=(0,), mitigations=(), noop=False)
     truth = make_synthetic_tables(tmp_path, spec)
     st = stage_table(truth.tables_dir, sequence="A").set_index("Checkpoint")
-    assert list(st.index) == [
-        "base",
-        "A/s0/01-general",
-        "A/s0/02-math",
-        "A/s0/03-code",
-        "A/s0/04-safety",
-    ]
+    names = ["base", "A/s0/01-general", "A/s0/02-math", "A/s0/03-code", "A/s0/04-safety"]
+    assert list(st.index) == ["base", "A/01-general", "A/02-math", "A/03-code", "A/04-safety"]
+    st.index = names  # one seed: each row is one checkpoint
     ck = pd.read_parquet(tmp_path / "checkpoints.parquet").set_index("checkpoint")
     m = pd.read_parquet(tmp_path / "metrics.parquet")
     er = (
@@ -175,5 +194,6 @@ def test_runner_tables_from_a_synthetic_store_make_a_report(tmp_path: Path) -> N
     )
     page = out.read_text(encoding="utf-8")
     st = stage_table(tmp_path / "tables")
-    assert "A/03-stage" in set(st["Checkpoint"])
+    # Rows are labelled sequence/stage index-stage name (the checkpoint is named A/03-stage).
+    assert set(st["Checkpoint"]) == {"base", "A/01-math", "A/02-code", "A/03-safety"}
     assert "Provenance" in page and "<table" in page

@@ -119,6 +119,12 @@ def main_stats(args: argparse.Namespace) -> int:
             print(f"{name}.parquet: {len(df)} rows")
     for section, note in out["notes"].itertuples(index=False):
         print(f"  [{section}] {note}")
+    if "claims" in out:
+        from repcollapse.analyze.stats.claims_report import claims_lines
+
+        print("claims:")
+        for line in claims_lines(out["claims"]):
+            print(f"  {line}")
     return 0
 
 

@@ -7,37 +7,29 @@ archived beside the tables and still open offline years later.
 from __future__ import annotations
 
 import base64
-import html
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
+from markupsafe import Markup
 
+from repcollapse.analyze.report import template
 from repcollapse.analyze.report.figures import make_figures
+from repcollapse.analyze.report.numbers import format_value
+from repcollapse.analyze.report.stage_view import TABLE4, compute, stage_table, stage_table_html
+from repcollapse.analyze.report.summary import regression_warnings, summary
+from repcollapse.analyze.stats.claims_report import report_sections
 from repcollapse.analyze.stats.regression import StatsConfig, run_stats
 from repcollapse.analyze.tables.read import (
     FIGURES_INPUTS,
-    LayerConvention,
-    checkpoint_table,
     read_tables,
     sinks_excluded,
     stale_inputs,
     stale_stats,
 )
-from repcollapse.store_schema.lineage import NO_MITIGATION
 
-TABLE4: dict[str, str] = {
-    "target_score": "Target score",
-    "erank_norm": "Eff. rank",
-    "aniso_centered": "Anisotropy",
-    "cka_base": "CKA to base",
-    "entropy": "Logit entropy",
-    "lora_overlap_prev": "LoRA overlap",
-    "future_score": "Future score",
-}
-"""Table 4 of the paper, column by column (after 'Checkpoint')."""
+__all__ = ["TABLE4", "build_report", "format_value", "read_stats", "stage_table"]
 PROVENANCE_KEYS: tuple[str, ...] = (
     "model_id",
     "model_family",
@@ -49,172 +41,73 @@ PROVENANCE_KEYS: tuple[str, ...] = (
     "created_at",
 )
 SOURCE_KEYS: tuple[str, ...] = ("domain", "source", "license", "n_records")
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;
-max-width:1200px;color:#222;line-height:1.4}
-h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;font-size:.85em;margin:.6em 0}
-th,td{border:1px solid #ddd;padding:.25em .5em;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
-.pass{color:#1a7f37;font-weight:600}.fail{color:#cf222e;font-weight:600}.notrun{color:#777}
-.note{color:#555;font-size:.9em}figure{margin:1em 0}img{max-width:100%;border:1px solid #eee}
-figcaption{font-size:.9em;color:#444}
-"""
 
 
-def format_value(x: object) -> str:
-    """How every number appears in the report (and in tests that look for it)."""
-    if isinstance(x, (bool, np.bool_)):
-        return "yes" if x else "no"
-    if isinstance(x, (int, np.integer)):
-        return str(int(x))
-    if isinstance(x, (float, np.floating)):
-        if not np.isfinite(x):
-            return "–"
-        if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
-            return f"{x:.3g}"
-        return f"{x:.3f}"
-    return str(x)
-
-
-def stage_table(
-    tables_dir: str | Path,
-    sequence: str | None = None,
-    convention: LayerConvention | None = None,
-) -> pd.DataFrame:
-    """The paper's Table 4 for every plain chain (or one ``sequence``), seeds averaged.
-
-    One row per base model and per stage (mitigation 'none'); a stage run with several seeds is
-    one row of means, labelled with the number of seeds. CKA to base is 1 - drift_base where
-    only the drift is in the tables.
-    """
-    conv = convention or LayerConvention()
-    tables = read_tables(tables_dir, conv.option_set or None)
-    names = [
-        "erank_norm",
-        "aniso_centered",
-        "cka_base",
-        "drift_base",
-        "entropy",
-        "lora_overlap_prev",
-    ]
-    ck = checkpoint_table(tables, names, conv)
-    ck["cka_base"] = ck["cka_base"].fillna(1.0 - ck["drift_base"])
-    keep = (ck["stage_index"] == 0) | (ck["mitigation"] == NO_MITIGATION)
-    if sequence is not None:
-        keep &= (ck["stage_index"] == 0) | (ck["sequence"] == sequence)
-    ck = ck[keep].assign(sequence=lambda d: d["sequence"].where(d["stage_index"] > 0, ""))
-    key = ["model_family", "sequence", "stage_index", "stage"]
-    agg = ck.groupby(key, as_index=False).agg(
-        n_seeds=("seed", "nunique"),
-        first=("checkpoint", "first"),
-        **{c: (c, "mean") for c in TABLE4},
-    )
-    label = agg["sequence"] + "/" + agg["stage_index"].map("{:02d}".format) + "-" + agg["stage"]
-    agg["Checkpoint"] = np.where(
-        agg["n_seeds"] > 1, label + " (" + agg["n_seeds"].astype(str) + " seeds)", agg["first"]
-    )
-    agg = agg.sort_values(key[:3]).rename(columns={**TABLE4, "model_family": "Model family"})
-    cols = ["Checkpoint", *TABLE4.values()]
-    if agg["Model family"].nunique() > 1:
-        cols.insert(0, "Model family")
-    return agg[cols].reset_index(drop=True)
-
-
-def _table(df: pd.DataFrame, max_rows: int | None = None) -> str:
+def _table(df: pd.DataFrame | None, max_rows: int | None = None) -> Markup:
+    """A frame as an HTML table, every number by ``format_value``; text columns left-aligned,
+    headers breakable at underscores (long column names otherwise push the table off the page)."""
     if df is None or df.empty:
-        return '<p class="note">No rows.</p>'
+        return Markup('<p class="note">No rows.</p>')
     shown = df if max_rows is None else df.head(max_rows)
-    body = shown.map(format_value) if hasattr(shown, "map") else shown.applymap(format_value)
-    out = body.to_html(index=False, border=0, escape=True)
-    if max_rows is not None and len(df) > max_rows:
-        out += f'<p class="note">First {max_rows} of {len(df)} rows; all rows in the Parquet table.</p>'
-    return out
-
-
-def _falsification_html(df: pd.DataFrame) -> str:
-    if df.empty:
-        return '<p class="note">No checks ran.</p>'
-    rows = []
-    for r in df.itertuples(index=False):
-        cls = "pass" if r.result == "pass" else "fail" if r.result == "fail" else "notrun"
-        cells = [r.check, r.metric, format_value(r.statistic), format_value(r.threshold)]
-        tds = "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
-        rows.append(
-            f'<tr>{tds}<td class="{cls}">{html.escape(r.result)}</td>'
-            f"<td>{html.escape(r.detail)}</td></tr>"
+    head = [
+        dict(
+            name=str(c).replace("_", "_\u200b"),
+            text=not (pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c])),
         )
-    head = "".join(
-        f"<th>{h}</th>" for h in ("check", "metric", "statistic", "threshold", "result", "detail")
-    )
-    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+        for c in df.columns
+    ]
+    rows = [[format_value(v) for v in r] for r in shown.itertuples(index=False)]
+    more = len(df) if max_rows is not None and len(df) > max_rows else 0
+    return Markup(template.render(template.TABLE, head=head, rows=rows, more=more))
 
 
-def _sources_html(prov: dict) -> str:
-    """The probe corpus's sources and licenses, as extract recorded them in the store."""
-    rows = prov.get("probe_sources")
-    if not rows:
-        return (
-            '<p class="note">The probe corpus\'s sources and licenses are not recorded '
-            "(a store extracted before they were).</p>"
+def _falsification_html(df: pd.DataFrame) -> Markup:
+    rows = [
+        dict(
+            check=r.check,
+            metric=r.metric,
+            statistic=format_value(r.statistic),
+            threshold=format_value(r.threshold),
+            result=r.result,
+            cls="pass" if r.result == "pass" else "fail" if r.result == "fail" else "notrun",
+            detail=r.detail,
         )
-    cells = "".join(
-        "<tr>"
-        + "".join(f"<td>{html.escape(str(r.get(k, '–')))}</td>" for k in SOURCE_KEYS)
-        + "</tr>"
-        for r in rows
-    )
-    head = "".join(f"<th>{html.escape(k)}</th>" for k in SOURCE_KEYS)
-    return f"<p>Probe corpus by source and license:</p><table><tr>{head}</tr>{cells}</table>"
+        for r in df.itertuples(index=False)
+    ]
+    head = ("check", "metric", "statistic", "threshold", "result", "detail")
+    return Markup(template.render(template.FALSIFICATION, rows=rows, head=head))
 
 
-def _provenance_html(tables_dir: Path, option_set: str | None = None) -> str:
+def _provenance_html(tables_dir: Path, option_set: str | None = None) -> Markup:
+    """Model, probe and code versions per store, the probe corpus's sources and licenses as
+    extract recorded them, and whether attention sinks were excluded."""
     tables = read_tables(tables_dir, option_set)
-    parts = []
-    if not tables.provenance:
-        parts.append(
-            '<p class="note">provenance.json missing: model, probe and code versions unknown.</p>'
+    provenance = [
+        dict(
+            rows=[(k, str(prov.get(k, "–"))) for k in PROVENANCE_KEYS],
+            sources=[
+                [str(r.get(k, "–")) for k in SOURCE_KEYS] for r in prov.get("probe_sources") or []
+            ],
         )
-    for prov in tables.provenance:
-        items = "".join(
-            f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(prov.get(k, '–')))}</td></tr>"
-            for k in PROVENANCE_KEYS
+        for prov in tables.provenance
+    ]
+    return Markup(
+        template.render(
+            template.PROVENANCE,
+            provenance=provenance,
+            source_keys=SOURCE_KEYS,
+            sinks=sinks_excluded(tables),
         )
-        parts.append(f"<table>{items}</table>")
-        parts.append(_sources_html(prov))
-    excl = sinks_excluded(tables)
-    if excl is True:
-        parts.append(
-            "<p>Attention-sink tokens were excluded from every metric "
-            "(<code>sinks_excluded</code> is true in every row).</p>"
-        )
-    elif excl is False:
-        parts.append(
-            "<p><b>Attention-sink tokens were NOT excluded</b> from some metrics "
-            "(<code>sinks_excluded</code> false): covariance metrics may be dominated "
-            "by them.</p>"
-        )
-    else:
-        parts.append(
-            '<p class="note">Whether attention-sink tokens were excluded is not recorded.</p>'
-        )
-    return "".join(parts)
+    )
 
 
-def _figures_html(fig_dir: Path) -> str:
-    manifest = json.loads((fig_dir / "figures.json").read_text())
-    parts = []
-    for f in manifest:
-        if f.get("skipped"):
-            parts.append(f'<p class="note">{html.escape(f["skipped"])}</p>')
-            continue
-        data = base64.b64encode((fig_dir / f["png"]).read_bytes()).decode("ascii")
-        parts.append(
-            f'<figure><img alt="{html.escape(f["name"])}" '
-            f'src="data:image/png;base64,{data}"><figcaption>'
-            f"{html.escape(f['title'])}</figcaption></figure>"
-        )
-    return "".join(parts)
+def _figures_html(fig_dir: Path) -> Markup:
+    figures = []
+    for f in json.loads((fig_dir / "figures.json").read_text()):
+        if not f.get("skipped"):
+            f = dict(f, data=base64.b64encode((fig_dir / f["png"]).read_bytes()).decode("ascii"))
+        figures.append({"skipped": None, **f})
+    return Markup(template.render(template.FIGURES, figures=figures))
 
 
 STATS_TABLES: tuple[str, ...] = (
@@ -246,14 +139,21 @@ class ReportConfig:
     )
 
 
+OPTIONAL_STATS: tuple[str, ...] = ("claims", "stage_table")
+"""Stats tables read when present: folders written before they existed still make a report."""
+
+
 def read_stats(tables_dir: str | Path) -> dict[str, pd.DataFrame] | None:
     """The statistics ``run_stats`` wrote in ``tables_dir`` (tables plus a ``notes`` frame), or
-    None when any of them is absent."""
+    None when any of STATS_TABLES is absent; OPTIONAL_STATS are added when present."""
     root = Path(tables_dir)
     paths = [root / f"{name}.parquet" for name in STATS_TABLES] + [root / "stats_notes.json"]
     if not all(p.exists() for p in paths):
         return None
     out = {name: pd.read_parquet(root / f"{name}.parquet") for name in STATS_TABLES}
+    for name in OPTIONAL_STATS:
+        if (root / f"{name}.parquet").exists():
+            out[name] = pd.read_parquet(root / f"{name}.parquet")
     notes = json.loads((root / "stats_notes.json").read_text())
     out["notes"] = pd.DataFrame(
         [(s, t) for s, ts in notes.items() for t in ts], columns=["section", "note"]
@@ -341,56 +241,86 @@ def build_report(
     stats, fig_dir, said = _inputs(
         tables_dir, out_html, cfg, Path(figures_dir) if figures_dir else None, report
     )
-    st = stage_table(tables_dir, convention=cfg.convention)
+    opt = cfg.convention.option_set or None
+    st = stats.get("stage_table")
+    if st is None:  # tables written before analyze stats wrote stage_table.parquet
+        st = compute(tables_dir, cfg.convention)
+        said.append("Stage table computed for this report (no stage_table.parquet).")
     effects = stats["stage_effects"]
     pooled = effects[effects["model_family"] == "all"] if not effects.empty else effects
     pooled = pooled.drop(columns=["model_family", "sequence", "stage_index"], errors="ignore")
     notes = stats["notes"]
-    notes_html = "".join(
-        f"<li><b>{html.escape(s)}</b>: {html.escape(n)}</li>"
-        for s, n in notes.itertuples(index=False)
-    )
     reg = stats["regression"]
-    model = ", ".join(sorted(set(reg["model"]))) if not reg.empty else "none"
-    sections = [
-        (
-            "Stage table (the paper's Table 4)",
-            f'<p class="note">{html.escape(cfg.convention.describe())} Anisotropy is centred; '
-            "CKA is linear CKA to the base model; scores are in [0, 1].</p>" + _table(st),
-        ),
-        ("Figures", _figures_html(fig_dir)),
-        (
-            "Does collapse predict future learning? (regression)",
-            f"<p>Model: <b>{html.escape(model)}</b>. Response: {cfg.response}; predictors "
-            "standardised (estimate per one standard deviation; <code>scale</code> is that SD).</p>"
-            + _table(reg),
-        ),
-        (
-            "Stage effects vs the matched-token general-SFT control",
-            '<p class="note">Pooled over families and sequences per objective; per-family rows '
-            "in stage_effects.parquet.</p>"
-            + _table(pooled)
-            + "<details><summary>All rows</summary>"
-            + _table(effects, 400)
-            + "</details>",
-        ),
-        ("Order dependence (math then code vs code then math)", _table(stats["order_effects"])),
-        ("Mitigation Pareto frontier", _table(stats["pareto"], 200)),
-        ("Falsification checks", _falsification_html(stats["falsification"])),
-        (
-            "Notes",
-            f"<ul>{notes_html}</ul>"
-            + "".join(f'<p class="note">{html.escape(x)}</p>' for x in said),
-        ),
-        ("Provenance", _provenance_html(tables_dir, cfg.convention.option_set or None)),
+    model = ", ".join(sorted(set(reg["model"]))) if not reg.empty else "none fitted"
+    reg_warn = regression_warnings(notes)
+    if reg.empty and not reg_warn:
+        reg_warn = ["No regression was fitted (see the notes below for why)."]
+    claims = [
+        dict(title=t, body=Markup(h), warnings=[])
+        for t, h in report_sections(stats)
+        if "claims" in stats and not t.lower().startswith("stage table")
     ]
-    body = "".join(f"<h2>{html.escape(t)}</h2>{c}" for t, c in sections)
-    page = (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        "<title>Representation collapse report</title>"
-        f"<style>{CSS}</style></head><body><h1>Representation collapse across sequential "
-        f'post-training</h1><p class="note">Tables: {html.escape(str(tables_dir))}</p>'
-        f"{body}</body></html>"
+
+    def sec(title: str, body: Markup, warnings: list[str] | None = None) -> dict:
+        # ``body`` must be Markup: a plain str joined to Markup is escaped, not rendered.
+        if not isinstance(body, Markup):
+            raise TypeError(f"report section {title!r}: body must be Markup, found {type(body)}")
+        return dict(title=title, body=body, warnings=warnings or [])
+
+    sections = [
+        sec(
+            "Stage table (the paper's Table 4)",
+            Markup(
+                '<p class="note">{} Anisotropy is centred; CKA is linear CKA to the base model; '
+                "scores are in [0, 1]. Each cell is the mean over seeds with its 95% t interval "
+                "over seeds beneath (none with one seed); mitigated chains are marked "
+                "[mitigation].</p>"
+            ).format(cfg.convention.describe())
+            + Markup(stage_table_html(st)),
+        ),
+        *claims,
+        sec("Figures", _figures_html(fig_dir)),
+        sec(
+            "Does collapse predict future learning? (regression)",
+            Markup(
+                "<p>Model: <b>{}</b>. Response: {}; predictors standardised (estimate per one "
+                "standard deviation; <code>scale</code> is that SD).</p>"
+            ).format(model, cfg.response)
+            + _table(reg),
+            reg_warn,
+        ),
+        sec(
+            "Stage effects vs the matched-token general-SFT control",
+            Markup(
+                '<p class="note">Pooled over families and sequences per objective; per-family '
+                "rows in stage_effects.parquet.</p>"
+            )
+            + _table(pooled)
+            + Markup("<details><summary>All rows</summary>")
+            + _table(effects, 400)
+            + Markup("</details>"),
+        ),
+        sec("Order dependence (math then code vs code then math)", _table(stats["order_effects"])),
+        sec("Mitigation Pareto frontier", _table(stats["pareto"], 200)),
+        sec("Falsification checks", _falsification_html(stats["falsification"])),
+        sec(
+            "Notes",
+            Markup("<ul>")
+            + Markup("").join(
+                Markup("<li><b>{}</b>: {}</li>").format(s, n)
+                for s, n in notes.itertuples(index=False)
+            )
+            + Markup("</ul>")
+            + Markup("").join(Markup('<p class="note">{}</p>').format(x) for x in said),
+        ),
+        sec("Provenance", _provenance_html(tables_dir, opt)),
+    ]
+    page = template.render(
+        template.PAGE,
+        css=Markup(template.CSS),
+        tables_dir=str(tables_dir),
+        summary=summary(stats),
+        sections=sections,
     )
     out_html.write_text(page, encoding="utf-8")
     return out_html
