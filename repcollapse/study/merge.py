@@ -84,6 +84,11 @@ def merge_tables(inputs: Sequence[tuple[str, str, Path]], out: Path) -> Path:
         if not frames[name]:
             continue
         df = pd.concat(frames[name], ignore_index=True)
+        # dictionary-encoded columns as plain strings: a categorical sorts by its category
+        # order, which differs from input to input, not by value
+        df = df.astype(
+            {c: object for c in df.columns if isinstance(df[c].dtype, pd.CategoricalDtype)}
+        )
         if name == "checkpoints":
             present = [c for c in BEHAVIOR_KEYS if c in df]
             df = df.assign(_n=df[present].notna().sum(axis=1))
