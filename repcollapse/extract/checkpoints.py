@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from repcollapse.extract.store_io import Geometry
+from repcollapse.store_schema.manifest import CheckpointManifest, read_manifest
 from repcollapse.store_schema.problems import Problem, SchemaError
-from repcollapse.store_schema.records import CheckpointManifest, read_manifest
 
 
 @dataclass(frozen=True)

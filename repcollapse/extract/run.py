@@ -63,12 +63,12 @@ from repcollapse.extract.store_io import (
 )
 from repcollapse.extract.tokens import build_plan, tokenizer_fingerprint
 from repcollapse.extract.twins import copy_twin, find_twin
+from repcollapse.store_schema.manifest import read_manifest
 from repcollapse.store_schema.problems import Problem, SchemaError
 from repcollapse.store_schema.protocol import KILL_ENV as PROTOCOL_KILL_ENV
 from repcollapse.store_schema.records import (
     probe_corpus_hash,
     probe_sources,
-    read_manifest,
     read_probe_jsonl,
 )
 from repcollapse.store_schema.writer import StoreWriter

@@ -3,19 +3,21 @@
 Depends on numpy, xarray and zarr only (no torch, no analysis stack).
 """
 
+from repcollapse.store_schema.manifest import (
+    CheckpointManifest,
+    parse_manifest,
+    read_manifest,
+    validate_manifest,
+)
 from repcollapse.store_schema.problems import Problem, SchemaError
 from repcollapse.store_schema.reader import BlockReader, StoreReader
 from repcollapse.store_schema.records import (
     DOMAINS,
     SPANS,
-    CheckpointManifest,
     ProbeRecord,
     Span,
-    parse_manifest,
     probe_corpus_hash,
-    read_manifest,
     read_probe_jsonl,
-    validate_manifest,
     validate_probe_record,
 )
 from repcollapse.store_schema.schema import SCHEMA_VERSION

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repcollapse.store_schema.records import write_json_atomic
+from repcollapse.store_schema.manifest import write_json_atomic
 from repcollapse.study.config import StudyConfig, StudyError
 from repcollapse.study.plan import WHOLE, Cell, Shard, plan_cells
 

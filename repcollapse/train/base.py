@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repcollapse.store_schema.records import CheckpointManifest, write_json_atomic
+from repcollapse.store_schema.manifest import CheckpointManifest, write_json_atomic
 from repcollapse.train.hf import (
     hardware,
     library_versions,

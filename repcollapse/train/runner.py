@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repcollapse.store_schema.records import CheckpointManifest, read_manifest, write_json_atomic
+from repcollapse.store_schema.manifest import CheckpointManifest, read_manifest, write_json_atomic
 from repcollapse.train.config import SFT_DOMAINS, RunConfig, StageSpec
 from repcollapse.train.hf import hardware, library_versions, load_tokenizer, resolve_device
 from repcollapse.train.pools import (
