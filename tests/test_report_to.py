@@ -62,7 +62,7 @@ def test_installed_loggers_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None
 def test_report_to_does_not_change_the_run_identity(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where the loss is also logged changes no weight: a run resumed with another report_to
     reuses its complete stages."""
-    from repcollapse.train.runner import _run_identity
+    from repcollapse.train.stage_plan import run_identity as _run_identity
 
     _pretend_installed(monkeypatch, {"tensorboardX"})
     a = config_from_dict(_raw())

@@ -20,7 +20,7 @@ from repcollapse.train.pools import (
     take_budget,
     truncate_pair,
 )
-from repcollapse.train.runner import plan_sequence
+from repcollapse.train.stage_plan import plan_sequence
 
 
 @pytest.fixture(scope="module")
