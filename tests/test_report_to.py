@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from repcollapse.train import config as config_mod
-from repcollapse.train.config import ConfigError
+from repcollapse.train.config_checks import ConfigError
 from repcollapse.train.config_load import config_from_dict
 
 STAGES = [{"name": "general", "kind": "sft", "domain": "general"}]

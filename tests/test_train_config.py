@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from repcollapse.train.config import ConfigError, LoraSettings, Mitigation, RunConfig, StageSpec
+from repcollapse.train.config import LoraSettings, Mitigation, RunConfig, StageSpec
+from repcollapse.train.config_checks import ConfigError
 from repcollapse.train.config_load import config_from_dict, load_config
 
 CONFIGS = sorted(

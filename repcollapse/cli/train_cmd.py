@@ -96,7 +96,7 @@ def _cpu_friendly_threads() -> None:
 def _base(args: argparse.Namespace) -> int:
     _cpu_friendly_threads()
     from repcollapse.train.base import materialize_base
-    from repcollapse.train.config import ConfigError
+    from repcollapse.train.config_checks import ConfigError
     from repcollapse.train.config_load import load_budget
 
     try:
@@ -123,7 +123,7 @@ def _run(args: argparse.Namespace) -> int:
     _cpu_friendly_threads()
     from repcollapse.store_schema.problems import SchemaError
     from repcollapse.train.base import materialize_base
-    from repcollapse.train.config import ConfigError
+    from repcollapse.train.config_checks import ConfigError
     from repcollapse.train.config_load import load_config
     from repcollapse.train.runner import run_sequence
 

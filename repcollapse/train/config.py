@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from repcollapse.store_schema.lineage import NO_MITIGATION, NOOP_MITIGATION
+from repcollapse.train.config_checks import check, fail, is_int, is_num
+from repcollapse.train.eval_config import EvalSettings
 
 SFT_DOMAINS: tuple[str, ...] = ("general", "math", "code", "safety", "long_cot")
 STAGE_DOMAINS: tuple[str, ...] = (*SFT_DOMAINS, "preference")
@@ -35,27 +37,6 @@ REPORT_TO: dict[str, tuple[str, ...]] = {
 }
 
 
-class ConfigError(ValueError):
-    """A configuration value is wrong; the message names the field and the value."""
-
-
-def _fail(field_name: str, value: Any, expected: str) -> None:
-    raise ConfigError(f"config field '{field_name}': expected {expected}, found {value!r}")
-
-
-def _check(cond: bool, field_name: str, value: Any, expected: str) -> None:
-    if not cond:
-        _fail(field_name, value, expected)
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
 @dataclass(frozen=True)
 class LoraSettings:
     rank: int = 16
@@ -68,16 +49,16 @@ class LoraSettings:
     """Module names (in every block) that get an adapter."""
 
     def __post_init__(self) -> None:
-        _check(_is_int(self.rank) and self.rank >= 1, "lora.rank", self.rank, "an integer >= 1")
-        _check(_is_num(self.alpha) and self.alpha > 0, "lora.alpha", self.alpha, "a number > 0")
-        _check(
-            _is_num(self.dropout) and 0 <= self.dropout < 1,
+        check(is_int(self.rank) and self.rank >= 1, "lora.rank", self.rank, "an integer >= 1")
+        check(is_num(self.alpha) and self.alpha > 0, "lora.alpha", self.alpha, "a number > 0")
+        check(
+            is_num(self.dropout) and 0 <= self.dropout < 1,
             "lora.dropout",
             self.dropout,
             "a number in [0, 1)",
         )
         mods = self.target_modules
-        _check(
+        check(
             isinstance(mods, tuple) and len(mods) > 0 and all(isinstance(m, str) for m in mods),
             "lora.target_modules",
             mods,
@@ -95,40 +76,40 @@ class StageSpec:
     """Training pool: general, math, code, safety, long_cot, or preference for dpo."""
 
     def __post_init__(self) -> None:
-        _check(
+        check(
             isinstance(self.name, str) and self.name.replace("_", "").isalnum(),
             "stages[].name",
             self.name,
             "a non-empty name of letters, digits and '_'",
         )
-        _check(
+        check(
             self.kind in TRAIN_KINDS,
             f"stages[{self.name}].kind",
             self.kind,
             f"one of {list(TRAIN_KINDS)}",
         )
-        _check(
+        check(
             self.domain in STAGE_DOMAINS,
             f"stages[{self.name}].domain",
             self.domain,
             f"one of {list(STAGE_DOMAINS)}",
         )
         if self.kind == "dpo":
-            _check(
+            check(
                 self.domain == "preference",
                 f"stages[{self.name}].domain",
                 self.domain,
                 "'preference' for a dpo stage",
             )
         else:
-            _check(
+            check(
                 self.domain in SFT_DOMAINS,
                 f"stages[{self.name}].domain",
                 self.domain,
                 f"an SFT domain {list(SFT_DOMAINS)} for a {self.kind} stage",
             )
         if self.kind == "refresh":
-            _check(
+            check(
                 self.domain == "general",
                 f"stages[{self.name}].domain",
                 self.domain,
@@ -168,14 +149,14 @@ class Mitigation:
 
     def __post_init__(self) -> None:
         f = self.replay_fraction
-        _check(_is_num(f) and 0 <= f < 1, "mitigation.replay_fraction", f, "a number in [0, 1)")
-        _check(
+        check(is_num(f) and 0 <= f < 1, "mitigation.replay_fraction", f, "a number in [0, 1)")
+        check(
             self.replay_source in ("general", "earlier", "random"),
             "mitigation.replay_source",
             self.replay_source,
             "'general', 'earlier' or 'random'",
         )
-        _check(
+        check(
             isinstance(self.refresh_after, tuple)
             and all(isinstance(s, str) for s in self.refresh_after),
             "mitigation.refresh_after",
@@ -183,23 +164,21 @@ class Mitigation:
             "a list of stage names",
         )
         rf = self.refresh_fraction
-        _check(_is_num(rf) and 0 < rf <= 1, "mitigation.refresh_fraction", rf, "a number in (0, 1]")
+        check(is_num(rf) and 0 < rf <= 1, "mitigation.refresh_fraction", rf, "a number in (0, 1]")
         for name in ("diversity_weight", "decorrelate_weight", "diversity_variance_floor"):
             v = getattr(self, name)
-            _check(_is_num(v) and v >= 0, f"mitigation.{name}", v, "a number >= 0")
+            check(is_num(v) and v >= 0, f"mitigation.{name}", v, "a number >= 0")
         layers = self.diversity_layers
-        _check(
-            isinstance(layers, tuple) and len(layers) > 0 and all(_is_int(x) for x in layers),
+        check(
+            isinstance(layers, tuple) and len(layers) > 0 and all(is_int(x) for x in layers),
             "mitigation.diversity_layers",
             layers,
             "a non-empty list of hidden-state indices (0 = embeddings, -1 = last)",
         )
-        _check(isinstance(self.noop, bool), "mitigation.noop", self.noop, "true or false")
+        check(isinstance(self.noop, bool), "mitigation.noop", self.noop, "true or false")
         k = self.decorrelate_k
-        _check(_is_int(k) and k >= 1, "mitigation.decorrelate_k", k, "an integer >= 1")
-        _check(
-            _is_int(self.rank) and self.rank >= 0, "mitigation.rank", self.rank, "an integer >= 0"
-        )
+        check(is_int(k) and k >= 1, "mitigation.decorrelate_k", k, "an integer >= 1")
+        check(is_int(self.rank) and self.rank >= 0, "mitigation.rank", self.rank, "an integer >= 0")
 
     @property
     def name(self) -> str:
@@ -219,98 +198,6 @@ class Mitigation:
                 NOOP_MITIGATION
             )  # the part repcollapse.store_schema.lineage.is_noop looks for
         return "+".join(parts) or NO_MITIGATION
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    n_generate: int = 6
-    """Eval records per domain scored from greedy generations (the first n of each eval pool)."""
-    max_new_tokens: int = 96
-    """A cap: each domain generates at most 1.5x its longest reference response (+8 tokens)."""
-    gen_batch_size: int = 40
-    """Prompts per generation batch; the domains' prompts share batches (see generate())."""
-    n_teacher_forced: int = 6
-    """Eval records per domain for validation loss and calibration (teacher forced)."""
-    ece_bins: int = 15
-    """Equal-width confidence bins of the expected calibration error."""
-    future_tasks: tuple[str, ...] = ()
-    """Future task names; empty = every task in DATA/future."""
-    future_steps: int = 4
-    """Optimizer steps of the future-task fine-tune (the adaptability probe)."""
-    future_eval_at: tuple[int, ...] = (0, 2, 4)
-    """Steps at which the future task is scored (0 first, future_steps last)."""
-    future_batch_size: int = 4
-    """Batch size of the future-task fine-tune."""
-    future_lr: float = 3e-4
-    """Learning rate of the future-task fine-tune."""
-    future_n_train: int = 64
-    """Training items of the future task."""
-    future_n_eval: int = 8
-    """Held-out items of the future task scored at each evaluation step."""
-    future_rank: int = 8
-    """LoRA rank of the future-task adapter."""
-    future_max_new_tokens: int = 24
-    """Future tasks answer with a word or a number: short generations suffice."""
-    stop_rules: bool = True
-    """End a generation once the part its scorer reads is complete (repcollapse.train.stops);
-    false generates every completion to its cap or end of sequence."""
-    future_nll_threshold: float = 1.0
-    """Held-out NLL per response token (nats) whose first crossing gives ``steps_to_nll``; the
-    same for every checkpoint (a property of the protocol, not of the checkpoint). Measured on
-    SmolLM2's base at the demo budget (sentiment, 8 items): 1.63 at step 0, 0.70 at 2, 0.26 at 4,
-    so 1.0 is crossed inside the budget (step 1.36 +- 0.28) with room to move either way."""
-
-    def __post_init__(self) -> None:
-        for name in (
-            "n_generate",
-            "max_new_tokens",
-            "gen_batch_size",
-            "ece_bins",
-            "future_batch_size",
-            "future_n_train",
-            "future_n_eval",
-            "future_rank",
-            "future_max_new_tokens",
-        ):
-            v = getattr(self, name)
-            _check(_is_int(v) and v >= 1, f"eval.{name}", v, "an integer >= 1")
-        for name in ("n_teacher_forced", "future_steps"):
-            v = getattr(self, name)
-            _check(_is_int(v) and v >= 0, f"eval.{name}", v, "an integer >= 0")
-        at = self.future_eval_at
-        _check(
-            isinstance(at, tuple)
-            and len(at) >= 2
-            and all(_is_int(s) and 0 <= s <= self.future_steps for s in at)
-            and list(at) == sorted(set(at))
-            and at[0] == 0
-            and at[-1] == self.future_steps,
-            "eval.future_eval_at",
-            at,
-            f"increasing step counts from 0 to future_steps={self.future_steps}",
-        )
-        _check(
-            isinstance(self.stop_rules, bool), "eval.stop_rules", self.stop_rules, "true or false"
-        )
-        _check(
-            _is_num(self.future_nll_threshold) and self.future_nll_threshold > 0,
-            "eval.future_nll_threshold",
-            self.future_nll_threshold,
-            "a number > 0 (nats per token)",
-        )
-        _check(
-            _is_num(self.future_lr) and self.future_lr > 0,
-            "eval.future_lr",
-            self.future_lr,
-            "a number > 0",
-        )
-        _check(
-            isinstance(self.future_tasks, tuple)
-            and all(isinstance(t, str) for t in self.future_tasks),
-            "eval.future_tasks",
-            self.future_tasks,
-            "a list of task names",
-        )
 
 
 @dataclass(frozen=True)
@@ -347,7 +234,7 @@ class Budget:
     def __post_init__(self) -> None:
         for name in ("tokens_per_stage", "max_length", "batch_size", "grad_accum"):
             v = getattr(self, name)
-            _check(_is_int(v) and v >= 1, f"budget.{name}", v, "an integer >= 1")
+            check(is_int(v) and v >= 1, f"budget.{name}", v, "an integer >= 1")
         for name in (
             "learning_rate",
             "full_learning_rate",
@@ -356,18 +243,18 @@ class Budget:
             "max_grad_norm",
         ):
             v = getattr(self, name)
-            _check(_is_num(v) and v > 0, f"budget.{name}", v, "a number > 0")
+            check(is_num(v) and v > 0, f"budget.{name}", v, "a number > 0")
         for name in ("warmup_ratio", "weight_decay"):
             v = getattr(self, name)
-            _check(_is_num(v) and 0 <= v < 1, f"budget.{name}", v, "a number in [0, 1)")
+            check(is_num(v) and 0 <= v < 1, f"budget.{name}", v, "a number in [0, 1)")
         scheds = ("constant", "constant_with_warmup", "linear", "cosine")
-        _check(
+        check(
             self.lr_scheduler in scheds,
             "budget.lr_scheduler",
             self.lr_scheduler,
             f"one of {list(scheds)}",
         )
-        _check(
+        check(
             self.tokens_per_stage >= self.max_length,
             "budget.tokens_per_stage",
             self.tokens_per_stage,
@@ -399,7 +286,7 @@ class RunConfig:
     )
 
     def __post_init__(self) -> None:
-        _check(
+        check(
             self.report_to in REPORT_TO,
             "report_to",
             self.report_to,
@@ -407,28 +294,28 @@ class RunConfig:
         )
         needs = REPORT_TO[self.report_to]
         if needs and not any(importlib.util.find_spec(m) for m in needs):
-            _fail(
+            fail(
                 "report_to",
                 self.report_to,
                 f"an installed logger: the package {' or '.join(repr(m) for m in needs)} is not "
                 f"installed (pip install {needs[0]}), or report_to = 'none'",
             )
-        _check(
+        check(
             isinstance(self.sequence, str)
             and self.sequence.replace("_", "").replace("-", "").isalnum(),
             "sequence",
             self.sequence,
             "a name of letters, digits, '-' and '_'",
         )
-        _check(_is_int(self.seed) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
-        _check(len(self.stages) > 0, "stages", self.stages, "at least one stage")
+        check(is_int(self.seed) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        check(len(self.stages) > 0, "stages", self.stages, "at least one stage")
         names = [s.name for s in self.stages]
         for n in names:
-            _check(names.count(n) == 1, "stages[].name", n, "unique stage names")
+            check(names.count(n) == 1, "stages[].name", n, "unique stage names")
         for n in self.mitigation.refresh_after:
-            _check(n in names, "mitigation.refresh_after", n, f"a stage name in {names}")
+            check(n in names, "mitigation.refresh_after", n, f"a stage name in {names}")
         if self.mitigation.diversity_weight > 0 or self.mitigation.decorrelate_weight > 0:
-            _check(
+            check(
                 any(s.kind in ("sft", "refresh", "dpo") for s in self.stages),
                 "mitigation",
                 self.mitigation.name,

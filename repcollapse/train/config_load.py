@@ -15,20 +15,19 @@ from typing import Any
 
 from repcollapse.train.config import (
     Budget,
-    ConfigError,
-    EvalSettings,
     LoraSettings,
     Mitigation,
     RunConfig,
     StageSpec,
-    _fail,
 )
+from repcollapse.train.config_checks import ConfigError, fail
+from repcollapse.train.eval_config import EvalSettings
 
 BUDGET_DEFAULTS: dict[str, dict[str, Any]] = {
     # Minutes on a 2-core CPU: 8-15 optimizer steps of batch 4 per stage (3,200 tokens), 6 eval
     # records per domain. Measured at 6,400 tokens and 8 records: ~70 s training + ~49 s evaluation
     # per stage, which put `repcollapse demo` (10 trained stages) at 31 min against its 20-min
-    # target; the whole demo budget is in repcollapse/train/config.py (Budget, EvalSettings).
+    # target; the whole demo budget is in repcollapse/train/config.py (Budget) and eval_config.py (EvalSettings).
     "demo": {},
     # A GPU: a few thousand steps per stage, a larger evaluation. Item counts are sized by the
     # standard error (docs/INTERFACES.md): per-stage changes of 2-4 points need an SE of about
@@ -71,11 +70,11 @@ def _tuplify(d: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
 
 def _build(cls: type, table: Any, prefix: str, tuple_keys: tuple[str, ...] = ()) -> Any:
     if not isinstance(table, Mapping):
-        _fail(prefix, table, "a table")
+        fail(prefix, table, "a table")
     known = {f.name for f in dataclasses.fields(cls)}
     for k in table:
         if k not in known:
-            _fail(f"{prefix}.{k}", table[k], f"a known field ({', '.join(sorted(known))})")
+            fail(f"{prefix}.{k}", table[k], f"a known field ({', '.join(sorted(known))})")
     try:
         return cls(**_tuplify(table, tuple_keys))
     except TypeError as e:  # a wrong type the checks did not anticipate
@@ -126,9 +125,9 @@ def config_from_dict(
     known = {"sequence", "seed", "stages", "lora", "mitigation", "budget", "report_to"}
     for k in raw:
         if k not in known:
-            _fail(k, raw[k], f"a known top-level key ({', '.join(sorted(known))})")
+            fail(k, raw[k], f"a known top-level key ({', '.join(sorted(known))})")
     if budget not in BUDGET_DEFAULTS and budget not in raw.get("budget", {}):
-        _fail(
+        fail(
             "budget", budget, f"one of {sorted(set(BUDGET_DEFAULTS) | set(raw.get('budget', {})))}"
         )
     btable = _deep_merge(BUDGET_DEFAULTS.get(budget, {}), raw.get("budget", {}).get(budget, {}))
@@ -139,7 +138,7 @@ def config_from_dict(
     bud = _build(Budget, {**btable, "name": budget, "eval": ev}, f"budget.{budget}")
     stages_raw = raw.get("stages")
     if not isinstance(stages_raw, list):
-        _fail("stages", stages_raw, "a list of {name, kind, domain} tables")
+        fail("stages", stages_raw, "a list of {name, kind, domain} tables")
     stages = tuple(_build(StageSpec, s, f"stages[{i}]") for i, s in enumerate(stages_raw))
     lora = _build(LoraSettings, raw.get("lora", {}), "lora", ("target_modules",))
     mit = _build(

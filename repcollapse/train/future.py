@@ -25,7 +25,8 @@ from typing import Any
 
 import torch
 
-from repcollapse.train.config import TARGET_MODULES, EvalSettings
+from repcollapse.train.config import TARGET_MODULES
+from repcollapse.train.eval_config import EvalSettings
 from repcollapse.train.hf import load_model, load_tokenizer
 from repcollapse.train.pools import encode_sft
 from repcollapse.train.teacher import autocast, pad_right, token_stats
