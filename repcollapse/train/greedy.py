@@ -51,6 +51,59 @@ def _select_rows(cache: Any, keep: torch.Tensor) -> None:
         layer.batch_select_indices(keep)
 
 
+def prefill_groups(lengths: Sequence[int], slack: float = 1.25) -> list[list[int]]:
+    """Indices of ``lengths`` sorted by length, cut into groups whose left-padded prefill costs at
+    most ``slack`` times their real tokens (a new group starts where the next prompt would push
+    the group's width x rows past that)."""
+    groups: list[list[int]] = []
+    total = 0
+    for i in sorted(range(len(lengths)), key=lambda j: (lengths[j], j)):
+        n = lengths[i]
+        g = groups[-1] if groups else None
+        if g is not None and n * (len(g) + 1) <= slack * (total + n):
+            g.append(i)
+            total += n
+        else:
+            groups.append([i])
+            total = n
+    return groups
+
+
+def _left_pad(
+    prompts: Sequence[Sequence[int]], rows: Sequence[int], width: int, pad_id: int, device: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.tensor(
+        [[pad_id] * (width - len(prompts[i])) + list(prompts[i]) for i in rows], device=device
+    )
+    mask = torch.tensor(
+        [[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in rows], device=device
+    )
+    return ids, mask
+
+
+def _mergeable(cache: Any) -> bool:
+    """Only plain full-attention layers can be left-padded and stacked (a sliding-window layer
+    keeps a window that depends on its own width)."""
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(type(layer).__name__ == "DynamicLayer" for layer in layers)
+
+
+def _merge(model: Any, parts: Sequence[tuple[Any, int]], width: int) -> Any:
+    """One cache of every part's rows, in part order, each left-padded with zero keys/values to
+    ``width`` (the attention mask gives those positions weight exactly zero)."""
+    merged = _new_cache(model)
+    if not _mergeable(merged) or len(merged.layers) != len(parts[0][0].layers):
+        raise RuntimeError("greedy decoding: cannot stack the prefill caches of this model")
+    for li, layer in enumerate(merged.layers):
+        ks, vs = [], []
+        for cache, w in parts:
+            src = cache.layers[li]
+            ks.append(torch.nn.functional.pad(src.keys, (0, 0, width - w, 0)))
+            vs.append(torch.nn.functional.pad(src.values, (0, 0, width - w, 0)))
+        layer.update(torch.cat(ks), torch.cat(vs))
+    return merged
+
+
 @torch.no_grad()
 def greedy_batch(
     model: Any,
@@ -63,45 +116,63 @@ def greedy_batch(
     decode: Callable[[list[int]], str] | None = None,
     stops: Sequence[StopRule | None] | None = None,
     autocast: Any = None,
+    slack: float | None = 1.25,
 ) -> tuple[list[list[int]], int]:
     """Generated token ids per prompt (end-of-sequence dropped) and the decoding steps run.
 
-    Prompts are left-padded into one batch; position ids count real tokens only (as
-    ``generate`` does). ``stops[i]`` is checked on ``decode(tokens)`` after every new token of
-    row i. The tokens of a row that stops are exactly the first tokens it would have generated
-    without the rule.
+    The prompts are read (prefill) in groups of similar length (``prefill_groups``; ``slack``
+    None: one group of all, left-padded to the longest prompt): a batch mixing a 40-token
+    question with a 350-token HumanEval prompt would otherwise pay the long prompt's width for
+    every row. The groups' caches are then left-padded to one width and stacked, so decoding
+    runs one batch whatever the groups (a decoding step on a CPU costs about the same for few or
+    many rows). Position ids count real tokens only (as ``generate`` does). ``stops[i]`` is
+    checked on ``decode(tokens)`` after every new token of row i. The tokens of a row that stops
+    are exactly the first tokens it would have generated without the rule.
     """
     n = len(prompts)
     if len(caps) != n or (stops is not None and len(stops) != n):
         raise ValueError(f"greedy_batch: {len(caps)} caps / stops for {n} prompts")
+    if slack is not None and not slack >= 1.0:
+        raise ValueError(f"greedy_batch: slack must be >= 1 or None, got {slack!r}")
     out: list[list[int]] = [[] for _ in range(n)]
     eos = {eos_id} if isinstance(eos_id, int) else set(eos_id or ())
-    active = [i for i in range(n) if caps[i] > 0]
-    if not active:
+    todo = [i for i in range(n) if caps[i] > 0]
+    if not todo:
         return out, 0
-    width = max(len(prompts[i]) for i in active)
-    ids = torch.tensor(
-        [[pad_id] * (width - len(prompts[i])) + list(prompts[i]) for i in active], device=device
-    )
-    mask = torch.tensor(
-        [[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in active], device=device
-    )
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache, key = _new_cache(model), _cache_kwarg(model)
     ctx = autocast if autocast is not None else torch.autocast("cpu", enabled=False)
-    steps = 0
-    while active:
+    key = _cache_kwarg(model)
+    lengths = [len(prompts[i]) for i in todo]
+    if slack is None or not _mergeable(_new_cache(model)):
+        groups = [list(range(len(todo)))]
+    else:
+        groups = prefill_groups(lengths, slack)
+    width = max(lengths)
+    parts: list[tuple[Any, int]] = []
+    active: list[int] = []
+    nxt: list[int] = []
+    for g in groups:
+        rows = [todo[j] for j in g]
+        w = max(len(prompts[i]) for i in rows)
+        ids, mask = _left_pad(prompts, rows, w, pad_id, device)
+        cache = _new_cache(model)
         with ctx:
             logits = model(
                 input_ids=ids,
                 attention_mask=mask,
-                position_ids=pos,
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                 use_cache=True,
                 logits_to_keep=1,
                 **{key: cache},
             ).logits[:, -1, :]
-        nxt = logits.float().argmax(dim=-1).tolist()
-        steps += 1
+        nxt += logits.float().argmax(dim=-1).tolist()
+        parts.append((cache, w))
+        active += rows
+    cache = parts[0][0] if len(parts) == 1 else _merge(model, parts, width)
+    del parts
+    mask = _left_pad(prompts, active, width, pad_id, device)[1]
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, -1:]
+    steps = 1
+    while True:
         still: list[int] = []
         for row, i in enumerate(active):
             tok_id = int(nxt[row])
@@ -114,15 +185,26 @@ def greedy_batch(
             if rule is not None and decode is not None and rule(decode(out[i])):
                 continue
             still.append(row)
+        if not still:
+            break
         if len(still) < len(active):
-            if not still:
-                break
-            keep = torch.tensor(still, device=ids.device)
+            keep = torch.tensor(still, device=mask.device)
             _select_rows(cache, keep)
             mask, pos = mask[keep], pos[keep]
             nxt = [nxt[r] for r in still]
             active = [active[r] for r in still]
         ids = torch.tensor([[t] for t in nxt], device=mask.device)
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-        pos = pos[:, -1:] + 1
+        pos = pos + 1
+        with ctx:
+            logits = model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=pos,
+                use_cache=True,
+                logits_to_keep=1,
+                **{key: cache},
+            ).logits[:, -1, :]
+        nxt = logits.float().argmax(dim=-1).tolist()
+        steps += 1
     return out, steps

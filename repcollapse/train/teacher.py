@@ -100,15 +100,21 @@ def token_stats(
 ) -> dict[str, Any]:
     """Flat per-token tensors ``nll``, ``conf``, ``correct``, ``item`` (the item each token
     belongs to) and per-item lists ``nll_sum``, ``n_tokens``, ``answer_logprob`` (None where
-    ``answers[i]`` is empty or not given)."""
+    ``answers[i]`` is empty or not given).
+
+    Items are batched by length (shortest first) so a batch pads to about its own rows' width;
+    every output stays in the order of ``encoded`` (the flat tensors item by item, each item's
+    tokens in sequence order)."""
     was_training = model.training
     model.eval()
     nll, conf, correct, item = [], [], [], []
     n = len(encoded)
     nll_sum, n_tokens = [0.0] * n, [0] * n
     ans_lp: list[float | None] = [None] * n
+    by_len = sorted(range(n), key=lambda j: (len(encoded[j]["input_ids"]), j))
     for i in range(0, n, batch_size):
-        b = pad_right(encoded[i : i + batch_size], tok.pad_token_id, device)
+        batch = by_len[i : i + batch_size]
+        b = pad_right([encoded[j] for j in batch], tok.pad_token_id, device)
         target = b["labels"][:, 1:]
         keep = torch.zeros_like(b["labels"], dtype=torch.bool)
         keep[:, :-1] = target != IGNORE  # position t predicts token t + 1
@@ -122,12 +128,10 @@ def token_stats(
         nll.append(tok_nll)
         conf.append(mx.exp())
         correct.append((arg == tgt).float())
-        rows = where[:, 0] + i
+        rows = torch.tensor(batch, device=where.device)[where[:, 0]]
         item.append(rows)
         rows_l, t_l, nll_l = rows.tolist(), (where[:, 1] + 1).tolist(), tok_nll.double().tolist()
-        wanted = {
-            r: set(answers[r]) for r in range(i, min(i + batch_size, n)) if answers and answers[r]
-        }
+        wanted = {r: set(answers[r]) for r in batch if answers and answers[r]}
         for r, t, v in zip(rows_l, t_l, nll_l, strict=True):
             nll_sum[r] += v
             n_tokens[r] += 1
@@ -138,11 +142,13 @@ def token_stats(
     def cat(xs: list[torch.Tensor], dtype: torch.dtype = torch.float64) -> torch.Tensor:
         return torch.cat(xs).cpu().to(dtype) if xs else torch.zeros(0, dtype=dtype)
 
+    items = cat(item, torch.long)
+    back = torch.sort(items, stable=True).indices  # the items' order, tokens in order within
     return {
-        "nll": cat(nll),
-        "conf": cat(conf),
-        "correct": cat(correct),
-        "item": cat(item, torch.long),
+        "nll": cat(nll)[back],
+        "conf": cat(conf)[back],
+        "correct": cat(correct)[back],
+        "item": items[back],
         "nll_sum": nll_sum,
         "n_tokens": n_tokens,
         "answer_logprob": ans_lp,
