@@ -49,6 +49,14 @@ def register(parser: argparse.ArgumentParser) -> None:
         default=4096,
         help="tokens per store chunk (new stores; default 4096)",
     )
+    parser.add_argument(
+        "--hidden-dtype",
+        default="float16",
+        choices=("float16", "float32"),
+        help="dtype of the stored hidden states, fixed when the store is created (default "
+        "float16: |h| up to 65,504; float32: twice the bytes, for families such as Gemma 3 "
+        "whose residual stream is larger); an existing store of the other dtype is refused",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or log lines")
     parser.set_defaults(handler=_extract)
 
@@ -69,6 +77,7 @@ def _extract(args: argparse.Namespace) -> int:
         generate=args.generate,
         device=args.device,
         token_chunk=args.token_chunk,
+        hidden_dtype=args.hidden_dtype,
         progress=not args.no_progress,
     )
     results = extract(args.store, args.probe, args.checkpoints, config)

@@ -38,12 +38,19 @@ from repcollapse.store_schema.writer import StoreWriter
 FLOAT16_MAX = 65504.0
 
 
-class HiddenRangeError(ValueError):
-    """Hidden states that float16 cannot hold: refused rather than stored as inf/NaN.
+def hidden_limit(dtype: np.dtype | str) -> float:
+    """Largest |h| a store of that hidden dtype holds: 65,504 for float16; for float32 every
+    finite value of the forward (which runs in float32 or bfloat16) fits, so only NaN/inf are
+    refused."""
+    return float(np.finfo(np.dtype(dtype)).max)
 
-    A ValueError, so the CLI prints it as one message. Storing bfloat16 instead would keep such
-    a model but change the dtype of ``hidden`` for every reader; a model whose residual stream
-    exceeds 65504 is rare and almost always broken, so the extraction stops and says where.
+
+class HiddenRangeError(ValueError):
+    """Hidden states that the store's dtype cannot hold: refused rather than stored as inf/NaN.
+
+    A ValueError, so the CLI prints it as one message. A float16 store refuses |h| > 65,504;
+    a family whose residual stream is that large (Gemma 3) is extracted into a store created
+    with ``--hidden-dtype float32``, which refuses only non-finite values.
     """
 
 
@@ -125,11 +132,12 @@ def autocast_context(device: torch.device) -> contextlib.AbstractContextManager:
 @dataclass
 class BatchOutput:
     hidden: np.ndarray
-    """(layer, n_kept, feature) float16 of the batch's kept tokens, in store order."""
+    """(layer, n_kept, feature) in the store's hidden dtype, the batch's kept tokens."""
     stats: dict[str, np.ndarray]
     """Logit statistics and top-k per kept token."""
     max_abs: np.ndarray
-    """(layer,) largest |h| before the float16 cast (float16 overflows above 65504)."""
+    """(layer,) largest |h| before the cast to the store's dtype (float16 overflows above
+    65504)."""
 
 
 def forward_batch(
@@ -140,8 +148,10 @@ def forward_batch(
     device: torch.device,
     stats: LogitStatistics,
     cut: bool = True,
+    hidden_dtype: np.dtype | str = np.float16,
 ) -> BatchOutput:
-    """Hidden states and logit statistics of the batch's kept tokens, in batch order."""
+    """Hidden states (in ``hidden_dtype``, the store's) and logit statistics of the batch's
+    kept tokens, in batch order."""
     ids, mask, positions = pad_batch(batch, pad_id, device, cut=cut)
     rows = torch.cat(
         [torch.full((len(ex.keep),), r, dtype=torch.long) for r, ex in enumerate(batch)]
@@ -163,10 +173,13 @@ def forward_batch(
         )
         states = [*out.hidden_states[:-1], out.last_hidden_state]
         del out
-        # Gather the kept tokens layer by layer straight into float16: no float32 copy of all
-        # layers, and the range check needs no |h| temporary (aminmax is one pass).
+        # Gather the kept tokens layer by layer straight into the store's dtype: no float32
+        # copy of all layers for a float16 store, and the range check needs no |h| temporary
+        # (aminmax is one pass).
         hidden = torch.empty(
-            (len(states), len(rows), states[0].shape[-1]), dtype=torch.float16, device=device
+            (len(states), len(rows), states[0].shape[-1]),
+            dtype=_TORCH_DTYPES[np.dtype(hidden_dtype).name],
+            device=device,
         )
         max_abs = torch.empty(len(states), dtype=torch.float32, device=device)
         for layer, h in enumerate(states):
@@ -179,11 +192,17 @@ def forward_batch(
     return BatchOutput(hidden.cpu().numpy(), token_stats, max_abs.cpu().numpy())
 
 
+_TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+"""Store hidden dtype -> the torch dtype the kept tokens are gathered into."""
+
+
 class _Chunk:
     """Buffers of one token chunk: hidden (layer, chunk, feature) and the token variables."""
 
-    def __init__(self, n_layers: int, chunk: int, n_features: int, topk: int) -> None:
-        self.hidden = np.empty((n_layers, chunk, n_features), np.float16)
+    def __init__(
+        self, n_layers: int, chunk: int, n_features: int, topk: int, hidden_dtype: np.dtype
+    ) -> None:
+        self.hidden = np.empty((n_layers, chunk, n_features), hidden_dtype)
         self.vars: dict[str, np.ndarray] = {
             name: np.empty(chunk, spec.dtype) for name, spec in S.LOGIT_STATS.items()
         }
@@ -215,7 +234,9 @@ class ChunkBuffer:
         self.writer, self.index, self.after_write = writer, index, after_write
         self.chunk = min(writer.token_chunk, n_tokens)
         self.n_tokens = n_tokens
-        self._shape = (n_layers, self.chunk, n_features, topk)
+        self.hidden_dtype = writer.hidden_dtype
+        self.limit = hidden_limit(self.hidden_dtype)
+        self._shape = (n_layers, self.chunk, n_features, topk, self.hidden_dtype)
         self._filling = _Chunk(*self._shape)
         self._spare: _Chunk | None = None
         self._pool = ThreadPoolExecutor(max_workers=1) if write_behind else None
@@ -226,7 +247,7 @@ class ChunkBuffer:
     def add(
         self, hidden: np.ndarray, stats: dict[str, np.ndarray], max_abs: np.ndarray | None = None
     ) -> None:
-        """Buffer a batch; ``max_abs`` (per layer, before the float16 cast) is range-checked
+        """Buffer a batch; ``max_abs`` (per layer, before the cast to the store's dtype) is range-checked
         first, so no chunk holding an out-of-range value is ever written."""
         if max_abs is not None:
             self.check_range(max_abs)
@@ -243,9 +264,10 @@ class ChunkBuffer:
                 self.flush()
 
     def check_range(self, max_abs: np.ndarray) -> None:
-        """Raise HiddenRangeError naming checkpoint, layer and largest |h| if float16 overflows."""
+        """Raise HiddenRangeError naming checkpoint, layer and largest |h| where the store's
+        dtype overflows (float16: |h| > 65504; float32: only NaN/inf)."""
         max_abs = np.asarray(max_abs, dtype=np.float64)
-        bad = ~np.isfinite(max_abs) | (max_abs > FLOAT16_MAX)
+        bad = ~np.isfinite(max_abs) | (max_abs > self.limit)
         if not bad.any():
             return
         layers = np.flatnonzero(bad).tolist()
@@ -254,11 +276,18 @@ class ChunkBuffer:
         worst = nan[0] if nan else int(layers[int(np.argmax(max_abs[layers]))])
         found = "NaN" if nan else f"max |h| {max_abs[worst]:.6g}"
         name = self.writer.names()[self.index]
+        dtype = self.hidden_dtype.name
+        hint = (
+            "; a family whose residual stream is this large needs a store created with "
+            "--hidden-dtype float32"
+            if dtype == "float16" and not nan and np.isfinite(max_abs[worst])
+            else ""
+        )
         raise HiddenRangeError(
-            f"checkpoint {name!r}: hidden states do not fit float16 (at most {FLOAT16_MAX:.0f}): "
+            f"checkpoint {name!r}: hidden states do not fit {dtype} (at most {self.limit:.6g}): "
             f"found {found} in layer {worst} (layers out of range: {layers}, tokens "
             f"{self.t0 + self.fill} onwards); refused: the checkpoint is not marked complete, so "
-            "readers do not see it"
+            f"readers do not see it{hint}"
         )
 
     def _write(self, buf: _Chunk, t0: int, n: int) -> _Chunk:
@@ -312,6 +341,7 @@ def iterate_outputs(
     window_tokens: int = WINDOW_TOKENS,
     cut: bool = True,
     by_length: bool = True,
+    hidden_dtype: np.dtype | str = np.float16,
 ) -> Iterator[tuple[int, BatchOutput]]:
     """(tokens, output) per window of examples, in store order (module docstring).
 
@@ -332,6 +362,7 @@ def iterate_outputs(
                     device=device,
                     stats=stats,
                     cut=cut,
+                    hidden_dtype=hidden_dtype,
                 )
             )
             # store positions (within the window) of the batch's tokens, in batch order

@@ -16,6 +16,7 @@ from repcollapse.extract.store_io import Geometry
 from repcollapse.extract.tokens import TokenPlan
 from repcollapse.store_schema.protocol import protocol_step
 from repcollapse.store_schema.records import ProbeRecord
+from repcollapse.store_schema.schema import HIDDEN_DTYPES
 from repcollapse.store_schema.writer import StoreWriter
 
 
@@ -32,6 +33,14 @@ class ExtractConfig:
     generate: int = field(default=0, metadata={"help": "sampled completions per prompt (0: none)"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
     token_chunk: int = field(default=4096, metadata={"help": "tokens per store chunk"})
+    hidden_dtype: str = field(
+        default="float16",
+        metadata={
+            "help": "dtype of the stored hidden states, fixed when the store is created: float16 "
+            "(|h| up to 65,504) or float32 (twice the bytes; for families such as Gemma 3 whose "
+            "residual stream exceeds float16)"
+        },
+    )
     logit_slice: int = field(default=256, metadata={"help": "tokens per float32 logit slice"})
     write_behind: bool = field(
         default=True, metadata={"help": "write each full chunk from a thread while the next fills"}
@@ -54,6 +63,11 @@ class ExtractConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or value < low):
                 raise UsageError(f"{_field(name)}: expected an integer >= {low}, found {value!r}")
+        if self.hidden_dtype not in HIDDEN_DTYPES:
+            raise UsageError(
+                f"{_field('hidden_dtype')}: expected one of {list(HIDDEN_DTYPES)}, "
+                f"found {self.hidden_dtype!r}"
+            )
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise UsageError(
                 f"{_field('device')}: expected auto, cpu or cuda, found {self.device!r}"
@@ -71,6 +85,7 @@ _FLAGS = (
     "generate",
     "device",
     "token_chunk",
+    "hidden_dtype",
 )
 
 

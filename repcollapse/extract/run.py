@@ -188,6 +188,7 @@ def extract(
         "model_family": first.model_family or str(configs[0].model_type),
         "tokenizer": fingerprint,
         "code_version": code_version(),
+        "hidden_dtype": config.hidden_dtype,  # the store's (also its generated sub-stores')
         "extraction_config": {
             **config.recorded(),
             "probe_file": str(probe),

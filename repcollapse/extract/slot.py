@@ -72,8 +72,9 @@ def write_checkpoint(
         pad_id=pad_id,
         device=job.device,
         stats=stats,
+        hidden_dtype=writer.hidden_dtype,
     ):
-        buffer.add(out.hidden, out.stats, out.max_abs)  # refuses |h| beyond float16 first
+        buffer.add(out.hidden, out.stats, out.max_abs)  # refuses |h| the store cannot hold
         max_abs = np.maximum(max_abs, out.max_abs)
         bar.update(n)
     buffer.close()

@@ -76,6 +76,7 @@ def check_store(
     tokenizer: Mapping[str, str],
     geometry: Geometry,
     coords: Mapping[str, np.ndarray],
+    hidden_dtype: str = S.DEFAULT_HIDDEN_DTYPE,
 ) -> None:
     """Raise SchemaError listing every mismatch between the store and this extraction."""
     attrs = read_attrs(url, group)
@@ -103,6 +104,14 @@ def check_store(
         tokenizer["vocab_sha256"],
         "tokenizer_mismatch",
         "this checkpoint's tokenizer",
+    )
+    stored_dtype = np.dtype(g["hidden"].dtype).name  # the array's: older stores record none
+    differ(
+        "hidden: dtype",
+        stored_dtype,
+        hidden_dtype,
+        "hidden_dtype_mismatch",
+        "this run (--hidden-dtype)",
     )
     _, n_layers, n_tokens, n_features = g["hidden"].shape
     differ(
@@ -169,10 +178,14 @@ def create_or_check(
 ) -> bool:
     """Create the store if absent (True), else check it matches (False). Atomic across processes.
 
+    The hidden dtype is ``attrs['hidden_dtype']`` (float16 where absent): a new store is created
+    with it, an existing store of another dtype is refused.
+
     An existing store that matches is repaired first (``StoreWriter.repair``: the orphan tail of
     a killed reservation), so every later step, and every reader, sees consistent lengths. A
     killed creation leaves no store (repcollapse.store_schema.creation): it is created again here.
     """
+    hidden_dtype = S.check_hidden_dtype(S.hidden_dtype_of(attrs), "attrs.hidden_dtype")
     with store_lock(url):
         if store_exists(url, group):
             check_store(
@@ -182,6 +195,7 @@ def create_or_check(
                 tokenizer=attrs["tokenizer"],
                 geometry=geometry,
                 coords=coords,
+                hidden_dtype=hidden_dtype,
             )
             for action in StoreWriter(url, group=group).repair():
                 print(f"repaired {url}: {action} (left by a killed extraction)", file=sys.stderr)
@@ -197,6 +211,7 @@ def create_or_check(
             lora_modules=geometry.lora_modules,
             lora_rank_capacity=LORA_RANK_CAPACITY,
             token_chunk=balanced_chunk(n_tokens, token_chunk),
+            hidden_dtype=hidden_dtype,
         )
         create_store(url, layout, coords, attrs, group=group)
         return True

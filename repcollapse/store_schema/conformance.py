@@ -56,6 +56,14 @@ class StoreConformance:
         ds = reader.dataset()
         assert [str(x) for x in ds["checkpoint"].values] == complete
 
+    def test_hidden_dtype(self, store: StoreRef) -> None:
+        """``hidden`` is stored in the dtype the store records (float16 where none is)."""
+        reader = StoreReader(*store)
+        recorded = S.hidden_dtype_of(reader.attrs)
+        assert recorded in S.HIDDEN_DTYPES, f"{reader.where}: attrs.hidden_dtype {recorded!r}"
+        assert reader.hidden_dtype == np.dtype(recorded), reader.where
+        assert reader.dataset(include_incomplete=True)["hidden"].dtype == np.dtype(recorded)
+
     def test_sizes(self, store: StoreRef) -> None:
         reader = StoreReader(*store)
         ds = reader.dataset(include_incomplete=True)
@@ -102,5 +110,5 @@ class StoreConformance:
                 for t0 in range(0, reader.n_tokens, step):
                     t1 = min(t0 + step, reader.n_tokens)
                     got = blocks.read(slots[name], layer, t0, t1)
-                    assert got.dtype == np.dtype(S.HIDDEN.dtype)
+                    assert got.dtype == np.dtype(S.hidden_dtype_of(reader.attrs))
                     np.testing.assert_array_equal(got, want[layer, t0:t1])

@@ -59,7 +59,7 @@ class BlockReader:
     token_chunk: int = 1
 
     def read(self, slot: int, layer: int, t0: int, t1: int) -> np.ndarray:
-        """``hidden[slot, layer, t0:t1, :]`` as stored (float16); raises SchemaError when the
+        """``hidden[slot, layer, t0:t1, :]`` as stored (the store's ``hidden_dtype``); raises SchemaError when the
         block's recorded checksum does not match (``t0`` must start a token chunk then)."""
         block = _hidden_array(self.url, self.group)[slot, layer, t0:t1, :]
         if self.expected:
@@ -98,6 +98,11 @@ class StoreReader:
     @property
     def token_chunk(self) -> int:
         return int(self.attrs["token_chunk"])
+
+    @property
+    def hidden_dtype(self) -> np.dtype:
+        """dtype of ``hidden`` as stored: float16, or float32 where the store was created so."""
+        return np.dtype(self._g()[S.HIDDEN.name].dtype)
 
     @property
     def hidden_shape(self) -> tuple[int, int, int, int]:

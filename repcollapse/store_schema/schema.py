@@ -16,7 +16,9 @@ cell anyway, so it never needs a span to be contiguous.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
 
 SCHEMA_VERSION = 1
 """Bump on any change of the contract, and add a migration note in docs/store.md."""
@@ -168,6 +170,32 @@ HIDDEN = VariableSpec(
     "residual stream after each block; layer 0 = embeddings, last = input of the unembedding "
     "(after the final norm)",
 )
+
+HIDDEN_DTYPES: tuple[str, ...] = ("float16", "float32")
+"""The dtypes ``hidden`` may be stored in, chosen per store at creation."""
+DEFAULT_HIDDEN_DTYPE = "float16"
+"""Half the bytes; enough for every family whose residual stream stays within +-65,504."""
+HIDDEN_DTYPE_ATTR = "hidden_dtype"
+"""Root attribute recording the store's ``hidden`` dtype (one of ``HIDDEN_DTYPES``). Stores
+written before it existed lack it: they are float16 (``hidden_dtype_of``)."""
+
+
+def hidden_dtype_of(attrs: Mapping[str, Any]) -> str:
+    """The ``hidden`` dtype a store's attributes record (float16 where none is recorded)."""
+    return str(attrs.get(HIDDEN_DTYPE_ATTR, DEFAULT_HIDDEN_DTYPE))
+
+
+def check_hidden_dtype(value: Any, where: str) -> str:
+    """``value`` if it is one of ``HIDDEN_DTYPES``, else ValueError naming ``where``."""
+    if value not in HIDDEN_DTYPES:
+        raise ValueError(f"{where}: expected one of {list(HIDDEN_DTYPES)}, found {value!r}")
+    return str(value)
+
+
+def hidden_spec(dtype: str = DEFAULT_HIDDEN_DTYPE) -> VariableSpec:
+    """The spec of ``hidden`` in a store of that dtype (``HIDDEN`` is the float16 one)."""
+    return replace(HIDDEN, dtype=check_hidden_dtype(dtype, "hidden dtype"))
+
 
 LOGIT_STATS: dict[str, VariableSpec] = {
     spec.name: spec

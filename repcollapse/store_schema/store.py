@@ -53,8 +53,11 @@ class StoreLayout:
     """module name -> (in_features, out_features)."""
     lora_rank_capacity: int = 64
     token_chunk: int = 4096
+    hidden_dtype: str = S.DEFAULT_HIDDEN_DTYPE
+    """dtype of ``hidden`` (``schema.HIDDEN_DTYPES``), recorded as ``attrs.hidden_dtype``."""
 
     def __post_init__(self) -> None:
+        S.check_hidden_dtype(self.hidden_dtype, "StoreLayout.hidden_dtype")
         for name in ("n_layers", "n_features", "n_tokens", "vocab_size", "topk", "token_chunk"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -74,6 +77,7 @@ _AUTO_ATTRS = {
     "created_at",
     "token_chunk",
     "lora_modules",
+    S.HIDDEN_DTYPE_ATTR,
 }
 """Root attributes create_store sets itself (the caller need not pass them)."""
 
@@ -183,6 +187,15 @@ def create_store(
         for k in S.REQUIRED_ATTRS
         if k not in attrs and k not in _AUTO_ATTRS
     ]
+    given = attrs.get(S.HIDDEN_DTYPE_ATTR, layout.hidden_dtype)
+    if given != layout.hidden_dtype:
+        problems.append(
+            Problem(
+                f"attrs.{S.HIDDEN_DTYPE_ATTR}",
+                f"expected the layout's hidden dtype {layout.hidden_dtype!r}, found {given!r}",
+                "wrong_dtype",
+            )
+        )
     if problems:
         raise SchemaError(problems, "cannot create store")
     with store_lock(url):
@@ -219,7 +232,7 @@ def _build_store(
     # Hidden states compress only ~1.08x with zstd: store them raw, save the CPU.
     _create(
         g,
-        S.HIDDEN,
+        S.hidden_spec(layout.hidden_dtype),
         (0, layout.n_layers, T, layout.n_features),
         (1, 1, tc, layout.n_features),
         compressors=None,
@@ -252,6 +265,7 @@ def _build_store(
         "lora_modules": {m: list(io) for m, io in layout.lora_modules.items()},
         "lora_rank_capacity": R,
         "head_hashes": [],
+        S.HIDDEN_DTYPE_ATTR: layout.hidden_dtype,
     }
     g.attrs.update(_jsonable(full_attrs))
     protocol_step("create: attrs")

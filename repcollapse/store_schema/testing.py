@@ -31,6 +31,9 @@ class SyntheticSpec:
     lora_rank: int = 4
     token_chunk: int = 256
     seed: int = 0
+    hidden_dtype: str = "float16"
+    """The store's hidden dtype; the values are float16-rounded either way (so a float32 store
+    of the same spec holds the same numbers)."""
 
     def __post_init__(self) -> None:
         if self.n_tokens % self.tokens_per_example:
@@ -113,6 +116,7 @@ def make_synthetic_store(
         lora_modules={m: (spec.n_features, spec.n_features) for m in spec.lora_modules},
         lora_rank_capacity=max(8, spec.lora_rank),
         token_chunk=spec.token_chunk,
+        hidden_dtype=spec.hidden_dtype,
     )
     attrs = {
         "probe_hash": "synthetic",

@@ -94,6 +94,18 @@ def validate_group(
             problems.append(
                 Problem(f"attrs.{key}", "expected a root attribute, found none", "missing_attr")
             )
+    recorded = S.hidden_dtype_of(attrs)
+    if recorded not in S.HIDDEN_DTYPES:
+        problems.append(
+            Problem(
+                f"attrs.{S.HIDDEN_DTYPE_ATTR}",
+                f"expected one of {list(S.HIDDEN_DTYPES)}, found {recorded!r}",
+                "wrong_dtype",
+            )
+        )
+        recorded = S.DEFAULT_HIDDEN_DTYPE
+    # hidden is checked against the dtype the store records (float16 where none is recorded)
+    required = {**S.REQUIRED_VARIABLES, S.HIDDEN.name: S.hidden_spec(recorded)}
     sizes: dict[str, int] = {}
     if "hidden" in g:  # token and checkpoint lengths are defined by hidden
         dims = _dims(g["hidden"])
@@ -102,7 +114,7 @@ def validate_group(
     for spec in [
         *S.TOKEN_COORDS.values(),
         *S.CHECKPOINT_COORDS.values(),
-        *S.REQUIRED_VARIABLES.values(),
+        *required.values(),
     ]:
         if spec.name == "unembedding":
             sizes_u = {S.FEATURE: sizes[S.FEATURE]} if S.FEATURE in sizes else {}

@@ -46,6 +46,8 @@ class StoreWriter:
             raise SchemaError(problems, f"cannot write to {url}")
         self.g = _open_group(url, group, "r+")
         self.token_chunk = int(self.attrs["token_chunk"])
+        self.hidden_dtype = np.dtype(self.g[S.HIDDEN.name].dtype)
+        """The store's ``hidden`` dtype (float16 or float32, fixed at creation)."""
         self.checksums = ChecksumLog()
 
     # -- slots ---------------------------------------------------------------------------------
@@ -150,13 +152,14 @@ class StoreWriter:
 
     # -- data ----------------------------------------------------------------------------------
     def write_hidden(self, index: int, t0: int, block: np.ndarray) -> None:
-        """block: (layer, n_tokens, feature) for tokens [t0, t0 + n). t0 must be chunk-aligned."""
+        """block: (layer, n_tokens, feature) for tokens [t0, t0 + n), cast to the store's hidden
+        dtype (the caller range-checks first: extract.forward). t0 must be chunk-aligned."""
         if t0 % self.token_chunk:
             raise ValueError(
                 f"write_hidden: t0 must be a multiple of token_chunk={self.token_chunk}, found {t0}"
             )
         arr = self.g["hidden"]
-        data = block.astype(np.float16, copy=False)
+        data = block.astype(self.hidden_dtype, copy=False)
         arr[index, :, t0 : t0 + block.shape[1], :] = data
         self.checksums.add(index, arr, (0, t0, 0), data)
 
