@@ -202,3 +202,51 @@ def test_extract_float32_stores_what_float16_refuses(
     assert "Traceback" not in err
     assert re.search(r"hidden: dtype.*store has 'float32'.*--hidden-dtype.*'float16'", err), err
     assert sorted(p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()) == before
+
+
+# -- the study: a family whose hidden states exceed float16 gets a float32 store ----------------
+
+
+def _study(tmp_path: Path, extract: str = "") -> object:
+    from repcollapse.study.config import parse_study
+
+    for d in ("tinyA", "tinyB"):
+        (tmp_path / d).mkdir(exist_ok=True)
+        (tmp_path / d / "config.json").write_text("{}")
+    raw = {"name": "t", "families": ["tinyA", "tinyB"], "sequences": ["D"], "seeds": [0]}
+    if extract:
+        import tomllib
+
+        raw["extract"] = tomllib.loads(extract)
+    return parse_study(raw, "STUDY.toml", tmp_path)
+
+
+def test_study_hidden_dtype_per_family(tmp_path: Path) -> None:
+    from repcollapse.study.config import FAMILY_HIDDEN_DTYPES, StudyError
+
+    assert FAMILY_HIDDEN_DTYPES["gemma3-270m"] == "float32"
+    plain = _study(tmp_path)
+    assert [f.hidden_dtype for f in plain.families] == ["float16", "float16"]
+    study = _study(tmp_path, 'hidden_dtype = { tinyB = "float32" }')
+    assert [f.hidden_dtype for f in study.families] == ["float16", "float32"]
+    with pytest.raises(StudyError, match=r"extract.hidden_dtype.tinyB': expected one of"):
+        _study(tmp_path, 'hidden_dtype = { tinyB = "bfloat16" }')
+    with pytest.raises(StudyError, match=r"extract.hidden_dtype.other': expected one of the fam"):
+        _study(tmp_path, 'hidden_dtype = { other = "float32" }')
+
+
+def test_study_extract_cell_passes_the_family_dtype(tmp_path: Path) -> None:
+    from repcollapse.study.plan import Cell
+    from repcollapse.study.runner import StudyRun
+
+    study = _study(tmp_path, 'hidden_dtype = { tinyB = "float32" }')
+    calls: list[list[str]] = []
+    run = StudyRun(study, tmp_path / "out", executor=lambda args, log: calls.append(list(args)))
+    for fam, dtype in (("tinyA", "float16"), ("tinyB", "float32")):
+        run.execute(Cell("extract", fam))
+        extract = next(c for c in calls if c[0] == "extract")
+        assert extract[extract.index("--hidden-dtype") + 1] == dtype
+        calls.clear()
+    # the default keeps the fingerprint of extractions done before the option existed
+    assert "hidden_dtype" not in run.fingerprint(Cell("extract", "tinyA"))
+    assert run.fingerprint(Cell("extract", "tinyB"))["hidden_dtype"] == "float32"

@@ -12,7 +12,7 @@ anything is trained. The format (docs/study.md):
     mitigate = ["A"]
     [data]      seed, probe_per_domain, dir (an existing data directory instead of building one)
     [train]     future_tasks, set (KEY=VALUE overrides for every `train run`)
-    [extract]   token_cap_per_span
+    [extract]   token_cap_per_span, hidden_dtype (a table: family -> float16 or float32)
     [analyze]   layer_stride
 """
 
@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from repcollapse.cli.demo import DemoSettings
+from repcollapse.store_schema.schema import HIDDEN_DTYPES
 
 
 class StudyError(ValueError):
@@ -48,6 +49,9 @@ class Family:
     """Directory and store name (the embedded name, or the directory's name)."""
     model: str
     """What `train base --model` gets: the embedded name or the directory's path."""
+    hidden_dtype: str = "float16"
+    """`extract --hidden-dtype` of the family's store: float32 for a family whose hidden states
+    exceed float16 (``FAMILY_HIDDEN_DTYPES``, or ``[extract] hidden_dtype``)."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,7 @@ _TOP = {
 _SECTIONS = {
     "data": {"seed", "probe_per_domain", "dir"},
     "train": {"future_tasks", "set"},
-    "extract": {"token_cap_per_span"},
+    "extract": {"token_cap_per_span", "hidden_dtype"},
     "analyze": {"layer_stride"},
 }
 
@@ -144,25 +148,31 @@ def _known_configs() -> set[str]:
     return {p.stem for p in (Path(train.__file__).parent / "configs").glob("*.toml")}
 
 
-BLOCKED_FAMILIES: dict[str, str] = {
-    "gemma3-270m": (
-        "its hidden states exceed float16, which the store holds them in (measured on the probe: "
-        "max |h| 103,795 at position 0 and 96,870 after it, layers 8-17; float16 ends at 65,504), "
-        "so `extract` refuses every Gemma checkpoint after its chains trained; it needs a "
-        "float32 or bfloat16 hidden array in the store, not implemented yet. Remove it from "
-        "families to run the others"
-    ),
+FAMILY_HIDDEN_DTYPES: dict[str, str] = {
+    # Measured on the probe: max |h| 103,795 at position 0 and 96,870 after it (layers 8-17);
+    # float16 ends at 65,504, so a float16 store refuses every Gemma 3 checkpoint.
+    "gemma3-270m": "float32",
 }
-"""Families the pipeline cannot carry to the end yet, refused before anything trains."""
+"""Embedded families whose store needs another hidden dtype than float16 (docs/study.md)."""
+
+
+def _hidden_dtypes(where: str, value: Any, labels: list[str]) -> dict[str, str]:
+    """``[extract] hidden_dtype``: {family label: float16 | float32}, families of the study."""
+    if not isinstance(value, dict):
+        _fail(where, "extract.hidden_dtype", 'a table of family = "float16" | "float32"', value)
+    for label, dtype in value.items():
+        if label not in labels:
+            _fail(where, f"extract.hidden_dtype.{label}", f"one of the families {labels}", label)
+        if dtype not in HIDDEN_DTYPES:
+            _fail(where, f"extract.hidden_dtype.{label}", f"one of {list(HIDDEN_DTYPES)}", dtype)
+    return dict(value)
 
 
 def _family(where: str, entry: str, base: Path) -> Family:
     from repcollapse.train.base import EMBEDDED_MODELS
 
-    if entry in BLOCKED_FAMILIES:
-        _fail(where, "families", f"families the store can hold ({BLOCKED_FAMILIES[entry]})", entry)
     if entry in EMBEDDED_MODELS:
-        return Family(entry, entry)
+        return Family(entry, entry, FAMILY_HIDDEN_DTYPES.get(entry, "float16"))
     path = (base / entry).resolve() if not Path(entry).is_absolute() else Path(entry)
     if not (path / "config.json").is_file():
         _fail(
@@ -204,6 +214,8 @@ def parse_study(raw: dict[str, Any], where: str, base: Path = Path(".")) -> Stud
     labels = [f.label for f in families]
     if len(set(labels)) != len(labels):
         _fail(where, "families", "distinct family names", labels)
+    dtypes = _hidden_dtypes(where, raw.get("extract", {}).get("hidden_dtype", {}), labels)
+    families = tuple(replace(f, hidden_dtype=dtypes.get(f.label, f.hidden_dtype)) for f in families)
     known = _known_configs()
     sequences = _strs(where, "sequences", raw.get("sequences"))
     resolved = []

@@ -203,9 +203,12 @@ class StudyRun:
                 "base": str(self.base_for(cell.family, cell.seed)),
             }
         if cell.kind == "extract":
+            dtype = self._family(cell.family).hidden_dtype
             return {
                 "checkpoints": [str(p) for p in self.checkpoints(cell.family)],
                 "token_cap_per_span": st.token_cap_per_span,
+                # only where not the default: float16 extractions done before keep their marker
+                **({"hidden_dtype": dtype} if dtype != "float16" else {}),
             }
         if cell.kind == "metrics":
             # the upstream marker's inputs and finish time: a re-run upstream cell re-runs this
@@ -295,6 +298,8 @@ class StudyRun:
                 str(L.data / "probe.jsonl"),
                 "--token-cap-per-span",
                 str(st.token_cap_per_span),
+                "--hidden-dtype",
+                self._family(cell.family).hidden_dtype,
                 "--no-progress",
             ]
             run([*extract_args, *(["--device", self.device] if self.device else []), *ckpts], log)
