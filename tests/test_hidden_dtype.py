@@ -51,6 +51,9 @@ def test_default_store_is_float16_and_records_it(tmp_path: Path) -> None:
     assert g.attrs[S.HIDDEN_DTYPE_ATTR] == "float16"
     assert g["hidden"].dtype == np.float16
     assert StoreReader(tmp_path / "s.zarr").hidden_dtype == np.float16
+    from repcollapse.store_schema.describe import describe_store
+
+    assert "hidden dtype: float16" in describe_store(tmp_path / "s.zarr")
 
 
 def test_float32_round_trips_values_beyond_float16(tmp_path: Path) -> None:
@@ -77,6 +80,9 @@ def test_float32_round_trips_values_beyond_float16(tmp_path: Path) -> None:
             np.testing.assert_array_equal(got, big[layer, t0 : t0 + 64])
     ds = open_store(path)
     np.testing.assert_array_equal(ds["hidden"].sel(checkpoint=name).values, big)
+    from repcollapse.store_schema.describe import describe_store
+
+    assert "hidden dtype: float32" in describe_store(path)
 
 
 def test_checksum_of_a_changed_float32_value_is_caught(tmp_path: Path) -> None:

@@ -47,7 +47,10 @@ def describe_store(url: str | Path, group: str | None = None) -> str:
     for i, name in enumerate(names):
         state = "complete" if complete[i] else "INCOMPLETE"
         lines.append(f"    [{i}] {name}  ({seqs[i] or '-'} / {kinds[i]})  {state}")
-    lines.append(f"  layers: {n_layer}  features: {n_feat}  tokens: {n_tok}")
+    lines.append(
+        f"  layers: {n_layer}  features: {n_feat}  tokens: {n_tok}  hidden dtype: "
+        f"{np.dtype(hidden.dtype).name}"
+    )
     domains = as_str_array(g["domain"][:])
     spans = as_str_array(g["span"][:])
     sinks = np.asarray(g["is_sink"][:]).astype(bool)
