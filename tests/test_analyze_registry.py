@@ -95,7 +95,9 @@ def test_temperature_rows_follow_the_run_options_and_come_from_the_cache(
     tiny_store, tmp_path
 ) -> None:
     """A function metric at T is an entry variant keyed by the run's temperatures: a run without
-    the temperature does not list the cached T rows, a run with it serves them from the cache."""
+    the temperature does not list the cached T rows among its option set's rows (the other
+    option set's rows stay in the file, tests/test_tables_options.py), a run with it serves
+    them from the cache."""
     from repcollapse.analyze.options import Options
 
     def run(temperatures: tuple[float, ...]) -> tuple[set[str], list]:
@@ -107,7 +109,10 @@ def test_temperature_rows_follow_the_run_options_and_come_from_the_cache(
             options=Options(temperatures=temperatures),
             log=lambda _: None,
         )
-        return set(pd.read_parquet(tmp_path / "metrics.parquet").metric), summary.computed
+        rows = pd.read_parquet(tmp_path / "metrics.parquet")
+        keys = rows["options_key"].astype(str)
+        this_run = keys.str.contains("temperatures=2") == bool(temperatures)
+        return set(rows.metric[this_run].astype(str)), summary.computed
 
     names, computed = run((2.0,))
     assert {"entropy", "entropy@T2"} <= names and ("entropy@T2" in {m for _, m, _ in computed})
