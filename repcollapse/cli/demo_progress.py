@@ -26,6 +26,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
+from repcollapse.timefmt import fmt_duration
+
 EXPECTED_S: dict[str, float] = {
     "data": 2,
     "base": 23,
@@ -49,16 +51,6 @@ POLL_S = 1.0
 
 class DemoStepError(RuntimeError):
     """A step's process failed; the message carries the log's last lines."""
-
-
-def fmt_duration(seconds: float) -> str:
-    """``42s``, ``9m57s``, ``1h02m``."""
-    s = max(0, int(round(seconds)))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
 def expected_seconds(step: str) -> float:

@@ -3,6 +3,11 @@
     repcollapse study STUDY.toml [--shard i/n] [--out DIR] [--device cpu|cuda]
     repcollapse study status STUDY.toml [--shard i/n] [--out DIR]
     repcollapse study report DIR [DIR ...] [--out DIR]
+    repcollapse study publish OUT --out DEST
+
+`study publish` copies a finished study's tables, figures and report to DEST (for git: the
+stores stay behind) with an ENVIRONMENT.md (versions, machine, wall time per cell) and a
+README.md (the stage table beside the paper's, the claims and their verdicts).
 
 A study's output defaults to study_out/<name>. `study report` merges the tables of study output
 directories (or tables directories) from any number of shards and machines, then runs the
@@ -21,8 +26,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "target",
         nargs="+",
-        metavar="STUDY.toml | status STUDY.toml | report DIR...",
-        help="run a study, list its cells' state, or merge shards' tables into one report",
+        metavar="STUDY.toml | status STUDY.toml | report DIR... | publish OUT",
+        help="run a study, list its cells' state, merge shards' tables into one report, or "
+        "package a finished study for git",
     )
     parser.add_argument(
         "--shard",
@@ -34,7 +40,8 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--out",
         type=Path,
         default=None,
-        help="output directory (default study_out/<name>; for report: study_report)",
+        help="output directory (default study_out/<name>; for report: study_report; for "
+        "publish: docs/results/<name>)",
     )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     parser.set_defaults(handler=_study)
@@ -50,6 +57,8 @@ def _study(args: argparse.Namespace) -> int:
     target = list(args.target)
     if target[0] == "report":
         return _report(target[1:], args)
+    if target[0] == "publish":
+        return _publish(target[1:], args)
     if target[0] == "status":
         if len(target) != 2:
             raise StudyError("study status: expected one STUDY.toml, found " + repr(target[1:]))
@@ -96,4 +105,22 @@ def _report(dirs: list[str], args: argparse.Namespace) -> int:
     print(
         f"merged {len(inputs)} tables directories -> {out / 'tables'}; report {out / 'report.html'}"
     )
+    return 0
+
+
+def _publish(dirs: list[str], args: argparse.Namespace) -> int:
+    from repcollapse.study import StudyError, load_study
+    from repcollapse.study.publish import publish
+
+    if len(dirs) != 1:
+        raise StudyError(f"study publish: expected one study output directory, found {dirs!r}")
+    out = Path(dirs[0])
+    if not (out / "STUDY.toml").is_file():
+        raise StudyError(
+            f"study publish: expected {out / 'STUDY.toml'} (a study's --out), found none"
+        )
+    study = load_study(out / "STUDY.toml")
+    dest = args.out if args.out is not None else Path("docs/results") / study.name
+    publish(study, out, dest)
+    print(f"published {study.name} -> {dest}")
     return 0

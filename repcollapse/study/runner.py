@@ -28,6 +28,7 @@ from typing import Any
 from repcollapse.store_schema.manifest import write_json_atomic
 from repcollapse.study.config import StudyConfig, StudyError
 from repcollapse.study.plan import WHOLE, Cell, Shard, plan_cells
+from repcollapse.timefmt import fmt_duration
 
 Executor = Callable[[list[str], Path], None]
 
@@ -43,6 +44,10 @@ PRIOR_S: dict[str, float] = {
     "metrics": 9.0,
     "report": 15.0,
 }
+FAMILY_COST: dict[str, float] = {"gemma3-270m": 2.3}
+"""Cost of a family's cells relative to SmolLM2-135M's (1 when unlisted): Gemma 3 270M's
+262,144-token unembedding makes its forward pass 2.32x SmolLM2's a token, measured side by side
+(docs/study.md, "Cost"). Without it the ETA, scaled on SmolLM2's cells, undercounts Gemma's."""
 
 
 class StepFailed(RuntimeError):
@@ -124,11 +129,6 @@ def read_marker(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-
-
-def _fmt(seconds: float) -> str:
-    s = int(round(seconds))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 class StudyRun:
@@ -362,8 +362,8 @@ class StudyRun:
             ratio = spent_s / spent_prior if spent_prior >= 60 else 1.0
             eta = max(0.0, pending_prior) * ratio  # a cell found stale later was not counted
             self.log(
-                f"[study {i}/{n}] {cell.id}: done in {_fmt(dt)}; elapsed "
-                f"{_fmt(time.perf_counter() - t_start)}, ETA {_fmt(eta)}"
+                f"[study {i}/{n}] {cell.id}: done in {fmt_duration(dt)}; elapsed "
+                f"{fmt_duration(time.perf_counter() - t_start)}, ETA {fmt_duration(eta)}"
             )
         report = L.out / "report.html"
         self.log(f"[study {self.study.name}] complete: {report}")
@@ -378,7 +378,11 @@ def report_steps(tables: Path, out: Path, run: Executor, log: Path) -> None:
 
 
 def _prior(cell: Cell) -> float:
-    return PRIOR_S[cell.kind] * (cell.stages if cell.kind in ("train", "extract", "metrics") else 1)
+    return (
+        FAMILY_COST.get(cell.family, 1.0)
+        * PRIOR_S[cell.kind]
+        * (cell.stages if cell.kind in ("train", "extract", "metrics") else 1)
+    )
 
 
 def _plain(obj: Any) -> Any:
