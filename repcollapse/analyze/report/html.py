@@ -15,6 +15,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from repcollapse.analyze.report import template
+from repcollapse.analyze.report.behavior_view import behavior_table_html
 from repcollapse.analyze.report.figures import make_figures
 from repcollapse.analyze.report.numbers import format_value
 from repcollapse.analyze.report.stage_view import TABLE4, compute, stage_table, stage_table_html
@@ -41,6 +42,14 @@ PROVENANCE_KEYS: tuple[str, ...] = (
     "created_at",
 )
 SOURCE_KEYS: tuple[str, ...] = ("domain", "source", "license", "n_records")
+BEHAVIOR_NOTE = (
+    '<p class="note">Each behavioural number of each checkpoint with its standard error over '
+    "items and n, the items behind it (in the header where every checkpoint has the same n): "
+    "scores binomial, teacher-forced NLLs a ratio estimator over items, ECE and steps-to-NLL "
+    "bootstrapped over items (docs/INTERFACES.md, behavior.json). A score's plug-in SE is 0 "
+    "at 0 or 1: read it with n. '–': not measured; a value without ± comes from an evaluation "
+    "that recorded no SE.</p>"
+)
 
 
 def _table(df: pd.DataFrame | None, max_rows: int | None = None) -> Markup:
@@ -235,7 +244,8 @@ def build_report(
     cfg = cfg or StatsConfig()
     report = report or ReportConfig()
     tables_dir, out_html = Path(tables_dir), Path(out_html)
-    if read_tables(tables_dir, cfg.convention.option_set or None).checkpoints is None:
+    ck = read_tables(tables_dir, cfg.convention.option_set or None).checkpoints
+    if ck is None:
         raise FileNotFoundError(f"checkpoints.parquet is missing from {str(tables_dir)!r}")
     out_html.parent.mkdir(parents=True, exist_ok=True)
     stats, fig_dir, said = _inputs(
@@ -274,11 +284,17 @@ def build_report(
                 '<p class="note">{} Anisotropy is centred; CKA is linear CKA to the base model; '
                 "scores are in [0, 1]. Each cell is the mean over seeds with its 95% t interval "
                 "over seeds beneath (none with one seed); mitigated chains are marked "
-                "[mitigation].</p>"
+                "[mitigation]. A row of one seed has no interval over seeds: its target and "
+                "future scores show the checkpoint's standard error over items instead "
+                "(value ± SE, n items beneath).</p>"
             ).format(cfg.convention.describe())
-            + Markup(stage_table_html(st)),
+            + Markup(stage_table_html(st, ck)),
         ),
-        *claims,
+        *claims,  # right after the stage table they read from
+        sec(
+            "Behaviour per checkpoint (value ± standard error)",
+            Markup(BEHAVIOR_NOTE) + Markup(behavior_table_html(ck)),
+        ),
         sec("Figures", _figures_html(fig_dir)),
         sec(
             "Does collapse predict future learning? (regression)",

@@ -43,3 +43,18 @@ def with_ci(mean: float, low: float, high: float) -> str:
     if np.isfinite(low) and np.isfinite(high):
         return f"{sig(mean)} [{sig(low)}, {sig(high)}]"
     return sig(mean)
+
+
+def with_se(value: float, se: float, n: float | None = None) -> str:
+    """'value ± se (n=n)': a behavioural number with its standard error and the items behind
+    it; the value alone where no SE was recorded (evaluations older than SEs), '–' for none.
+    ``n`` None or NaN leaves the count out (a column whose n is the same everywhere says it
+    once, in its header)."""
+    if not np.isfinite(value):
+        return "–"
+    out = sig(value)
+    if se is not None and np.isfinite(se):
+        out += f" ± {sig(se, 2)}"
+    if n is not None and np.isfinite(n):
+        out += f" (n={int(n)})"
+    return out

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from repcollapse.analyze.report import template
-from repcollapse.analyze.report.numbers import sig, with_ci
+from repcollapse.analyze.report.behavior_view import MEASURES, stage_se
+from repcollapse.analyze.report.numbers import sig, with_ci, with_se
 from repcollapse.analyze.stats.stage_table import QUANTITIES
 from repcollapse.analyze.stats.stage_table import stage_table as stats_stage_table
 from repcollapse.analyze.tables.read import LayerConvention, checkpoint_table, read_tables
@@ -81,13 +82,20 @@ def formatted(st: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def stage_table_html(st: pd.DataFrame) -> str:
+def stage_table_html(st: pd.DataFrame, ck: pd.DataFrame | None = None) -> str:
     """The report's stage table: each cell the mean over seeds with its interval in small type
-    beneath (one line per cell keeps the table as wide as the page, not taller than it)."""
+    beneath (one line per cell keeps the table as wide as the page, not taller than it).
+
+    A row of one seed has no interval over seeds; its behavioural cells (target and future
+    score) show the checkpoint's own standard error over items instead, 'mean ± SE' with the
+    n beneath, read from the checkpoint table ``ck`` (checkpoints.parquet's ``<key>_se``,
+    ``<key>_n``)."""
     if st is None or st.empty:
         return '<p class="note">No checkpoints for a stage table.</p>'
     many = st["model_family"].nunique() > 1
     lab = labels(st, seeds=False)
+    behavioural = [q for q in TABLE4 if q in MEASURES]
+    se = stage_se(st, ck, behavioural)
     rows = []
     for i in range(len(st)):
         r = st.iloc[i]
@@ -95,6 +103,11 @@ def stage_table_html(st: pd.DataFrame) -> str:
         for q in TABLE4:
             lo, hi = r[f"{q}_ci_low"], r[f"{q}_ci_high"]
             ci = f"[{sig(lo)}, {sig(hi)}]" if np.isfinite(lo) and np.isfinite(hi) else ""
+            s = se.iloc[i][f"{q}_se"] if q in behavioural else np.nan
+            if not ci and np.isfinite(s) and np.isfinite(r[q]):
+                n = se.iloc[i][f"{q}_n"]
+                cells.append((with_se(r[q], s), f"(n={int(n)})" if np.isfinite(n) else ""))
+                continue
             cells.append((sig(r[q]), ci))
         names = [r["model_family"]] if many else []
         rows.append(dict(labels=[*names, lab.iloc[i], str(int(r["n_seeds"]))], cells=cells))
