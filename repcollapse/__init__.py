@@ -6,8 +6,8 @@ into the store) -> ``repcollapse.store_schema`` (the store contract, shared by b
 ``repcollapse.analyze`` (metrics, statistics, figures and tables from the store alone).
 ``repcollapse.cli`` is the ``repcollapse`` command.
 
-For notebooks (docs/notebook.md): ``open_store``, ``load_tables``, ``stage_table`` and
-``run_metrics``, from ``repcollapse.api``. They load on first use, so that
+For notebooks (docs/notebook.md): ``open_store``, ``sel_checkpoint``, ``load_tables``,
+``stage_table`` and ``run_metrics``, from ``repcollapse.api``. They load on first use, so that
 ``import repcollapse.store_schema`` stays as light as the store contract itself.
 """
 
@@ -17,9 +17,16 @@ import importlib
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "open_store", "load_tables", "stage_table", "run_metrics"]
+__all__ = [
+    "__version__",
+    "open_store",
+    "sel_checkpoint",
+    "load_tables",
+    "stage_table",
+    "run_metrics",
+]
 
-_API = ("open_store", "load_tables", "stage_table", "run_metrics")
+_API = ("open_store", "sel_checkpoint", "load_tables", "stage_table", "run_metrics")
 
 
 def __getattr__(name: str) -> Any:

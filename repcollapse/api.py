@@ -3,6 +3,8 @@
     import repcollapse as rc
     ds = rc.open_store("exp.zarr")                     # lazy, labelled: checkpoint, layer, token
     ds.hidden.sel(checkpoint="base", layer=3)
+    ds.sel(checkpoint="A.s0.02-math")                  # typeable names: [A-Za-z0-9._-]
+    rc.sel_checkpoint(ds, "A@s0/02-math")              # either form (stores written before them)
     rc.run_metrics("exp.zarr", "tables/")              # the same as `repcollapse analyze metrics`
     long = rc.load_tables("tables/")                   # one row per metric value, with checkpoint
     wide = rc.load_tables("tables/", wide=True)        # one row per checkpoint, one column a metric
@@ -27,26 +29,62 @@ from repcollapse.analyze.engine.runner import RunSummary
 from repcollapse.analyze.engine.runner import run_metrics as _run_metrics
 from repcollapse.analyze.options import Options
 from repcollapse.analyze.report.html import stage_table as _stage_table
+from repcollapse.analyze.tables.names import LABEL, names_in, typeable_frame
 from repcollapse.analyze.tables.read import KEY, LayerConvention, checkpoint_table, read_tables
 from repcollapse.store_schema import open_store as _open_store
+from repcollapse.store_schema.naming import typeable_mapping
 
-__all__ = ["open_store", "load_tables", "stage_table", "run_metrics"]
+__all__ = ["open_store", "sel_checkpoint", "load_tables", "stage_table", "run_metrics"]
 
 
 def open_store(path: str | Path, *, include_incomplete: bool = False) -> xr.Dataset:
     """The store as a lazy xarray Dataset with labelled coordinates.
 
-    ``checkpoint`` is indexed by name (``ds.sel(checkpoint="base")``); ``layer`` counts from 0
-    (the embeddings) to L; ``token`` is the token's row in the probe, with ``example``,
-    ``domain``, ``span`` and ``position`` as coordinates along it. Only complete checkpoints
-    are listed unless ``include_incomplete``.
+    ``checkpoint`` is indexed by typeable name (``ds.sel(checkpoint="A.s0.02-math")``, 'base'
+    for the base); ``checkpoint_label`` holds the name as stored, also indexed, so a store
+    written before typeable names is selected by its old names too
+    (``ds.sel(checkpoint_label="A@s0/02-math")``, or either form with ``sel_checkpoint``);
+    ``parent`` names the parent in the same typeable form. ``layer`` counts from 0 (the
+    embeddings) to L; ``token`` is the token's row in the probe, with ``example``, ``domain``,
+    ``span`` and ``position`` as coordinates along it. Only complete checkpoints are listed
+    unless ``include_incomplete``.
     """
     ds = _open_store(path, include_incomplete=include_incomplete)
     coords: dict[str, Any] = {}
     for dim in ("layer", "token"):
         if dim in ds.dims and dim not in ds.coords:
             coords[dim] = np.arange(ds.sizes[dim])
-    return ds.assign_coords(coords)
+    stored = [str(x) for x in ds["checkpoint"].values]
+    parents = [str(x) for x in ds["parent"].values] if "parent" in ds.variables else []
+    mapping = typeable_mapping([*stored, *parents])
+    coords["checkpoint"] = ("checkpoint", [mapping[n] for n in stored], ds["checkpoint"].attrs)
+    coords[LABEL] = ("checkpoint", np.array(stored, dtype=str), {"long_name": "stored name"})
+    ds = ds.assign_coords(coords).set_xindex(LABEL)
+    if parents:
+        parent = ds["parent"]
+        renamed = parent.copy(data=np.array([mapping[p] for p in parents]))
+        ds = (
+            ds.assign_coords(parent=renamed) if "parent" in ds.coords else ds.assign(parent=renamed)
+        )
+    return ds
+
+
+def sel_checkpoint(ds: xr.Dataset, name: str | Sequence[str]) -> xr.Dataset:
+    """``ds`` (from ``open_store``) at the checkpoint(s) named either by typeable name or by
+    the name as stored (``checkpoint_label``). KeyError naming the available names if none
+    matches."""
+    wanted = [name] if isinstance(name, str) else list(name)
+    typeable = [str(x) for x in ds["checkpoint"].values]
+    labels = [str(x) for x in ds[LABEL].values] if LABEL in ds.coords else typeable
+    index = {**dict(zip(labels, typeable, strict=True)), **{t: t for t in typeable}}
+    missing = [n for n in wanted if n not in index]
+    if missing:
+        raise KeyError(
+            f"checkpoint: expected one of {typeable} (or as stored: {labels}), "
+            f"found {missing if len(missing) > 1 else missing[0]!r}"
+        )
+    keys = [index[n] for n in wanted]
+    return ds.sel(checkpoint=keys[0] if isinstance(name, str) else keys)
 
 
 def load_tables(
@@ -60,6 +98,9 @@ def load_tables(
     option_set: str | None = None,
 ) -> pd.DataFrame:
     """The metric tables of ``tables_dir`` joined with their checkpoints' columns.
+
+    ``checkpoint`` and ``parent`` hold typeable names, ``checkpoint_label`` the name as stored
+    (they differ only in tables of stores written before typeable names).
 
     Long form (default): every row of metrics.parquet (optionally only ``metrics``) with the
     checkpoint's sequence, stage, seed, mitigation and behaviour columns beside it. ``wide``:
@@ -76,13 +117,14 @@ def load_tables(
             f"missing {[n for n in ('metrics', 'checkpoints') if n in tables.missing()]}"
         )
     names = list(metrics) if metrics is not None else sorted(tables.metrics["metric"].unique())
+    ck = tables.checkpoints
+    mapping = names_in([ck["checkpoint"], ck["parent"], tables.metrics["checkpoint"].unique()])
     if wide:
         conv = LayerConvention(layer=layer, domain=domain, span=span, option_set=option_set or "")
-        return checkpoint_table(tables, names, conv)
+        return typeable_frame(checkpoint_table(tables, names, conv), mapping)
     long = tables.metrics[tables.metrics["metric"].isin(names)]
-    ck = tables.checkpoints
     ck = ck.drop(columns=[c for c in ck.columns if c in long.columns and c not in KEY])
-    return long.merge(ck, on=KEY, how="left").reset_index(drop=True)
+    return typeable_frame(long.merge(ck, on=KEY, how="left").reset_index(drop=True), mapping)
 
 
 def stage_table(tables_dir: str | Path, sequence: str | None = None) -> pd.DataFrame:

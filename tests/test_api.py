@@ -34,7 +34,7 @@ def test_the_documented_notebook_session_runs(tmp_path: Path) -> None:
         [sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, env=env
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "A/01-stage" in result.stdout
+    assert "['base', 'A.s0.01-math', 'A.s0.02-code']" in result.stdout
     assert (tmp_path / "nb_tables" / "metrics.parquet").exists()
 
 

@@ -362,7 +362,7 @@ def test_identical_first_stage_is_reused_not_retrained(world: dict[str, Path]) -
     assert stage["stage_key"] == m_a.resolved_config["stage"]["stage_key"]
     assert stage["sources"] == {"general": 600}  # no general "replay" into a general stage
     assert (m_c1.name, m_c1.parent, m_c2.parent) == (
-        "C[replay:general:0.10]@s0/01-general_1",
+        "C.replay_general_0.10.s0.01-general_1",
         m_a.parent,
         m_c1.name,
     )

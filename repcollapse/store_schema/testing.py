@@ -101,9 +101,21 @@ def make_synthetic_store(
     spec: SyntheticSpec = SyntheticSpec(),
     *,
     complete: Sequence[bool] | None = None,
+    names: Sequence[str] | None = None,
+    sequence: str = "A",
+    mitigation: str = "none",
 ) -> dict[str, np.ndarray]:
     """Write a contract-conforming store; returns the token coords. ``complete[i]`` False leaves
-    checkpoint i written but not marked complete."""
+    checkpoint i written but not marked complete. ``names``: the checkpoints' names (default
+    'base', 'A/01-stage', ...), each the parent of the next; ``sequence`` and ``mitigation``
+    the stages' coordinates."""
+    if names is None:
+        names = ["base", *(f"A/{c:02d}-stage" for c in range(1, spec.n_checkpoints))]
+    if len(names) != spec.n_checkpoints:
+        raise ValueError(
+            f"make_synthetic_store names: expected {spec.n_checkpoints} (n_checkpoints), "
+            f"found {len(names)}"
+        )
     coords = synthetic_token_coords(spec)
     blocks = spec.n_layers - 1
     layout = StoreLayout(
@@ -131,18 +143,17 @@ def make_synthetic_store(
     rng = np.random.default_rng(spec.seed + 1)
     head = w.add_head(rng.normal(size=(spec.vocab_size, spec.n_features)))
     for c in range(spec.n_checkpoints):
-        name = "base" if c == 0 else f"A/{c:02d}-stage"
         idx = w.reserve(
             {
-                "name": name,
-                "sequence": "" if c == 0 else "A",
+                "name": names[c],
+                "sequence": "" if c == 0 else sequence,
                 "stage_index": c,
                 "stage_kind": "base" if c == 0 else "sft",
                 "stage_domain": "" if c == 0 else DOMAINS[c % 6],
-                "parent": "" if c == 0 else ("base" if c == 1 else f"A/{c - 1:02d}-stage"),
+                "parent": "" if c == 0 else names[c - 1],
                 "seed": 0,
                 "tokens_seen": 1000 * c,
-                "mitigation": "none",
+                "mitigation": "none" if c == 0 else mitigation,
                 "lora_rank": 0 if c == 0 else spec.lora_rank,
                 "lora_scaling": 0.0 if c == 0 else 2.0,
                 "head": head,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from repcollapse.store_schema import naming
 from repcollapse.train.config import SFT_DOMAINS, RunConfig, StageSpec
 from repcollapse.train.pools import (
     DataDir,
@@ -97,14 +98,17 @@ def plan_sequence(cfg: RunConfig, data: DataDir) -> list[StagePlan]:
         if spec.kind in ("sft", "full") and spec.domain not in earlier:
             earlier.append(spec.domain)
         plans.append(plan)
+    for plan in plans:  # a name that cannot be made fails here, before any stage trains
+        checkpoint_name(cfg, plan)
     return plans
 
 
 def checkpoint_name(cfg: RunConfig, plan: StagePlan) -> str:
-    label = cfg.sequence
-    if cfg.mitigation.name != "none":
-        label += f"[{cfg.mitigation.name}]"
-    return f"{label}@s{cfg.seed}/{plan.dirname}"
+    """The stage's typeable checkpoint name, e.g. ``A.replay_general_0.10.s0.02-math``
+    (repcollapse.store_schema.naming; a full fine-tuning stage: ``A.full.s0.02-math``)."""
+    return naming.checkpoint_name(
+        cfg.sequence, cfg.mitigation.name, cfg.seed, plan.index, plan.spec.name, plan.spec.kind
+    )
 
 
 def run_identity(cfg: RunConfig) -> dict[str, Any]:

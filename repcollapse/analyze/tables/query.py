@@ -8,6 +8,10 @@ locked (no ``SET``/``RESET``/``PRAGMA`` can turn it back on). A view over ``read
 would stop working once file access is off, hence the Arrow tables. What a query may still
 do is change the in-memory database (``CREATE TABLE``, ``INSERT``, ``DROP``, a view replaced):
 nothing of it reaches the disk and it is gone when the query returns.
+
+Checkpoint names are typeable (``WHERE checkpoint = 'A.s0.02-math'``). In tables of a store
+written before typeable names, ``checkpoint`` and ``parent`` show the current form and a
+``checkpoint_label`` column the stored one (repcollapse.analyze.tables.names).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from repcollapse.analyze.tables.names import arrow_names, typeable_arrow
 from repcollapse.analyze.tables.read import TablesError
 
 HARDENING: tuple[tuple[str, str], ...] = (
@@ -55,6 +60,11 @@ def connect(tables_dir: str | Path):  # noqa: ANN201 (duckdb.DuckDBPyConnection)
             raise TablesError(
                 f"table {str(path)!r}: expected a Parquet file, could not read it ({exc})"
             ) from exc
+    # tables of a store written before typeable names: their names in the current form, the
+    # stored one in checkpoint_label (any other table is registered exactly as its file)
+    mapping = arrow_names(tables.values())
+    if any(stored != shown for stored, shown in mapping.items()):
+        tables = {name: typeable_arrow(table, mapping) for name, table in tables.items()}
     con = duckdb.connect(":memory:")
     for name, table in tables.items():
         con.register(name, table)
