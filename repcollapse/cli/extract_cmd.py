@@ -57,6 +57,16 @@ def register(parser: argparse.ArgumentParser) -> None:
         "float16: |h| up to 65,504; float32: twice the bytes, for families such as Gemma 3 "
         "whose residual stream is larger); an existing store of the other dtype is refused",
     )
+    parser.add_argument(
+        "--codec",
+        default="lossless",
+        metavar="CODEC",
+        help="codec of the stored hidden states, fixed when the store is created (default "
+        "lossless): bitround:K keeps K of float16's 10 mantissa bits (relative error <= "
+        "2^-(K+1) per value), int8-token stores int8 values and a float32 scale per token "
+        "(error <= scale/2); readers dequantise transparently; an existing store of another "
+        "codec is refused (docs/store.md, Codecs)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or log lines")
     parser.set_defaults(handler=_extract)
 
@@ -78,6 +88,7 @@ def _extract(args: argparse.Namespace) -> int:
         device=args.device,
         token_chunk=args.token_chunk,
         hidden_dtype=args.hidden_dtype,
+        codec=args.codec,
         progress=not args.no_progress,
     )
     results = extract(args.store, args.probe, args.checkpoints, config)

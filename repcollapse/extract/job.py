@@ -14,6 +14,7 @@ from repcollapse.extract.checkpoints import CheckpointSource
 from repcollapse.extract.preflight import UsageError, weights_sha256
 from repcollapse.extract.store_io import Geometry
 from repcollapse.extract.tokens import TokenPlan
+from repcollapse.store_schema.codecs import parse_codec
 from repcollapse.store_schema.protocol import protocol_step
 from repcollapse.store_schema.records import ProbeRecord
 from repcollapse.store_schema.schema import HIDDEN_DTYPES
@@ -39,6 +40,14 @@ class ExtractConfig:
             "help": "dtype of the stored hidden states, fixed when the store is created: float16 "
             "(|h| up to 65,504) or float32 (twice the bytes; for families such as Gemma 3 whose "
             "residual stream exceeds float16)"
+        },
+    )
+    codec: str = field(
+        default="lossless",
+        metadata={
+            "help": "codec of the stored hidden states, fixed when the store is created: "
+            "lossless, bitround:K (K of 10 float16 mantissa bits kept, relative error <= "
+            "2^-(K+1)) or int8-token (int8 plus a float32 scale per token); docs/store.md"
         },
     )
     logit_slice: int = field(default=256, metadata={"help": "tokens per float32 logit slice"})
@@ -68,6 +77,10 @@ class ExtractConfig:
                 f"{_field('hidden_dtype')}: expected one of {list(HIDDEN_DTYPES)}, "
                 f"found {self.hidden_dtype!r}"
             )
+        try:
+            parse_codec(self.codec, _field("codec"))
+        except ValueError as e:
+            raise UsageError(str(e)) from None
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise UsageError(
                 f"{_field('device')}: expected auto, cpu or cuda, found {self.device!r}"
@@ -86,6 +99,7 @@ _FLAGS = (
     "device",
     "token_chunk",
     "hidden_dtype",
+    "codec",
 )
 
 

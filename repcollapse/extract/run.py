@@ -189,6 +189,7 @@ def extract(
         "tokenizer": fingerprint,
         "code_version": code_version(),
         "hidden_dtype": config.hidden_dtype,  # the store's (also its generated sub-stores')
+        "hidden_codec": config.codec,  # likewise (repcollapse.store_schema.codecs)
         "extraction_config": {
             **config.recorded(),
             "probe_file": str(probe),

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from repcollapse.store_schema import codecs as C
 from repcollapse.store_schema import schema as S
 from repcollapse.store_schema.problems import Problem, SchemaError
 from repcollapse.store_schema.store import (
@@ -77,6 +78,7 @@ def check_store(
     geometry: Geometry,
     coords: Mapping[str, np.ndarray],
     hidden_dtype: str = S.DEFAULT_HIDDEN_DTYPE,
+    codec: str = C.DEFAULT_CODEC,
 ) -> None:
     """Raise SchemaError listing every mismatch between the store and this extraction."""
     attrs = read_attrs(url, group)
@@ -105,7 +107,16 @@ def check_store(
         "tokenizer_mismatch",
         "this checkpoint's tokenizer",
     )
-    stored_dtype = np.dtype(g["hidden"].dtype).name  # the array's: older stores record none
+    stored_codec = C.codec_of(attrs, str(url))  # an unknown codec: refused here
+    # One codec per store: every checkpoint is read back with the same error budget.
+    differ(
+        f"attrs.{C.CODEC_ATTR}",
+        stored_codec.name,
+        C.parse_codec(codec, "--codec").name,
+        "codec_mismatch",
+        "this run (--codec)",
+    )
+    stored_dtype = C.logical_dtype(g, stored_codec)  # the array's: older stores record none
     differ(
         "hidden: dtype",
         stored_dtype,
@@ -178,14 +189,16 @@ def create_or_check(
 ) -> bool:
     """Create the store if absent (True), else check it matches (False). Atomic across processes.
 
-    The hidden dtype is ``attrs['hidden_dtype']`` (float16 where absent): a new store is created
-    with it, an existing store of another dtype is refused.
+    The hidden dtype is ``attrs['hidden_dtype']`` (float16 where absent) and the codec
+    ``attrs['hidden_codec']`` (lossless where absent): a new store is created with them, an
+    existing store of another dtype or codec is refused.
 
     An existing store that matches is repaired first (``StoreWriter.repair``: the orphan tail of
     a killed reservation), so every later step, and every reader, sees consistent lengths. A
     killed creation leaves no store (repcollapse.store_schema.creation): it is created again here.
     """
     hidden_dtype = S.check_hidden_dtype(S.hidden_dtype_of(attrs), "attrs.hidden_dtype")
+    codec = C.parse_codec(attrs.get(C.CODEC_ATTR, C.DEFAULT_CODEC), f"attrs.{C.CODEC_ATTR}").name
     with store_lock(url):
         if store_exists(url, group):
             check_store(
@@ -196,6 +209,7 @@ def create_or_check(
                 geometry=geometry,
                 coords=coords,
                 hidden_dtype=hidden_dtype,
+                codec=codec,
             )
             for action in StoreWriter(url, group=group).repair():
                 print(f"repaired {url}: {action} (left by a killed extraction)", file=sys.stderr)
@@ -212,6 +226,7 @@ def create_or_check(
             lora_rank_capacity=LORA_RANK_CAPACITY,
             token_chunk=balanced_chunk(n_tokens, token_chunk),
             hidden_dtype=hidden_dtype,
+            codec=codec,
         )
         create_store(url, layout, coords, attrs, group=group)
         return True

@@ -29,6 +29,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from repcollapse.store_schema import codecs as C
 from repcollapse.store_schema import schema as S
 from repcollapse.store_schema.checksums import check_block, chunk_key, hidden_digests
 from repcollapse.store_schema.problems import SchemaError
@@ -57,22 +58,29 @@ class BlockReader:
     names: Mapping[int, str] = field(default_factory=dict)
     """Slot -> checkpoint name, for the error message."""
     token_chunk: int = 1
+    codec: str = C.DEFAULT_CODEC
+    """The store's codec name (store_schema.codecs): int8-token blocks are dequantised."""
 
     def read(self, slot: int, layer: int, t0: int, t1: int) -> np.ndarray:
-        """``hidden[slot, layer, t0:t1, :]`` as stored (the store's ``hidden_dtype``); raises SchemaError when the
-        block's recorded checksum does not match (``t0`` must start a token chunk then)."""
-        block = _hidden_array(self.url, self.group)[slot, layer, t0:t1, :]
+        """``hidden[slot, layer, t0:t1, :]`` decoded: the store's ``hidden_dtype``, or float32
+        (int8 values times their scales) in an int8-token store. Raises SchemaError when the
+        block's recorded checksum (of the stored values) does not match (``t0`` must start a
+        token chunk then); the scales are checked by ``verify_checkpoints`` beforehand."""
+        block = _array(self.url, self.group, S.HIDDEN.name)[slot, layer, t0:t1, :]
         if self.expected:
             key = chunk_key((layer, t0 // self.token_chunk, 0))
             name = self.names.get(slot, str(slot))
             check_block(self.expected.get((slot, key)), block, name, key, self.url)
+        if C.parse_codec(self.codec).quantised:
+            scale = _array(self.url, self.group, C.SCALE.name)[slot, layer, t0:t1]
+            return C.dequantise_int8(block, scale)
         return block
 
 
 @functools.cache
-def _hidden_array(url: str, group: str | None) -> Any:
+def _array(url: str, group: str | None, name: str) -> Any:
     # One open per process and store: a pass reads thousands of blocks.
-    return _open_group(url, group, "r")[S.HIDDEN.name]
+    return _open_group(url, group, "r")[name]
 
 
 class StoreReader:
@@ -84,6 +92,8 @@ class StoreReader:
         problems = check_schema_version(self.attrs, self.where)
         if problems:
             raise SchemaError(problems, f"cannot open {self.where}")
+        self.codec: C.HiddenCodec = C.codec_of(self.attrs, self.where)
+        """The store's codec of ``hidden``; an unknown one was refused above."""
 
     @property
     def where(self) -> str:
@@ -101,8 +111,10 @@ class StoreReader:
 
     @property
     def hidden_dtype(self) -> np.dtype:
-        """dtype of ``hidden`` as stored: float16, or float32 where the store was created so."""
-        return np.dtype(self._g()[S.HIDDEN.name].dtype)
+        """dtype of ``hidden`` as read: float16, or float32 where the store was created so or
+        its codec is int8-token (dequantised on read)."""
+        g = self._g()
+        return self.codec.decoded_dtype(C.logical_dtype(g, self.codec))
 
     @property
     def hidden_shape(self) -> tuple[int, int, int, int]:
@@ -189,6 +201,7 @@ class StoreReader:
             expected=hidden_digests(self.url, slots, group=self.group) if slots else {},
             names={i: c for c, i in slots.items()},
             token_chunk=self.token_chunk,
+            codec=self.codec.name,
         )
 
     # -- generated-output sub-stores -----------------------------------------------------------

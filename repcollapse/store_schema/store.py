@@ -25,6 +25,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from repcollapse.store_schema import codecs as C
 from repcollapse.store_schema import schema as S
 from repcollapse.store_schema.location import is_local as _is_local
 from repcollapse.store_schema.location import local_path as _local_path
@@ -55,9 +56,12 @@ class StoreLayout:
     token_chunk: int = 4096
     hidden_dtype: str = S.DEFAULT_HIDDEN_DTYPE
     """dtype of ``hidden`` (``schema.HIDDEN_DTYPES``), recorded as ``attrs.hidden_dtype``."""
+    codec: str = C.DEFAULT_CODEC
+    """codec of ``hidden`` (``store_schema.codecs``), recorded as ``attrs.hidden_codec``."""
 
     def __post_init__(self) -> None:
         S.check_hidden_dtype(self.hidden_dtype, "StoreLayout.hidden_dtype")
+        C.parse_codec(self.codec, "StoreLayout.codec")
         for name in ("n_layers", "n_features", "n_tokens", "vocab_size", "topk", "token_chunk"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -78,6 +82,7 @@ _AUTO_ATTRS = {
     "token_chunk",
     "lora_modules",
     S.HIDDEN_DTYPE_ATTR,
+    C.CODEC_ATTR,
 }
 """Root attributes create_store sets itself (the caller need not pass them)."""
 
@@ -196,6 +201,15 @@ def create_store(
                 "wrong_dtype",
             )
         )
+    given = attrs.get(C.CODEC_ATTR, layout.codec)
+    if given != layout.codec:
+        problems.append(
+            Problem(
+                f"attrs.{C.CODEC_ATTR}",
+                f"expected the layout's codec {layout.codec!r}, found {given!r}",
+                "codec_mismatch",
+            )
+        )
     if problems:
         raise SchemaError(problems, "cannot create store")
     with store_lock(url):
@@ -229,14 +243,20 @@ def _build_store(
         _create(g, spec, (0,), (1,))
     _create(g, S.COMPLETE, (0,), (1,))
     _create(g, S.CHECKSUMS, (0,), (1,))
-    # Hidden states compress only ~1.08x with zstd: store them raw, save the CPU.
-    _create(
+    # Lossless hidden states compress only ~1.08x with zstd: stored raw, saving the CPU. A
+    # lossy codec (store_schema.codecs) brings its own filters and compressor.
+    codec = C.parse_codec(layout.codec)
+    hidden = _create(
         g,
-        S.hidden_spec(layout.hidden_dtype),
+        codec.hidden_spec(layout.hidden_dtype),
         (0, layout.n_layers, T, layout.n_features),
         (1, 1, tc, layout.n_features),
-        compressors=None,
+        **codec.zarr_kwargs(layout.hidden_dtype),
     )
+    hidden.attrs[C.CODEC_ATTR] = codec.name
+    if codec.quantised:
+        hidden.attrs["dequantisation"] = C.DEQUANTISATION
+        _create(g, C.SCALE, (0, layout.n_layers, T), (1, 1, tc))
     for spec in S.LOGIT_STATS.values():
         _create(g, spec, (0, T), (1, tc))
     _create(g, S.TOPK_IDS, (0, T, layout.topk), (1, tc, layout.topk))
@@ -266,6 +286,7 @@ def _build_store(
         "lora_rank_capacity": R,
         "head_hashes": [],
         S.HIDDEN_DTYPE_ATTR: layout.hidden_dtype,
+        C.CODEC_ATTR: codec.name,
     }
     g.attrs.update(_jsonable(full_attrs))
     protocol_step("create: attrs")
@@ -321,7 +342,12 @@ def open_store(
     problems = check_schema_version(attrs, str(url))
     if problems:
         raise SchemaError(problems, f"cannot open {url}")
+    codec = C.codec_of(attrs, str(url))
     ds = open_committed(url, group)
+    if codec.quantised:  # the view holds activations, not int8 codes (store_schema.codecs)
+        hidden = ds[S.HIDDEN.name]
+        decoded = hidden.astype(np.float32) * ds[C.SCALE.name]
+        ds = ds.drop_vars(C.SCALE.name).assign({S.HIDDEN.name: decoded.assign_attrs(hidden.attrs)})
     if not include_incomplete:
         keep = np.flatnonzero(np.asarray(ds["complete"].values).astype(bool))
         ds = ds.isel(checkpoint=keep)

@@ -34,6 +34,8 @@ class SyntheticSpec:
     hidden_dtype: str = "float16"
     """The store's hidden dtype; the values are float16-rounded either way (so a float32 store
     of the same spec holds the same numbers)."""
+    codec: str = "lossless"
+    """The store's codec of ``hidden`` (store_schema.codecs)."""
 
     def __post_init__(self) -> None:
         if self.n_tokens % self.tokens_per_example:
@@ -129,6 +131,7 @@ def make_synthetic_store(
         lora_rank_capacity=max(8, spec.lora_rank),
         token_chunk=spec.token_chunk,
         hidden_dtype=spec.hidden_dtype,
+        codec=spec.codec,
     )
     attrs = {
         "probe_hash": "synthetic",

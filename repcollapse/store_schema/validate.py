@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from repcollapse.store_schema import codecs as C
 from repcollapse.store_schema import schema as S
 from repcollapse.store_schema.checksums import as_problems, verify_heads, verify_slot
 from repcollapse.store_schema.problems import Problem
@@ -104,8 +105,16 @@ def validate_group(
             )
         )
         recorded = S.DEFAULT_HIDDEN_DTYPE
-    # hidden is checked against the dtype the store records (float16 where none is recorded)
-    required = {**S.REQUIRED_VARIABLES, S.HIDDEN.name: S.hidden_spec(recorded)}
+    # hidden is checked against the dtype the store records (float16 where none is recorded),
+    # as its codec stores it (int8-token: int8, and the scales beside it)
+    problems += C.codec_problems(g)
+    try:
+        codec = C.codec_of(attrs, where)
+    except ValueError:
+        codec = C.parse_codec(C.DEFAULT_CODEC)  # reported above
+    required = {**S.REQUIRED_VARIABLES, S.HIDDEN.name: codec.hidden_spec(recorded)}
+    if codec.quantised:
+        required[C.SCALE.name] = C.SCALE
     sizes: dict[str, int] = {}
     if "hidden" in g:  # token and checkpoint lengths are defined by hidden
         dims = _dims(g["hidden"])
@@ -151,7 +160,9 @@ def validate_group(
                 )
             )
         if scan_values and "hidden" in g and _dims(g["hidden"]) == S.HIDDEN.dims:
-            problems += _scan_hidden(g["hidden"], names, complete)
+            problems += _scan_hidden(g["hidden"], names, complete, codec.keepbits)
+        if scan_values and codec.quantised and C.SCALE.name in g:
+            problems += _scan_hidden(g[C.SCALE.name], names, complete)
         if not any(p.kind in _LAYOUT_KINDS for p in problems):  # on a well-formed layout only
             problems += _check_sums(g, names, complete, scan_values, warnings)
     return problems, summary
@@ -182,8 +193,11 @@ def _check_sums(
     return problems
 
 
-def _scan_hidden(hidden: zarr.Array, names: list[str], complete: np.ndarray) -> list[Problem]:
-    """NaN/inf in stored hidden states, one (checkpoint, layer) chunk row at a time."""
+def _scan_hidden(
+    hidden: zarr.Array, names: list[str], complete: np.ndarray, keepbits: int | None = None
+) -> list[Problem]:
+    """NaN/inf in stored hidden states, one (checkpoint, layer) chunk row at a time; in a
+    bitround:K store (``keepbits``) also values with a dropped mantissa bit set."""
     problems = []
     n_ckpt, n_layer = hidden.shape[:2]
     for c in range(min(n_ckpt, len(complete))):
@@ -193,12 +207,23 @@ def _scan_hidden(hidden: zarr.Array, names: list[str], complete: np.ndarray) -> 
             block = np.asarray(hidden[c, layer])
             bad = ~np.isfinite(block)
             if bad.any():
-                tok = int(np.argwhere(bad)[0][0])
+                tok = int(np.argwhere(bad.reshape(len(bad), -1))[0][0])
+                var = hidden.path.rsplit("/", 1)[-1]
+                problems.append(
+                    Problem(
+                        f"{var}[checkpoint={names[c]!r}, layer={layer}]",
+                        f"expected finite values, found {int(bad.sum())} NaN/inf (first at token {tok})",
+                        "non_finite",
+                    )
+                )
+            unrounded = C.dropped_bits_set(block, keepbits) if keepbits else 0
+            if unrounded:
                 problems.append(
                     Problem(
                         f"hidden[checkpoint={names[c]!r}, layer={layer}]",
-                        f"expected finite values, found {int(bad.sum())} NaN/inf (first at token {tok})",
-                        "non_finite",
+                        f"expected at most {keepbits} mantissa bits (codec bitround:{keepbits}), "
+                        f"found {unrounded} value(s) with more",
+                        "codec_mismatch",
                     )
                 )
     return problems

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from repcollapse.store_schema import codecs as C
 from repcollapse.store_schema import schema as S
 from repcollapse.store_schema.checksums import ChecksumLog, slot_record
 from repcollapse.store_schema.problems import Problem, SchemaError
@@ -46,8 +47,11 @@ class StoreWriter:
             raise SchemaError(problems, f"cannot write to {url}")
         self.g = _open_group(url, group, "r+")
         self.token_chunk = int(self.attrs["token_chunk"])
-        self.hidden_dtype = np.dtype(self.g[S.HIDDEN.name].dtype)
-        """The store's ``hidden`` dtype (float16 or float32, fixed at creation)."""
+        self.codec = C.codec_of(self.attrs, str(url))
+        """The store's codec of ``hidden`` (store_schema.codecs): write_hidden encodes with it."""
+        self.hidden_dtype = np.dtype(C.logical_dtype(self.g, self.codec))
+        """The store's hidden dtype (float16 or float32, fixed at creation): what extraction
+        casts to and range-checks against, before the codec."""
         self.checksums = ChecksumLog()
 
     # -- slots ---------------------------------------------------------------------------------
@@ -153,15 +157,33 @@ class StoreWriter:
     # -- data ----------------------------------------------------------------------------------
     def write_hidden(self, index: int, t0: int, block: np.ndarray) -> None:
         """block: (layer, n_tokens, feature) for tokens [t0, t0 + n), cast to the store's hidden
-        dtype (the caller range-checks first: extract.forward). t0 must be chunk-aligned."""
+        dtype (the caller range-checks first: extract.forward), then encoded with the store's
+        codec (bitround: rounded here, so the checksums are of what readers get back; int8-token:
+        int8 values and their scales). t0 must be chunk-aligned."""
+        data = block.astype(self.hidden_dtype, copy=False)
+        if self.codec.quantised:
+            values, scale = C.quantise_int8(data)
+            self._write_encoded(index, t0, values, scale)
+            return
+        if self.codec.kind == "bitround":
+            data = C.bitround(data, int(self.codec.keepbits or 0))
+        self._write_encoded(index, t0, data, None)
+
+    def _write_encoded(
+        self, index: int, t0: int, values: np.ndarray, scale: np.ndarray | None
+    ) -> None:
+        """Write (and hash) ``hidden`` values as stored, and int8-token's scales."""
         if t0 % self.token_chunk:
             raise ValueError(
                 f"write_hidden: t0 must be a multiple of token_chunk={self.token_chunk}, found {t0}"
             )
         arr = self.g["hidden"]
-        data = block.astype(self.hidden_dtype, copy=False)
-        arr[index, :, t0 : t0 + block.shape[1], :] = data
-        self.checksums.add(index, arr, (0, t0, 0), data)
+        arr[index, :, t0 : t0 + values.shape[1], :] = values
+        self.checksums.add(index, arr, (0, t0, 0), values)
+        if scale is not None:
+            target = self.g[C.SCALE.name]
+            target[index, :, t0 : t0 + scale.shape[1]] = scale
+            self.checksums.add(index, target, (0, t0), scale)
 
     def write_token_vars(self, index: int, t0: int, values: Mapping[str, np.ndarray]) -> None:
         """Logit statistics and top-k for tokens [t0, t0 + n)."""
@@ -228,7 +250,13 @@ class StoreWriter:
         t = self.names().index(source)
         index = self.reserve(coords)
         after_write()
-        apart = {*S.CHECKPOINT_COORDS, S.COMPLETE.name, "behavior_json", S.HIDDEN.name}
+        apart = {
+            *S.CHECKPOINT_COORDS,
+            S.COMPLETE.name,
+            "behavior_json",
+            S.HIDDEN.name,
+            C.SCALE.name,
+        }
         token_vars = []
         for arr in self._checkpoint_arrays():  # after reserve: resized
             name = arr.path.rsplit("/", 1)[-1]
@@ -242,9 +270,16 @@ class StoreWriter:
         self.write_behavior(index, behavior)
         after_write()
         hidden = self.g[S.HIDDEN.name]
+        scale = self.g[C.SCALE.name] if self.codec.quantised else None
         n_tokens, step = hidden.shape[2], self.token_chunk
         for t0 in range(0, n_tokens, step):  # chunk by chunk: memory flat in the token count
-            self.write_hidden(index, t0, hidden[t, :, t0 : t0 + step, :])
+            # As stored (encoded values, and scales): a copy never re-encodes.
+            self._write_encoded(
+                index,
+                t0,
+                hidden[t, :, t0 : t0 + step, :],
+                None if scale is None else scale[t, :, t0 : t0 + step],
+            )
             after_write()
             self.write_token_vars(index, t0, {k: self.g[k][t, t0 : t0 + step] for k in token_vars})
             after_write()
