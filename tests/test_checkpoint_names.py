@@ -23,6 +23,7 @@ from repcollapse.store_schema.naming import (
     legacy_checkpoint_name,
     mitigation_slug,
     parse_checkpoint_name,
+    stored_names,
     typeable_name,
     typeable_names,
 )
@@ -284,3 +285,21 @@ def test_load_tables_show_typeable_names(tables) -> None:
         assert set(long["checkpoint_label"]) == set(LEGACY if kind == "legacy" else NEW)
         wide = rc.load_tables(tables[kind], wide=True).set_index("checkpoint")
         assert wide.loc[NEW[2], "checkpoint_label"] == (LEGACY if kind == "legacy" else NEW)[2]
+
+
+def test_analyze_takes_either_form_of_a_name_on_the_command_line(stores, tmp_path: Path) -> None:
+    """`analyze metrics --checkpoints` is typed in a shell: the current form selects the legacy
+    name of an older store (and the legacy name still works)."""
+    from repcollapse.cli.main import main
+
+    for given in (NEW[2], LEGACY[2]):
+        out = tmp_path / given.replace("/", "_")
+        argv = ["analyze", "metrics", str(stores["legacy"]), "--out", str(out)]
+        assert main([*argv, "--metrics", "erank", "--checkpoints", given]) == 0
+        rows = pd.read_parquet(out / "metrics.parquet")
+        assert set(rows["checkpoint"]) == {LEGACY[2]}  # tables keep the stored name
+    assert stored_names(["A.s0.01-x", "base", "nope"], ["base", "A@s0/01-x"]) == [
+        "A@s0/01-x",
+        "base",
+        "nope",
+    ]

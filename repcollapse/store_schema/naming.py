@@ -191,3 +191,14 @@ def typeable_mapping(names: Iterable[str]) -> dict[str, str]:
     """{stored name: typeable form} over the distinct ``names`` (``typeable_names``)."""
     distinct = list(dict.fromkeys(str(n) for n in names))
     return dict(zip(distinct, typeable_names(distinct), strict=True))
+
+
+def stored_names(given: Iterable[str], stored: Iterable[str]) -> list[str]:
+    """Each of ``given`` as the stored name it means: itself when a name of ``stored``, else the
+    stored name whose current form it is (``typeable_names``), so ``--checkpoints A.s0.01-math``
+    selects ``A@s0/01-math`` in an older store; a name of neither stays as it is (the caller
+    reports it with the names it knows)."""
+    stored = [str(n) for n in stored]
+    known = set(stored)
+    by_form = dict(zip(typeable_names(stored), stored, strict=True))
+    return [g if g in known else by_form.get(g, g) for g in (str(x) for x in given)]

@@ -41,6 +41,7 @@ from repcollapse.analyze.options import Options
 from repcollapse.analyze.plugins import file_plugins, load_plugins
 from repcollapse.analyze.registry import Metric
 from repcollapse.analyze.tables.write import checkpoints_frame, metrics_frame, write_tables
+from repcollapse.store_schema.naming import stored_names
 from repcollapse.store_schema.reader import BlockReader, StoreReader
 
 TOKEN_VARS = ("example", "domain", "span", "split", "is_sink", "target_id")
@@ -184,7 +185,8 @@ def run_metrics(
     ds = source.dataset()
     info = checkpoints_frame(ds, attrs)
     all_names = list(info["checkpoint"])
-    ckpts = all_names if checkpoints is None else list(checkpoints)
+    # a name may be given in its current form where the store holds a legacy one (A@s0/01-math)
+    ckpts = all_names if checkpoints is None else stored_names(checkpoints, all_names)
     bad = [c for c in ckpts if c not in all_names]
     if bad:
         raise ValueError(
