@@ -67,6 +67,14 @@ def register(parser: argparse.ArgumentParser) -> None:
         "(error <= scale/2); readers dequantise transparently; an existing store of another "
         "codec is refused (docs/store.md, Codecs)",
     )
+    parser.add_argument(
+        "--slots-from",
+        metavar="FILE",
+        default=None,
+        help="write each checkpoint only into the slot reserved for it in FILE (written by "
+        "`repcollapse store reserve`), taking no lock: several workers on one object store; a "
+        "checkpoint not in FILE is refused (docs/store.md, Several writers on an object store)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or log lines")
     parser.set_defaults(handler=_extract)
 
@@ -91,7 +99,7 @@ def _extract(args: argparse.Namespace) -> int:
         codec=args.codec,
         progress=not args.no_progress,
     )
-    results = extract(args.store, args.probe, args.checkpoints, config)
+    results = extract(args.store, args.probe, args.checkpoints, config, slots_from=args.slots_from)
     for r in results:
         rate = f", {r.tokens / r.seconds:.0f} tok/s" if r.tokens and r.seconds else ""
         extra = f", generated -> {r.generated}" if r.generated else ""

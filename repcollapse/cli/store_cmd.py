@@ -1,4 +1,4 @@
-"""`repcollapse store validate|describe`."""
+"""`repcollapse store validate|describe|reserve`."""
 
 from __future__ import annotations
 
@@ -23,6 +23,33 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("store")
     p.set_defaults(handler=_describe)
+    text = (
+        "reserve a slot for every checkpoint (creating the store if absent), for workers that "
+        "then run `extract --slots-from FILE` without a lock (object stores)"
+    )
+    p = sub.add_parser(
+        "reserve",
+        help=text,
+        description=f"{text}. Takes extract's own arguments, so the coordinator's command line "
+        "is the workers' with `store reserve` in place of `extract` and every checkpoint: the "
+        "flags that shape a new store (--max-length, --token-chunk, --hidden-dtype, ...) are "
+        "the same; --batch-size is unused here. Loads each checkpoint once to add its "
+        "unembedding head. Run it alone, before any worker starts (docs/store.md, Several "
+        "writers on an object store).",
+    )
+    from repcollapse.cli import extract_cmd
+
+    extract_cmd.register(p)
+    for action in p._actions:  # argparse has no public accessor; --slots-from is the output here
+        if action.dest == "slots_from":
+            action.help = argparse.SUPPRESS
+    p.add_argument(
+        "--out",
+        metavar="FILE",
+        default=None,
+        help="write the slots file here (default: standard output)",
+    )
+    p.set_defaults(handler=_reserve)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -48,4 +75,37 @@ def _describe(args: argparse.Namespace) -> int:
     from repcollapse.store_schema.describe import describe_store
 
     print(describe_store(args.store))
+    return 0
+
+
+def _reserve(args: argparse.Namespace) -> int:
+    import dataclasses
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as extract: before torch loads
+    from repcollapse.extract.job import ExtractConfig
+    from repcollapse.extract.reserve import reserve_slots
+    from repcollapse.extract.reserved_slots import write_slots_file
+    from repcollapse.store_schema.problems import UsageError
+
+    if args.slots_from is not None:
+        raise UsageError(
+            f"store reserve: --slots-from: expected none (reserve writes the slots file), "
+            f"found {args.slots_from!r}; use --out FILE"
+        )
+    # The config from extract's own flags, field by field: a flag extract gains comes along.
+    values = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(ExtractConfig)
+        if f.init and hasattr(args, f.name)
+    }
+    config = ExtractConfig(**{**values, "progress": not args.no_progress})
+    slots = reserve_slots(args.store, args.probe, args.checkpoints, config)
+    if args.out is None:
+        print(slots.to_json(), end="")
+    else:
+        write_slots_file(slots, args.out)
+        for s in slots.slots:
+            state = " (complete)" if s.complete else ""
+            print(f"{s.checkpoint}: slot {s.slot}, head {s.head}{state}")
     return 0

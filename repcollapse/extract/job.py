@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from repcollapse.extract.checkpoints import CheckpointSource
 from repcollapse.extract.preflight import UsageError, weights_sha256
@@ -19,6 +19,9 @@ from repcollapse.store_schema.protocol import protocol_step
 from repcollapse.store_schema.records import ProbeRecord
 from repcollapse.store_schema.schema import HIDDEN_DTYPES
 from repcollapse.store_schema.writer import StoreWriter
+
+if TYPE_CHECKING:
+    from repcollapse.extract.reserved_slots import SlotsFile
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,9 @@ class Job:
     by_name: dict[str, CheckpointSource]
     hashes: dict[str, str] = field(default_factory=dict)
     """Weights sha256 per checkpoint name, where already computed (repcollapse.extract.preflight)."""
+    slots: SlotsFile | None = None
+    """``--slots-from``: every slot reserved beforehand, written without a lock
+    (repcollapse.extract.reserved_slots)."""
 
     def weights_sha256(self, src: CheckpointSource) -> str:
         name = src.manifest.name

@@ -23,6 +23,10 @@ Resuming: a killed run leaves the checkpoint incomplete; re-running the same com
 every chunk of that slot with the same values (fixed batch composition, deterministic
 algorithms on CPU) and then marks it complete, so the store equals an uninterrupted run.
 
+Several writers without a lock (object stores): ``repcollapse store reserve`` reserves every
+slot once, then each ``extract --slots-from FILE`` writes only its checkpoints' reserved slots
+(repcollapse.extract.reserved_slots; ``prepare_job`` is what both run before writing).
+
 ``REPCOLLAPSE_EXTRACT_KILL_AT=n`` (tests only) SIGKILLs the process right after its n-th step
 of the store's write protocol (repcollapse.store_schema.protocol: the steps inside create, add_head and
 reserve, each LoRA module, behaviour, each hidden chunk, each token-variable chunk, the
@@ -54,6 +58,12 @@ from repcollapse.extract.preflight import (
     UsageError,
     check_reused_names,
     check_store_path,
+)
+from repcollapse.extract.reserved_slots import (
+    SlotsFile,
+    check_reserved,
+    read_slots_file,
+    refuse_generate,
 )
 from repcollapse.extract.slot import write_checkpoint
 from repcollapse.extract.store_io import (
@@ -133,8 +143,29 @@ def extract(
     probe: str | Path,
     checkpoints: Sequence[str | Path],
     config: ExtractConfig | None = None,
+    *,
+    slots_from: str | Path | None = None,
 ) -> list[CheckpointResult]:
     """Extract every checkpoint into ``store``; returns what was done per checkpoint.
+
+    ``slots_from``: a slots file of ``repcollapse store reserve``; each checkpoint goes to its
+    reserved slot, written without a lock (repcollapse.extract.reserved_slots)."""
+    config = config or ExtractConfig()
+    slots = read_slots_file(slots_from) if slots_from is not None else None
+    job = prepare_job(store, probe, checkpoints, config, slots=slots)
+    with _deterministic():
+        return [_run_checkpoint(job, src) for src in job.by_name.values()]
+
+
+def prepare_job(
+    store: str | Path,
+    probe: str | Path,
+    checkpoints: Sequence[str | Path],
+    config: ExtractConfig | None = None,
+    *,
+    slots: SlotsFile | None = None,
+) -> Job:
+    """Check every input, create or check the store; the ``Job`` its checkpoints share.
 
     Everything is checked before anything is written (the store path, the probe, every
     checkpoint's manifest, weights and config, the device, the tokenizers, a reused name's
@@ -149,12 +180,16 @@ def extract(
     names = [s.manifest.name for s in sources]
     if len(set(names)) != len(names):
         raise UsageError(f"extract: checkpoint names must be unique, found {names}")
+    if slots is not None:
+        slots.check_names(names, [s.path for s in sources])
+        refuse_generate(config.generate, slots)
     for src in sources:
         check_loadable(src)
     configs = [load_config(s.model_dir) for s in sources]
     check_same_model(sources, configs)
     device = resolve_device(config.device)
-    hashes = check_reused_names(store, sources)
+    # With reserved slots, check_reserved compares each checkpoint with its reservation instead.
+    hashes = check_reused_names(store, sources) if slots is None else {}
     tokenizer = _tokenizer_of(sources[0].tokenizer_dir)
     fingerprint = tokenizer_fingerprint(tokenizer)
     for src in sources[1:]:
@@ -198,14 +233,19 @@ def extract(
             "final_logit_softcapping": getattr(configs[0], "final_logit_softcapping", None),
         },
     }
-    create_or_check(
-        store,
-        group=None,
-        geometry=geometry,
-        coords=plan.coords,
-        attrs=attrs,
-        token_chunk=config.token_chunk,
-    )
+    if slots is None:
+        create_or_check(
+            store,
+            group=None,
+            geometry=geometry,
+            coords=plan.coords,
+            attrs=attrs,
+            token_chunk=config.token_chunk,
+        )
+    else:  # reserved beforehand: only read (no creation, repair or consolidation)
+        check_reserved(
+            store, slots, sources, hashes, attrs=attrs, geometry=geometry, coords=plan.coords
+        )
     job = Job(
         store=store,
         records=records,
@@ -219,20 +259,22 @@ def extract(
         counter=WriteCounter(),
         by_name={s.manifest.name: s for s in sources},
         hashes=hashes,
+        slots=slots,
     )
-    with _deterministic():
-        return [_run_checkpoint(job, src) for src in sources]
+    return job
 
 
 def _run_checkpoint(job: Job, src: CheckpointSource) -> CheckpointResult:
     config, name = job.config, src.manifest.name
+    reserved = job.slots.entry(name) if job.slots is not None else None
     probe_done = job.writer.status(name) == "complete"
     gen_done = not config.generate or generated_done(job.store, name)
     if probe_done and gen_done:
         log(config, f"{name}: complete in the store, skipped")
         return CheckpointResult(name, "skipped")
     t0 = time.perf_counter()
-    twin = None if probe_done or not gen_done else find_twin(job, src)
+    # A reserved slot is extracted, never copied: a copy reserves a slot under the lock.
+    twin = None if reserved or probe_done or not gen_done else find_twin(job, src)
     if twin is not None:
         tokens = copy_twin(job, src, twin)
         seconds = time.perf_counter() - t0
@@ -254,9 +296,9 @@ def _run_checkpoint(job: Job, src: CheckpointSource) -> CheckpointResult:
     t_load, cpu_load = time.perf_counter(), time.process_time()
     tokens = 0
     if not probe_done:
-        tokens = write_checkpoint(job, job.writer, model, src, job.plan, lora)
+        tokens = write_checkpoint(job, job.writer, model, src, job.plan, lora, reserved)
     t_probe, cpu_probe = time.perf_counter(), time.process_time()
-    if not probe_done:
+    if not probe_done and reserved is None:  # a shared attribute: the coordinator logged it
         update_attr_list(
             job.store,
             None,

@@ -1,11 +1,16 @@
 """One checkpoint's slot of the store, written completely with the completion mark last: the
 unembedding head, the slot, the LoRA factors, the behaviour, then the probe's hidden states and
-logit statistics chunk by chunk (used for the probe and for the generated probe's sub-store)."""
+logit statistics chunk by chunk (used for the probe and for the generated probe's sub-store).
+
+With a slot reserved beforehand (``extract --slots-from``: repcollapse.extract.reserved_slots)
+the head and the slot already exist: the head is checked against the reserved one, the slot's
+coordinates are written into its own chunks, and the completion mark is set without touching
+any shared metadata (no lock, no consolidation: the reservation consolidated the shapes)."""
 
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -13,13 +18,27 @@ from repcollapse.extract.checkpoints import CheckpointSource, checkpoint_coords
 from repcollapse.extract.job import Job, log
 from repcollapse.extract.store_io import TOPK
 from repcollapse.extract.tokens import TokenPlan
+from repcollapse.store_schema import schema as S
+from repcollapse.store_schema.problems import Problem, SchemaError
+from repcollapse.store_schema.protocol import protocol_step
 from repcollapse.store_schema.writer import StoreWriter
+
+if TYPE_CHECKING:
+    from repcollapse.extract.reserved_slots import ReservedSlot
 
 
 def write_checkpoint(
-    job: Job, writer: StoreWriter, model: Any, src: CheckpointSource, plan: TokenPlan, lora: Any
+    job: Job,
+    writer: StoreWriter,
+    model: Any,
+    src: CheckpointSource,
+    plan: TokenPlan,
+    lora: Any,
+    reserved: ReservedSlot | None = None,
 ) -> int:
-    """Write one checkpoint's slot completely, the completion mark last; returns tokens."""
+    """Write one checkpoint's slot completely, the completion mark last; returns tokens.
+
+    ``reserved``: the slot and head a coordinator reserved (written without a lock)."""
     from tqdm.auto import tqdm
 
     from repcollapse.extract.forward import ChunkBuffer, iterate_outputs
@@ -27,9 +46,12 @@ def write_checkpoint(
 
     config, counter, tokenizer = job.config, job.counter, job.tokenizer
     weight = model.get_output_embeddings().weight.detach().float().cpu().numpy()
-    head = writer.add_head(weight)
-    counter()
-    index = writer.reserve(checkpoint_coords(src, lora, head))
+    if reserved is None:
+        head = writer.add_head(weight)
+        counter()
+        index = writer.reserve(checkpoint_coords(src, lora, head))
+    else:
+        index = fill_reserved(writer, src, lora, reserved, weight)
     counter()
     if lora is not None:
         for module, (a, b) in lora.factors.items():
@@ -79,10 +101,62 @@ def write_checkpoint(
         bar.update(n)
     buffer.close()
     bar.close()
-    writer.mark_complete(index)
+    if reserved is None:
+        writer.mark_complete(index)
+    else:
+        mark_reserved_complete(writer, index)
     counter()
     log(
         config,
         f"{src.manifest.name}: {n_tokens} tokens, max |h| {max_abs.max():.0f} (layer {int(max_abs.argmax())})",
     )
     return n_tokens
+
+
+def fill_reserved(
+    writer: StoreWriter, src: CheckpointSource, lora: Any, reserved: ReservedSlot, weight: Any
+) -> int:
+    """Write the coordinates of a reserved slot (every one but ``name``, which the reservation
+    wrote) after checking the model's unembedding is the reserved head; returns the slot."""
+    from repcollapse.extract.reserved_slots import head_sha256
+
+    name, index = src.manifest.name, reserved.slot
+    if str(writer.g["name"][index]) != name:  # checked before the run; the store may change
+        raise SchemaError(
+            [
+                Problem(
+                    f"{writer.url} slot {index}",
+                    f"expected {name!r}, found {str(writer.g['name'][index])!r}",
+                    "not_reserved",
+                )
+            ],
+            "refusing to write a slot reserved for another checkpoint",
+        )
+    ours = head_sha256(weight)
+    if ours != reserved.head_sha256:
+        raise SchemaError(
+            [
+                Problem(
+                    f"{src.path} unembedding",
+                    f"expected the head reserved for {name!r} (head {reserved.head}, sha256 "
+                    f"{reserved.head_sha256[:16]}...), found sha256 {ours[:16]}...",
+                    "not_reserved",
+                )
+            ],
+            "refusing to write a reserved slot",
+        )
+    coords = checkpoint_coords(src, lora, reserved.head)
+    for key in S.CHECKPOINT_COORDS:
+        if key != "name":
+            writer.g[key][index] = coords[key]
+    protocol_step("reserved: coords")
+    return index
+
+
+def mark_reserved_complete(writer: StoreWriter, index: int) -> None:
+    """``StoreWriter.mark_complete`` without its consolidation: the reservation already wrote
+    the shapes into the consolidated snapshot, and ``complete`` is data, not metadata; a
+    rewrite of the root's ``zarr.json`` by several workers at once is what must not happen."""
+    writer.record_checksums(index)
+    writer.g[S.COMPLETE.name][index] = 1
+    protocol_step("complete")
