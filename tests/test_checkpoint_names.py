@@ -235,6 +235,15 @@ def test_a_store_with_new_names_selects_by_name(stores) -> None:
     ds = rc.open_store(stores["new"])
     assert list(ds.checkpoint.values) == NEW == list(ds.checkpoint_label.values)
     assert list(schema_open_store(stores["new"]).checkpoint.values) == NEW
+    for c in range(1, len(NEW)):  # each name reads back to its checkpoint's coordinates
+        at = ds.isel(checkpoint=c)
+        got = parse_checkpoint_name(str(at.checkpoint.values))
+        assert (got.sequence, got.seed, got.stage_index) == (
+            str(at.sequence.values),
+            int(at.seed.values),
+            int(at.stage_index.values),
+        )
+        assert got.mitigation == mitigation_slug(str(at.mitigation.values))
     legacy = rc.open_store(stores["legacy"])
     np.testing.assert_array_equal(  # same synthetic data, same selection
         ds.hidden.sel(checkpoint=NEW[1]).values, legacy.hidden.sel(checkpoint=NEW[1]).values
