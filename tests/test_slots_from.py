@@ -254,3 +254,28 @@ def test_a_slot_taken_by_another_checkpoint_is_refused(chain: dict, tmp_path: Pa
     slots.write_text(json.dumps(body))
     with pytest.raises(SchemaError, match=r"slot 1.*expected checkpoint 'base'.*found 'A/01-math'"):
         extract(store, chain["probe"], [chain["ckpts"][0]], _config(), slots_from=slots)
+
+
+def test_sequential_workers_with_a_quantising_codec(
+    chain: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """int8-token stores a per-slot ``hidden_scale`` beside ``hidden``: it too is the worker's
+    own chunks. The slots file comes from standard output (``store reserve`` without --out)."""
+    reference = tmp_path / "ref.zarr"
+    extract(reference, chain["probe"], chain["ckpts"], _config(codec="int8-token"))
+    url = f"memory://slots-codec-{uuid.uuid4().hex}"
+    capsys.readouterr()
+    flags = ["--probe", str(chain["probe"]), "--token-chunk", str(CHUNK), "--no-progress"]
+    code = main(
+        ["store", "reserve", "--store", url, *flags, "--codec", "int8-token"]
+        + [str(c) for c in chain["ckpts"]]
+    )
+    assert code == 0
+    slots = tmp_path / "slots.json"
+    slots.write_text(capsys.readouterr().out)
+    assert [s.checkpoint for s in read_slots_file(slots).slots] == chain["names"]
+    for ckpt in reversed(chain["ckpts"]):  # any order: each writes its own slot
+        extract(url, chain["probe"], [ckpt], _config(codec="int8-token"), slots_from=slots)
+    assert validate_store(url)[0] == []
+    assert "hidden_scale" in zarr.open_group(url, mode="r")
+    assert_same_store(url, reference)
