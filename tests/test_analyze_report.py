@@ -49,7 +49,7 @@ def test_report_is_self_contained(page: str) -> None:
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.I)
     assert "<link" not in page and "<script" not in page
-    assert page.count('src="data:image/png;base64,') == 6
+    assert page.count('src="data:image/png;base64,') == 7  # the loss curves are the 7th
 
 
 def test_report_contains_the_stage_table_values(page: str, syn: SyntheticTruth) -> None:

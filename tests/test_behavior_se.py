@@ -306,5 +306,5 @@ def test_checkpoints_table_carries_se_and_n_from_behavior_json(tmp_path: Path) -
     assert d.iloc[1:].isna().all().all()  # an evaluation before SEs, a broken record: NaN
     make_synthetic_store(tmp_path / "s.zarr", SyntheticSpec(n_checkpoints=2))
     frame = checkpoints_frame(open_store(tmp_path / "s.zarr"), {"store_id": "s"})
-    assert list(frame.columns) == [*CHECKPOINT_TABLE, *CHECKPOINT_BEHAVIOR_DETAIL]
+    assert list(frame.columns) == [*CHECKPOINT_TABLE, *CHECKPOINT_BEHAVIOR_DETAIL, "train_losses"]
     assert frame["target_score"].notna().all() and frame["target_score_se"].isna().all()

@@ -53,7 +53,7 @@ def test_page_fits_the_window_and_every_figure_loads(page: Path) -> None:
     page_w, stage_scroll, stage_client, n_img, n_loaded = map(int, m.groups())
     assert page_w <= WIDTH, f"the page is {page_w} px wide in a {WIDTH} px window"
     assert stage_scroll <= stage_client, "the stage table does not fit the page width"
-    assert n_img == 6 and n_loaded == 6  # data URIs: no network needed
+    assert n_img == 7 and n_loaded == 7  # data URIs: no network needed (loss curves: 7th)
 
 
 def test_screenshot_is_written(page: Path) -> None:

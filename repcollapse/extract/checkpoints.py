@@ -25,6 +25,7 @@ from typing import Any
 from repcollapse.extract.store_io import Geometry
 from repcollapse.store_schema.manifest import CheckpointManifest, read_manifest
 from repcollapse.store_schema.problems import Problem, SchemaError
+from repcollapse.store_schema.schema import TRAIN_LOSSES
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,25 @@ def parent_dir(path: Path, manifest: CheckpointManifest, by_name: dict[str, Path
     return by_name.get(manifest.parent)
 
 
+def train_losses(path: Path) -> list[float] | None:
+    """The ``losses`` of ``path/train_log.json`` (docs/INTERFACES.md), None where the checkpoint
+    has no such file (the base, a checkpoint trained before the log existed)."""
+    log = path / "train_log.json"
+    if not log.is_file():
+        return None
+    obj = json.loads(log.read_text(encoding="utf-8"))
+    losses = obj.get("losses") if isinstance(obj, dict) else obj
+    ok = isinstance(losses, list) and all(
+        isinstance(x, int | float) and not isinstance(x, bool) for x in losses
+    )
+    if not ok:
+        raise ValueError(
+            f"{log}: expected 'losses' to be a list of numbers (one per optimizer step), "
+            f"found {str(losses)[:80]!r}"
+        )
+    return [float(x) for x in losses]
+
+
 def read_checkpoint(
     path: str | Path, by_name: dict[str, Path] | None = None, _seen: tuple[Path, ...] = ()
 ) -> CheckpointSource:
@@ -65,6 +85,9 @@ def read_checkpoint(
     behavior = (
         json.loads(behavior_path.read_text(encoding="utf-8")) if behavior_path.is_file() else {}
     )
+    losses = train_losses(path)
+    if losses is not None:  # the loss history travels with the behaviour into the store
+        behavior = {**behavior, TRAIN_LOSSES: losses}
     manifest_json = json.dumps(manifest.to_dict(), sort_keys=True)
     if manifest.weights == "merged":
         return CheckpointSource(path, manifest, manifest_json, behavior, model_dir=path)

@@ -277,6 +277,12 @@ the continuous measures' values), read from the checkpoint's ``behavior_json``; 
 checkpoint's evaluation predates them. Readers do not require them (older tables stay readable),
 and the store keeps no variable of its own for them (older stores stay valid)."""
 
+TRAIN_LOSSES = "train_losses"
+"""Key of a checkpoint's ``behavior_json`` and column of ``checkpoints.parquet``: the stage's
+training loss at every optimizer step, in order (the ``losses`` of the checkpoint's
+train_log.json, added by extract; absent for checkpoint 0 and wherever train_log.json is missing).
+The column holds it as JSON text ('' where none), so the table stays one row per checkpoint."""
+
 REQUIRED_VARIABLES: dict[str, VariableSpec] = {
     HIDDEN.name: HIDDEN,
     COMPLETE.name: COMPLETE,

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from repcollapse.analyze.report.fig_lora import fig_lora_overlap
+from repcollapse.analyze.report.fig_loss import fig_loss_curves
 from repcollapse.analyze.report.fig_objectives import fig_objectives
 from repcollapse.analyze.report.fig_profiles import fig_layerwise, fig_span_rank
 from repcollapse.analyze.report.fig_tradeoffs import fig_collapse_future, fig_pareto
@@ -35,6 +36,7 @@ BUILDERS: dict[str, Callable[[Ctx], Built]] = {
     "lora_overlap": fig_lora_overlap,
     "pareto": fig_pareto,
     "span_rank": fig_span_rank,
+    "loss_curves": fig_loss_curves,
 }
 
 

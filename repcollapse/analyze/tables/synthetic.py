@@ -101,9 +101,9 @@ def make_synthetic_tables(
     rng = np.random.default_rng(spec.seed)
     ck = pd.concat([_family_checkpoints(f, spec, rng) for f in spec.families], ignore_index=True)
     ck = _add_predictors(ck, spec, rng)
-    ck.drop(columns=[c for c in ck if c.startswith("_")]).pipe(_checkpoint_columns).to_parquet(
-        out / "checkpoints.parquet", index=False
-    )
+    ck.drop(columns=[c for c in ck if c.startswith("_")]).pipe(_checkpoint_columns).assign(
+        train_losses=_train_losses(ck, spec.seed)
+    ).to_parquet(out / "checkpoints.parquet", index=False)
     _metrics_long(ck, spec, rng).to_parquet(out / "metrics.parquet", index=False)
     lora_overlap_table(ck, spec.lora_rank, spec.seeds[0], rng).to_parquet(
         out / "lora_overlap.parquet", index=False
@@ -235,6 +235,22 @@ def _add_predictors(
     ck["retention"] = 0.8 - 0.03 * c
     ck["ece"] = 0.05 + 0.01 * c
     return ck
+
+
+def _train_losses(ck: pd.DataFrame, seed: int, steps: int = 12) -> list[str]:
+    """Each stage's training loss per step (JSON text, '' for a base), as checkpoints.parquet's
+    ``train_losses`` column holds it: a noisy decay from 3 towards a domain's level. From its
+    own generator, so the other synthetic values do not move."""
+    rng = np.random.default_rng([seed, 1])
+    out = []
+    for k, dom in zip(ck["stage_index"], ck["stage_domain"], strict=True):
+        if k == 0:
+            out.append("")
+            continue
+        floor = 1.0 + STEP.get(str(dom), 0.5)
+        curve = floor + (3.0 - floor) * np.exp(-np.arange(steps) / 4)
+        out.append(json.dumps((curve + rng.normal(0, 0.03, steps)).round(4).tolist()))
+    return out
 
 
 def _checkpoint_columns(ck: pd.DataFrame) -> pd.DataFrame:

@@ -15,7 +15,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xarray as xr
 
-from repcollapse.store_schema.schema import BEHAVIOR, CHECKPOINT_BEHAVIOR_DETAIL, CHECKPOINT_TABLE
+from repcollapse.store_schema.schema import (
+    BEHAVIOR,
+    CHECKPOINT_BEHAVIOR_DETAIL,
+    CHECKPOINT_TABLE,
+    TRAIN_LOSSES,
+)
 
 DEFAULT_OPTION_SET = "default"
 """``options_key`` of the rows computed with the default options over every layer and every
@@ -166,7 +171,7 @@ def checkpoints_frame(ds: xr.Dataset, attrs: Mapping[str, Any]) -> pd.DataFrame:
         elif col not in data:
             data[col] = ds[col].values
     table = typed(pd.DataFrame(data), CHECKPOINT_TABLE)
-    return pd.concat([table, behavior_detail(ds)], axis=1)
+    return pd.concat([table, behavior_detail(ds), train_losses(ds)], axis=1)
 
 
 def behavior_detail(ds: xr.Dataset) -> pd.DataFrame:
@@ -179,6 +184,19 @@ def behavior_detail(ds: xr.Dataset) -> pd.DataFrame:
         index=range(n),
         dtype="float64",
     )
+
+
+def train_losses(ds: xr.Dataset) -> pd.DataFrame:
+    """The TRAIN_LOSSES column: each checkpoint's training losses from its ``behavior_json``,
+    as JSON text ('' where the store recorded none: the base, an older extraction)."""
+    n = ds.sizes["checkpoint"]
+    raw = ds["behavior_json"].values if "behavior_json" in ds else [""] * n
+    col = []
+    for b in map(_json_dict, raw):
+        losses = b.get(TRAIN_LOSSES)
+        ok = isinstance(losses, list) and all(isinstance(x, int | float) for x in losses)
+        col.append(json.dumps([float(x) for x in losses]) if ok and losses else "")
+    return pd.DataFrame({TRAIN_LOSSES: col}, index=range(n), dtype=object)
 
 
 def _json_dict(raw: Any) -> dict[str, Any]:
