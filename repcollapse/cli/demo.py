@@ -1,6 +1,7 @@
 """The whole instrument end to end, as a recipe of CLI steps (read it top to bottom).
 
     repcollapse demo [--out demo_out] [--model DIR] [--budget demo|paper] [--set KEY=VALUE ...]
+                     [--uncertainty]
 
 1. data build         probe corpus, pools, future tasks
 2. train base         checkpoint 0 (embedded SmolLM2-135M-Instruct unless --model)
@@ -9,6 +10,7 @@
 5. store validate
 6. analyze metrics    -> tables/*.parquet (no torch in that process)
 7. analyze stats, figures, report -> report.html
+8. summary            the stage table, behaviour with SEs, geometry (intervals: --uncertainty)
 
 Every step runs as its own process (so the analysis steps never import torch) and is skipped
 when its output is already complete, so re-running is cheap and an interrupted demo continues
@@ -57,6 +59,10 @@ class DemoSettings:
     sentiment only. Measured on SmolLM2 at the demo budget, cipher and base_convert score 0 at
     every adaptation step of every checkpoint (no information), and each costs ~15 s of the
     ~95 s evaluation of every checkpoint."""
+
+    uncertainty: bool = False
+    """Pass --uncertainty to `analyze metrics`: jackknife intervals for the geometry (the summary
+    prints them). Off by default: derivation costs ~(G + 1) times as much (docs/metrics.md)."""
 
     def __post_init__(self) -> None:
         if self.budget not in ("demo", "paper"):
@@ -107,6 +113,19 @@ def analysed_layers(store: Path, stride: int) -> list[int]:
 def checkpoint_dirs(runs: Path) -> list[Path]:
     """Complete checkpoint directories (those with a manifest), in training order."""
     return sorted(p.parent for p in runs.glob("*/*/*/manifest.json"))
+
+
+def print_summary(tables: Path) -> None:
+    """The demo's closing summary: the stage table (means, as the paper prints it), then each
+    checkpoint's behavioural numbers with their standard error and n, and the geometry with its
+    interval where `analyze metrics --uncertainty` computed one."""
+    from repcollapse.analyze.report.console import console_summary
+    from repcollapse.analyze.report.html import stage_table
+
+    print("\nStage table (paper Table 4 form; one seed: point estimates, uncertainty below):")
+    print(stage_table(tables).to_string(index=False))
+    print("")
+    print("\n".join(console_summary(tables)))
 
 
 def run_demo(settings: DemoSettings) -> Path:
@@ -208,7 +227,16 @@ def run_demo(settings: DemoSettings) -> Path:
     timings["metrics"] = _run(
         progress,
         "metrics",
-        ["analyze", "metrics", str(store), "--out", str(tables), "--layers", *layers],
+        [
+            "analyze",
+            "metrics",
+            str(store),
+            "--out",
+            str(tables),
+            "--layers",
+            *layers,
+            *(["--uncertainty"] if settings.uncertainty else []),
+        ],
         log,
     )
     timings["stats"] = _run(progress, "stats", ["analyze", "stats", str(tables)], log)
@@ -219,10 +247,7 @@ def run_demo(settings: DemoSettings) -> Path:
         progress, "report", ["analyze", "report", str(tables), "--out", str(report)], log
     )
 
-    from repcollapse.analyze.report.html import stage_table
-
-    print("\nStage table (paper Table 4 form):")
-    print(stage_table(tables).to_string(index=False))
+    print_summary(tables)
     total = sum(timings.values())
     print(
         "\nStep times: "

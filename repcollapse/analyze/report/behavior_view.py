@@ -41,7 +41,7 @@ def present(ck: pd.DataFrame) -> list[str]:
     return [m for m in MEASURES if m in ck and pd.to_numeric(ck[m], errors="coerce").notna().any()]
 
 
-def _col(ck: pd.DataFrame, name: str) -> np.ndarray:
+def numeric(ck: pd.DataFrame, name: str) -> np.ndarray:
     """A numeric column of ``ck``; NaN throughout where the tables predate it."""
     if name not in ck:
         return np.full(len(ck), np.nan)
@@ -50,7 +50,7 @@ def _col(ck: pd.DataFrame, name: str) -> np.ndarray:
 
 def common_n(ck: pd.DataFrame, measure: str) -> float:
     """The n every measured row of ``measure`` shares, or NaN where it varies (or is unknown)."""
-    v, n = _col(ck, measure), _col(ck, f"{measure}_n")
+    v, n = numeric(ck, measure), numeric(ck, f"{measure}_n")
     ns = set(n[np.isfinite(v) & np.isfinite(n)].tolist())
     unknown = bool((np.isfinite(v) & ~np.isfinite(n)).any())
     return float(ns.pop()) if len(ns) == 1 and not unknown else np.nan
@@ -85,7 +85,7 @@ def ordered(ck: pd.DataFrame) -> pd.DataFrame:
 
 def cells(ck: pd.DataFrame, measure: str, n_in_header: bool) -> list[tuple[str, str]]:
     """Per row, ('value ± SE', '(n=N)'): the count beneath unless the header carries it."""
-    v, se, n = _col(ck, measure), _col(ck, f"{measure}_se"), _col(ck, f"{measure}_n")
+    v, se, n = numeric(ck, measure), numeric(ck, f"{measure}_se"), numeric(ck, f"{measure}_n")
     out = []
     for x, s, k in zip(v, se, n, strict=True):
         text = with_se(x, s)
@@ -145,7 +145,9 @@ def stage_se(st: pd.DataFrame, ck: pd.DataFrame | None, measures: list[str]) -> 
         for m in measures:
             seen = {
                 (a, b, c)
-                for a, b, c in zip(_col(g, m), _col(g, f"{m}_se"), _col(g, f"{m}_n"), strict=True)
+                for a, b, c in zip(
+                    numeric(g, m), numeric(g, f"{m}_se"), numeric(g, f"{m}_n"), strict=True
+                )
                 if np.isfinite(a)
             }
             if len(seen) == 1:
@@ -153,28 +155,11 @@ def stage_se(st: pd.DataFrame, ck: pd.DataFrame | None, measures: list[str]) -> 
     return out
 
 
-def console_lines(ck: pd.DataFrame, measures: tuple[str, ...]) -> list[str]:
-    """One line per checkpoint: each of ``measures`` as 'Header value ± SE (n=N)'."""
-    d = ordered(ck)
-    lab = checkpoint_labels(d)
-    width = max(len(s) for s in lab)
-    lines = []
-    for i in range(len(d)):
-        parts = []
-        for m in measures:
-            if m not in d:
-                continue
-            v = _col(d, m)[i]
-            se, n = _col(d, f"{m}_se")[i], _col(d, f"{m}_n")[i]
-            parts.append(f"{MEASURES[m].lower()} {with_se(v, se, n)}")
-        lines.append(f"  {lab.iloc[i]:<{width}}  " + "; ".join(parts))
-    return lines
-
-
 __all__ = [
     "MEASURES",
     "behavior_table_html",
     "checkpoint_labels",
-    "console_lines",
+    "numeric",
+    "ordered",
     "stage_se",
 ]
