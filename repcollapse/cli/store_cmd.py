@@ -81,6 +81,7 @@ def _describe(args: argparse.Namespace) -> int:
 def _reserve(args: argparse.Namespace) -> int:
     import dataclasses
     import os
+    from pathlib import Path
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as extract: before torch loads
     from repcollapse.extract.job import ExtractConfig
@@ -90,8 +91,12 @@ def _reserve(args: argparse.Namespace) -> int:
 
     if args.slots_from is not None:
         raise UsageError(
-            f"store reserve: --slots-from: expected none (reserve writes the slots file), "
+            f"reserve --slots-from: expected none (reserve writes the slots file), "
             f"found {args.slots_from!r}; use --out FILE"
+        )
+    if args.out is not None and not Path(args.out).absolute().parent.is_dir():
+        raise UsageError(  # before the store is touched: a reservation without its file
+            f"reserve --out: expected a file in an existing directory, found {args.out!r}"
         )
     # The config from extract's own flags, field by field: a flag extract gains comes along.
     values = {
