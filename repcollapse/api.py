@@ -40,11 +40,12 @@ __all__ = ["open_store", "sel_checkpoint", "load_tables", "stage_table", "run_me
 def open_store(path: str | Path, *, include_incomplete: bool = False) -> xr.Dataset:
     """The store as a lazy xarray Dataset with labelled coordinates.
 
-    ``checkpoint`` is indexed by typeable name (``ds.sel(checkpoint="A.s0.02-math")``, 'base'
-    for the base); ``checkpoint_label`` holds the name as stored, also indexed, so a store
-    written before typeable names is selected by its old names too
+    ``checkpoint`` is indexed by the current form of each name (``ds.sel(checkpoint=
+    "A.s0.02-math")``, 'base' for the base: typeable for every name ``train run`` makes, and a
+    name given by hand as it is); ``checkpoint_label`` holds the name as stored, also indexed,
+    so a store written before typeable names is selected by its old names too
     (``ds.sel(checkpoint_label="A@s0/02-math")``, or either form with ``sel_checkpoint``);
-    ``parent`` names the parent in the same typeable form. ``layer`` counts from 0 (the
+    ``parent`` names the parent in the same form (repcollapse.store_schema.naming). ``layer`` counts from 0 (the
     embeddings) to L; ``token`` is the token's row in the probe, with ``example``, ``domain``,
     ``span`` and ``position`` as coordinates along it. Only complete checkpoints are listed
     unless ``include_incomplete``.
