@@ -465,3 +465,20 @@ def test_plain_template_of_a_base_model_starts_with_bos(tmp_path: Path) -> None:
     loaded = load_tokenizer(tmp_path)
     text = loaded.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
     assert text.startswith(loaded.bos_token + "Question: hi\n"), text
+
+
+def test_seed_view_links_every_base_file_but_its_behaviour(two_family, tmp_path: Path) -> None:  # noqa: ANN001
+    """A later seed's view of the base: the base's files hard-linked (no copy of the weights),
+    its behaviour left out (the seed's own run evaluates it), the manifest written last."""
+    run = StudyRun(two_family, tmp_path / "out", Shard(1, 1))
+    fam = two_family.families[0].label
+    base = run.L.base(fam)
+    (base / "adapter").mkdir(parents=True)
+    for rel in ("model.safetensors", "adapter/behavior.json", "behavior.json", "manifest.json"):
+        (base / rel).write_text(rel)
+    run._make_view(fam, two_family.seeds[1])
+    view = run.L.view(fam, two_family.seeds[1])
+    got = sorted(str(p.relative_to(view)) for p in view.rglob("*") if p.is_file())
+    assert got == ["adapter/behavior.json", "manifest.json", "model.safetensors"]
+    assert (view / "model.safetensors").stat().st_ino == (base / "model.safetensors").stat().st_ino
+    assert (view / "manifest.json").stat().st_ino != (base / "manifest.json").stat().st_ino

@@ -167,15 +167,9 @@ class StudyRun:
         tmp = view.with_name(view.name + ".tmp")
         if tmp.exists():
             shutil.rmtree(tmp)
-        for f in sorted(base.rglob("*")):
-            rel = f.relative_to(base)
-            if f.is_dir() or rel.name in ("behavior.json", "manifest.json"):
-                continue
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(f, tmp / rel)
-            except OSError:
-                shutil.copy2(f, tmp / rel)
+        from repcollapse.train.stage_plan import copy_stage  # no torch: plain file copies
+
+        copy_stage(base, tmp, skip=("behavior.json", "manifest.json"))
         shutil.copy2(base / "manifest.json", tmp / "manifest.json")  # last: complete
         tmp.rename(view)
 

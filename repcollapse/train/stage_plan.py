@@ -182,12 +182,13 @@ def reusable_stages(reuse_dirs: list[Path]) -> dict[str, Path]:
     return found
 
 
-def copy_stage(src: Path, dst: Path) -> None:
-    """Every file of ``src`` but its manifest into ``dst`` (hard links where the filesystem
-    allows: checkpoints are read-only once complete)."""
+def copy_stage(src: Path, dst: Path, skip: tuple[str, ...] = ("manifest.json",)) -> None:
+    """Every file of ``src`` but the top-level files named in ``skip`` (by default its manifest,
+    which the caller writes last) into ``dst`` (hard links where the filesystem allows:
+    checkpoints are read-only once complete)."""
     for f in sorted(src.rglob("*")):
         rel = f.relative_to(src)
-        if f.is_dir() or rel == Path("manifest.json"):
+        if f.is_dir() or (len(rel.parts) == 1 and rel.name in skip):
             continue
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
         try:

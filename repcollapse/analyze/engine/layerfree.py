@@ -20,6 +20,7 @@ from repcollapse.analyze.metrics.logits import FunctionSums, sums_from_stats
 from repcollapse.analyze.options import Options
 from repcollapse.analyze.plugins import metric_failed
 from repcollapse.analyze.registry import Metric
+from repcollapse.analyze.tables.write import OVERLAP_COLUMNS, SPECTRUM_COLUMNS
 from repcollapse.store_schema import schema as S
 
 
@@ -154,31 +155,9 @@ def lora_metrics(
             }
             cache.add(c, rows_frame(rows), done)
             computed.append((c, m.name, -1))
-    spectrum = pd.DataFrame(
-        spec_rows,
-        columns=[
-            "store_id",
-            "model_family",
-            "checkpoint",
-            "module",
-            "block",
-            "index",
-            "singular_value",
-        ],
-    )
-    overlap = pd.DataFrame(
-        ov_rows,
-        columns=[
-            "store_id",
-            "model_family",
-            "checkpoint_a",
-            "checkpoint_b",
-            "module",
-            "k",
-            "overlap",
-            "baseline",
-        ],
-    )
+    # the tables' own column lists (tables.write), so a column added there is added here
+    spectrum = pd.DataFrame(spec_rows, columns=list(SPECTRUM_COLUMNS))
+    overlap = pd.DataFrame(ov_rows, columns=list(OVERLAP_COLUMNS))
     cache.save_table("lora_overlap", table_key, overlap)
     cache.save_table("lora_spectrum", table_key, spectrum)
     return overlap, spectrum
