@@ -83,3 +83,31 @@ def test_demo_rerun_skips_completed_steps(
     out = capsys.readouterr().out
     assert "[demo] data:" not in out and "[demo] base:" not in out
     assert {p: p.stat().st_mtime_ns for p in hidden.rglob("*") if p.is_file()} == before
+
+
+def test_demo_carries_losses_and_standard_errors_to_report_and_console(
+    demo_out: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each stage's train_log.json losses reach checkpoints.parquet (through the store) and the
+    loss_curves figure; the report and the closing summary print behaviour as value ± SE."""
+    import json
+
+    from repcollapse.cli.demo import checkpoint_dirs, print_summary
+
+    ck = pd.read_parquet(demo_out / "tables" / "checkpoints.parquet").set_index("checkpoint")
+    dirs = checkpoint_dirs(demo_out / "runs")
+    assert len(dirs) == 12
+    for d in dirs:
+        name = json.loads((d / "manifest.json").read_text())["name"]
+        logged = json.loads((d / "train_log.json").read_text())["losses"]
+        assert len(logged) > 0 and json.loads(ck.loc[name, "train_losses"]) == logged, name
+    assert (ck.loc[ck["stage_index"] == 0, "train_losses"] == "").all()
+    figures = {
+        f["name"]: f for f in json.loads((demo_out / "figures" / "figures.json").read_text())
+    }
+    assert "skipped" not in figures["loss_curves"]
+    page = (demo_out / "report.html").read_text()
+    assert "Behaviour per checkpoint" in page and " ± " in page
+    print_summary(demo_out / "tables")
+    out = capsys.readouterr().out
+    assert "Target score" in out and " ± " in out and "(n=" in out
