@@ -123,7 +123,8 @@ def behavior_table_html(ck: pd.DataFrame | None) -> str:
         )
         for i in range(len(d))
     ]
-    return template.render(template.STAGE_TABLE, head=head, rows=rows, n_labels=3 if many else 2)
+    table = template.render(template.STAGE_TABLE, head=head, rows=rows, n_labels=3 if many else 2)
+    return f'<div class="nowrap">{table}</div>'  # 'value ± SE' on one line; the box scrolls
 
 
 def stage_se(st: pd.DataFrame, ck: pd.DataFrame | None, measures: list[str]) -> pd.DataFrame:

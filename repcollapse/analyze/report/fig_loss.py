@@ -68,7 +68,11 @@ def fig_loss_curves(ctx: Ctx) -> Built:
     title = "Training loss per optimizer step (each chain's stages one after another)"
     chart = (
         alt.Chart(out)
-        .mark_line(strokeWidth=1.2)
+        # points too where stages are short: a stage of one step is otherwise invisible
+        .mark_line(
+            strokeWidth=1.2,
+            point=bool(out.groupby(["panel", "seed", "stage_key"]).size().max() <= 30),
+        )
         .encode(
             x=alt.X("step:Q", title="optimizer step along the chain"),
             y=alt.Y(

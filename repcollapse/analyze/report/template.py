@@ -23,6 +23,7 @@ nav ul{columns:2;font-size:.9em}
 .summary h2{margin-top:.3em}
 td.label,th.label{text-align:left;white-space:nowrap}td.text,th.text{text-align:left}
 .ci{display:block;color:#666;font-size:.8em;white-space:nowrap}
+.nowrap td{white-space:nowrap}
 """
 
 PAGE = """<!DOCTYPE html>
