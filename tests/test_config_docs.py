@@ -33,7 +33,7 @@ def test_page_lists_each_key_with_default_and_help() -> None:
     assert '| `report_to` | `str` | `"none"` |' in text
     assert '| `probe_extra` | `str` | `""` |' in text
     # the paper budget column shows where it differs from the defaults
-    assert "| `tokens_per_stage` | `int` | `3200` | `4000000` |" in text
+    assert "| `tokens_per_stage` | `int` | `1600` | `4000000` |" in text
     assert "| `include_sinks` | `bool` | `false` | keep attention-sink tokens" in text
 
 

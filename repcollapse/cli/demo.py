@@ -41,15 +41,15 @@ class DemoSettings:
     out: Path
     model: str | None = None
     budget: str = "demo"
-    probe_per_domain: int = 12
-    """Probe records per domain (72 in all). The forward pass of extraction is the cost: 20 per
-    domain took 260 s for 13 checkpoints on 2 cores, 12 take ~60% of that."""
+    probe_per_domain: int = 8
+    """Probe records per domain (48 in all). The forward pass of extraction is the cost: on the
+    real corpus 12 per domain (9,468 tokens) took 30-40 s a checkpoint on 2 cores."""
     token_cap_per_span: int = 250
-    layer_stride: int = 3
-    """Analyse every k-th layer and the last (SmolLM2: 0, 3, ..., 30 of 31); 1 = every layer.
+    layer_stride: int = 5
+    """Analyse every k-th layer and the last (SmolLM2: 0, 5, ..., 30 of 31); 1 = every layer.
     The store holds every layer either way, so `analyze metrics --layers` can add the rest
     later without re-extracting. Derivation costs ~0.8 s per (checkpoint, layer): all 31 layers
-    took 318 s of the previous demo's 31 minutes; 11 layers take 82 s."""
+    took 318 s of an earlier demo's 31 minutes; 7 layers take ~70 s."""
     sequences: tuple[str, ...] = ("A", "control", "A_replay10")
     seed: int = 0
     train_overrides: tuple[str, ...] = ()

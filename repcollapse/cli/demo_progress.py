@@ -31,17 +31,19 @@ from repcollapse.timefmt import fmt_duration
 EXPECTED_S: dict[str, float] = {
     "data": 2,
     "base": 23,
-    "train A": 597,
-    "train control": 356,
-    "train A_replay10": 423,
-    "extract": 390,
+    "train A": 280,
+    "train control": 175,
+    "train A_replay10": 240,
+    "extract": 270,
     "validate": 11,
-    "metrics": 116,
+    "metrics": 70,
     "stats": 5,
     "figures": 5,
     "report": 5,
 }
-"""Seconds per step of the default demo on the real corpus (README, 2026-12-02, 2-core CPU)."""
+"""Seconds per step of the default demo on the real corpus, 2-core CPU: ~58 s a trained and
+evaluated stage (SmolLM2 in studies/cpu-small.toml, 2026-12-06), ~21 s a checkpoint's
+extraction of 48 probe records, ~5 s a checkpoint's metrics at 7 layers."""
 OTHER_TRAIN_S = 450.0
 """Expected seconds of a ``train`` step of a sequence not in ``EXPECTED_S``."""
 HEARTBEAT_S = 60.0

@@ -24,10 +24,12 @@ from repcollapse.train.config_checks import ConfigError, fail
 from repcollapse.train.eval_config import EvalSettings
 
 BUDGET_DEFAULTS: dict[str, dict[str, Any]] = {
-    # Minutes on a 2-core CPU: 8-15 optimizer steps of batch 4 per stage (3,200 tokens), 6 eval
-    # records per domain. Measured at 6,400 tokens and 8 records: ~70 s training + ~49 s evaluation
-    # per stage, which put `repcollapse demo` (10 trained stages) at 31 min against its 20-min
-    # target; the whole demo budget is in repcollapse/train/config.py (Budget) and eval_config.py (EvalSettings).
+    # Minutes on a 2-core CPU: ~5 optimizer steps of batch 4 per stage (1,600 tokens), 2 generated
+    # and 6 teacher-forced eval records per domain, the future task on 24 items before and after
+    # its 4 steps. Measured on SmolLM2 (studies/cpu-small.toml, 2026-12-06): ~55-60 s a trained
+    # and evaluated stage; at 3,200 tokens and 6 generated items a stage took ~130 s and the demo
+    # 32 minutes. The whole demo budget is in repcollapse/train/config.py (Budget) and
+    # eval_config.py (EvalSettings).
     "demo": {},
     # A GPU: a few thousand steps per stage, a larger evaluation. Item counts are sized by the
     # standard error (docs/INTERFACES.md): per-stage changes of 2-4 points need an SE of about
