@@ -46,7 +46,17 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--scheduler",
         metavar="ADDR",
-        help="dask scheduler: 'threads' (default), 'sync', 'local' (a LocalCluster) or a dask.distributed address",
+        help="dask scheduler: 'threads' (default), 'sync', 'local' (a LocalCluster) or the "
+        "address of a running dask.distributed scheduler (tcp://host:8786), which must answer "
+        "within 5 s",
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a progress bar on stderr (tasks done of the run's total, elapsed, ETA); default: "
+        "the bar when stderr is a terminal, else one log line per batch of passes; "
+        "--no-progress: neither",
     )
     p.defer(_options_flags)
     p.add_argument(
@@ -143,6 +153,7 @@ def _metrics(args: argparse.Namespace) -> int:
             group=args.group,
             recompute=args.recompute,
             plugins=args.plugin,
+            progress=args.progress,
         )
     except MetricFailed as exc:  # a metric's code raised: a failed run, the cache kept
         print(f"repcollapse analyze metrics: {exc}", file=sys.stderr)

@@ -10,10 +10,10 @@ and LoRA metrics the cache lacks; derive the collapse index; write the tables.
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +27,8 @@ from repcollapse.analyze import registry
 from repcollapse.analyze.engine import layerfree, moments, passes, uncertainty
 from repcollapse.analyze.engine.cache import MetricCache, rows_frame
 from repcollapse.analyze.engine.integrity import layers_to_read, verified_reader
+from repcollapse.analyze.engine.progress import ConsoleBar, Progress, ProgressFn, bar_wanted
+from repcollapse.analyze.engine.scheduler import check_address, scheduler
 from repcollapse.analyze.engine.table_rows import (
     option_columns,
     option_set_key,
@@ -38,7 +40,7 @@ from repcollapse.analyze.engine.twins import alias_twins, twin_sources
 from repcollapse.analyze.engine.xp import backend
 from repcollapse.analyze.metrics.spectrum import topk_metric as spectrum_topk
 from repcollapse.analyze.options import Options
-from repcollapse.analyze.plugins import file_plugins, load_plugins
+from repcollapse.analyze.plugins import load_plugins
 from repcollapse.analyze.registry import Metric
 from repcollapse.analyze.tables.write import checkpoints_frame, metrics_frame, write_tables
 from repcollapse.store_schema.naming import stored_names
@@ -56,41 +58,6 @@ class RunSummary:
     computed: list[tuple[str, str, int]] = field(default_factory=list)
     """(checkpoint, metric, layer) keys computed in this run (not served by the cache)."""
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-@contextlib.contextmanager
-def scheduler(address: str | None) -> Iterator[int]:
-    """Dask scheduler for the run; yields how many passes run at once. None/'threads': local
-    threads; 'sync': one thread; 'local': a dask.distributed LocalCluster; else an address."""
-    if address in (None, "threads", "sync"):
-        n = 1 if address == "sync" else max(1, os.cpu_count() or 1)
-        from threadpoolctl import threadpool_limits
-
-        # One BLAS thread per task: parallelism comes from dask. Threaded BLAS inside parallel
-        # tasks, or on a machine whose cores are shared, oversubscribes them - measured here on
-        # a loaded 2-core machine: eigvalsh(576) 3.5 s with 2 BLAS threads vs 25 ms with 1.
-        with (
-            dask.config.set(scheduler="sync" if n == 1 else "threads", num_workers=n),
-            threadpool_limits(1),
-        ):
-            yield n
-        return
-    from distributed import Client, LocalCluster
-
-    cluster = (
-        LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, dashboard_address=None)
-        if address == "local"
-        else None
-    )
-    client = Client(cluster if cluster is not None else address)
-    for path in file_plugins():  # workers import user metric files under the same module name
-        client.upload_file(str(path))
-    try:
-        yield max(1, sum(client.nthreads().values()))
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 def store_plan(ds: Any, options: Options) -> TokenPlan:
@@ -143,6 +110,9 @@ class _Run:
     say: Callable[[str], None]
     twins: dict[str, str]
     """Checkpoint -> the checkpoint its data were copied from (repcollapse.analyze.engine.twins): not computed."""
+    progress: Progress = field(default_factory=lambda: Progress(None))
+    batch_lines: bool = True
+    """One log line per batch of passes (when no bar shows the progress)."""
 
     def missing(self, c: str, m: Any, layer: int) -> bool:
         if c in self.twins:
@@ -164,6 +134,7 @@ def run_metrics(
     recompute: bool = False,
     plugins: Sequence[str] = (),
     log: Callable[[str], None] | None = None,
+    progress: ProgressFn | bool | None = None,
 ) -> RunSummary:
     """Compute the requested metrics (default: all) of a store and write the tables to out_dir.
 
@@ -171,8 +142,52 @@ def run_metrics(
     options for the selected checkpoints and layers, so re-running one metric keeps the table
     complete; ``recompute`` ignores the cache for the requested metrics. ``plugins``: metric
     modules to import first (``repcollapse.analyze.plugins``; ``$REPCOLLAPSE_METRIC_PLUGINS`` too).
+    ``scheduler_address``: ``repcollapse.analyze.engine.scheduler`` (checked first: a bad one
+    raises SchedulerUnavailable, a ValueError, within seconds). ``progress``: a function called
+    as ``fn(done, total)`` over the run's units of work (``repcollapse.analyze.engine.progress``),
+    True for a bar on stderr, False for neither a bar nor one log line per batch of passes, None
+    (default) for the bar when stderr is a terminal and the batch lines otherwise.
     """
     say = log or (lambda msg: print(msg, file=sys.stderr))
+    check_address(scheduler_address)
+    bar = ConsoleBar() if progress is True or (progress is None and bar_wanted(None)) else None
+    try:
+        with _expected_warnings_dropped():
+            return _run_metrics(
+                store,
+                out_dir,
+                metrics,
+                layers,
+                checkpoints,
+                options,
+                scheduler_address,
+                group,
+                recompute,
+                plugins,
+                say,
+                Progress(bar or (progress if callable(progress) else None)),
+                batch_lines=progress is None and bar is None or callable(progress),
+            )
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _run_metrics(
+    store: str | Path,
+    out_dir: str | Path,
+    metrics: Sequence[str] | None,
+    layers: Sequence[int] | None,
+    checkpoints: Sequence[str] | None,
+    options: Options | None,
+    scheduler_address: str | None,
+    group: str | None,
+    recompute: bool,
+    plugins: Sequence[str],
+    say: Callable[[str], None],
+    progress: Progress,
+    batch_lines: bool,
+) -> RunSummary:
     options = options or Options()
     t_start = time.perf_counter()
     summary = RunSummary(out_dir=Path(out_dir))
@@ -210,6 +225,8 @@ def run_metrics(
         summary=summary,
         say=say,
         twins=twin_sources(attrs.get("extraction_log", []), parent, base, ckpts),
+        progress=progress,
+        batch_lines=batch_lines,
     )
     to_read = layers_to_read(
         ckpts,
@@ -243,11 +260,13 @@ def run_metrics(
             run.reader,
             run.raw_index,
         )
+        progress.advance()
         summary.seconds["function"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     overlap, spectrum = layerfree.lora_metrics(
         ds, attrs, ckpts, wanted, options, ancestors, run.cache, run.missing, summary.computed
     )
+    progress.advance()
     summary.seconds["lora"] = time.perf_counter() - t0
     alias_twins(run.cache, run.twins)
 
@@ -296,6 +315,31 @@ def _layer(x: int, n_layers: int) -> int:
 
 
 @contextlib.contextmanager
+def _expected_warnings_dropped() -> Iterator[None]:
+    """Drop scikit-learn's ConvergenceWarning while the run lasts: the probe's lbfgs stops at
+    max_iter by design (metrics/separability.py). A warnings *filter* cannot do it with the
+    threads scheduler: the filter list is one per process, and the probe's own
+    ``catch_warnings`` block, or sklearn's ``Parallel`` (which empties the list with
+    ``resetwarnings`` and refills it), replaces it while other threads fit - their warnings
+    then passed (tests/test_convergence_quiet.py). ``warnings.showwarning``, which prints what
+    the filters let through, is replaced here before any thread starts; every catch_warnings
+    block inside the run saves and restores this replacement, and nothing resets it."""
+    shown = warnings.showwarning
+
+    def show(message: Any, category: type, *args: Any, **kw: Any) -> None:
+        # by name: importing sklearn costs a second, and a run without probes needs none of it
+        if category.__name__ == "ConvergenceWarning" and category.__module__.startswith("sklearn."):
+            return
+        shown(message, category, *args, **kw)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
+@contextlib.contextmanager
 def _array_backend(xp_name: str) -> Iterator[None]:
     with dask.config.set({"array.backend": xp_name}):
         yield
@@ -332,6 +376,7 @@ def _moment_metrics(
             jobs.append((cfg, g, {t: todo[t] for t in targets}))
     token = uuid.uuid4().hex[:8]
     n_chunks = len(run.plan.chunks)
+    built = []  # every graph before the first compute: the progress total is known up front
     for batch in _batches(
         jobs, n_parallel, run.options.memory_budget_mb << 20, run.plan.n_gram_blocks, d
     ):
@@ -344,17 +389,30 @@ def _moment_metrics(
             run.summary.passes += 1
             second = len(cfg.targets) if "centered_unit" in cfg.needs else 0
             run.summary.blocks_read += n_chunks * (len(cfg.members) + second)
+        built.append((batch, tasks, keys, _n_tasks(tasks)))
+    # units: every task of every pass, then one for the function and one for the LoRA metrics
+    run.progress.plan(sum(b[3] for b in built) + 2)
+    for batch, tasks, keys, n_tasks in built:
         t0 = time.perf_counter()
-        results = dask.compute(*tasks)
+        start = run.progress.done
+        with run.progress.counting_tasks(n_tasks):
+            results = dask.compute(*tasks)
+        run.progress.reach(start + n_tasks)
         for (t, ms, layer), rows in zip(keys, results, strict=True):
             done = [(m.name, m.version, run.options.key(m.params), layer) for m in ms]
             run.cache.add(t, rows_frame(rows), done)
             run.summary.computed += [(t, m.name, layer) for m in ms]
-        run.say(
-            f"  layers {[cfg.layer for cfg, _, _ in batch]}: "
-            f"{sum(len(c.targets) for c, _, _ in batch)} target pass(es) in "
-            f"{time.perf_counter() - t0:.1f}s"
-        )
+        if run.batch_lines:
+            run.say(
+                f"  layers {[cfg.layer for cfg, _, _ in batch]}: "
+                f"{sum(len(c.targets) for c, _, _ in batch)} target pass(es) in "
+                f"{time.perf_counter() - t0:.1f}s"
+            )
+
+
+def _n_tasks(tasks: list) -> int:
+    """Distinct tasks of delayed objects (the derive tasks of a pass share its chain)."""
+    return len(set().union(*(t.__dask_graph__().keys() for t in tasks)))
 
 
 def _batches(jobs: list, n_parallel: int, budget: int, n_blocks: int, d: int) -> list[list]:
