@@ -11,15 +11,24 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
     parser.add_argument("--model", help="local HF causal-LM directory (default: embedded SmolLM2)")
     parser.add_argument("--budget", default="demo", choices=["demo", "paper"])
+    # defaults from DemoSettings, the one place they are set (a default written here once
+    # silently overrode a change there)
+    from repcollapse.cli.demo import DemoSettings
+
+    d = DemoSettings(out=Path("demo_out"))
     parser.add_argument(
-        "--probe-per-domain", type=int, default=12, help="probe records per domain (default 12)"
+        "--probe-per-domain",
+        type=int,
+        default=d.probe_per_domain,
+        help=f"probe records per domain (default {d.probe_per_domain})",
     )
-    parser.add_argument("--token-cap-per-span", type=int, default=250)
+    parser.add_argument("--token-cap-per-span", type=int, default=d.token_cap_per_span)
     parser.add_argument(
         "--layer-stride",
         type=int,
-        default=3,
-        help="analyse every k-th layer and the last (default 3; 1 = all; the store has all)",
+        default=d.layer_stride,
+        help=f"analyse every k-th layer and the last (default {d.layer_stride}; 1 = all; the "
+        "store has all)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
