@@ -88,13 +88,8 @@ def cells(ck: pd.DataFrame, measure: str, n_in_header: bool) -> list[tuple[str, 
     v, se, n = numeric(ck, measure), numeric(ck, f"{measure}_se"), numeric(ck, f"{measure}_n")
     out = []
     for x, s, k in zip(v, se, n, strict=True):
-        text = with_se(x, s)
-        out.append(
-            (
-                text,
-                "" if n_in_header or not np.isfinite(x) or not np.isfinite(k) else f"(n={int(k)})",
-            )
-        )
+        shown = not n_in_header and np.isfinite(x) and np.isfinite(k)
+        out.append((with_se(x, s), f"(n={int(k)})" if shown else ""))
     return out
 
 
