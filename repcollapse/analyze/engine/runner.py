@@ -13,7 +13,6 @@ import contextlib
 import sys
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from repcollapse.analyze.engine import layerfree, moments, passes, uncertainty
 from repcollapse.analyze.engine.cache import MetricCache, rows_frame
 from repcollapse.analyze.engine.integrity import layers_to_read, verified_reader
 from repcollapse.analyze.engine.progress import ConsoleBar, Progress, ProgressFn, bar_wanted
+from repcollapse.analyze.engine.quiet import expected_warnings_dropped
 from repcollapse.analyze.engine.scheduler import check_address, scheduler
 from repcollapse.analyze.engine.table_rows import (
     option_columns,
@@ -152,7 +152,7 @@ def run_metrics(
     check_address(scheduler_address)
     bar = ConsoleBar() if progress is True or (progress is None and bar_wanted(None)) else None
     try:
-        with _expected_warnings_dropped():
+        with expected_warnings_dropped():
             return _run_metrics(
                 store,
                 out_dir,
@@ -312,31 +312,6 @@ def _layer(x: int, n_layers: int) -> int:
     if not -n_layers <= int(x) < n_layers:
         raise ValueError(f"layer {x} out of range: the store has layers 0..{n_layers - 1}")
     return int(x) % n_layers
-
-
-@contextlib.contextmanager
-def _expected_warnings_dropped() -> Iterator[None]:
-    """Drop scikit-learn's ConvergenceWarning while the run lasts: the probe's lbfgs stops at
-    max_iter by design (metrics/separability.py). A warnings *filter* cannot do it with the
-    threads scheduler: the filter list is one per process, and the probe's own
-    ``catch_warnings`` block, or sklearn's ``Parallel`` (which empties the list with
-    ``resetwarnings`` and refills it), replaces it while other threads fit - their warnings
-    then passed (tests/test_convergence_quiet.py). ``warnings.showwarning``, which prints what
-    the filters let through, is replaced here before any thread starts; every catch_warnings
-    block inside the run saves and restores this replacement, and nothing resets it."""
-    shown = warnings.showwarning
-
-    def show(message: Any, category: type, *args: Any, **kw: Any) -> None:
-        # by name: importing sklearn costs a second, and a run without probes needs none of it
-        if category.__name__ == "ConvergenceWarning" and category.__module__.startswith("sklearn."):
-            return
-        shown(message, category, *args, **kw)
-
-    warnings.showwarning = show
-    try:
-        yield
-    finally:
-        warnings.showwarning = shown
 
 
 @contextlib.contextmanager
