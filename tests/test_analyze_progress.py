@@ -13,6 +13,7 @@ from test_analyze_support import store_with
 
 from repcollapse.analyze.engine.progress import ConsoleBar, Progress, bar_wanted
 from repcollapse.analyze.engine.runner import run_metrics
+from repcollapse.analyze.options import Options
 from repcollapse.cli.main import main
 from repcollapse.store_schema.testing import SyntheticSpec
 
@@ -56,6 +57,18 @@ def test_count_rises_task_by_task_to_the_total(store: Path, tmp_path: Path, sche
     assert total == summary.passes * per_pass + 2
     # counted task by task (a local scheduler runs the callback), not batch by batch
     assert len({d for d, _ in calls}) == total + 1
+
+
+def test_temperature_passes_are_counted_up_front(store: Path, tmp_path: Path) -> None:
+    """--temperature reads the last layer of every checkpoint and multiplies by the
+    unembedding: its tasks (a part per chunk and their sum, per checkpoint) are in the total."""
+    calls, summary = _record(
+        store, tmp_path / "t", scheduler_address="threads", options=Options(temperatures=(2.0,))
+    )
+    per_pass = 1 + CHUNKS + 1 + CHUNKS + 1 + SPEC.n_checkpoints
+    temperature = SPEC.n_checkpoints * (CHUNKS + 1)
+    assert _check_monotone(calls) == summary.passes * per_pass + temperature + 1 + 1
+    assert any(m.startswith("entropy@T2") for _, m, _ in summary.computed)
 
 
 def test_cached_rerun_counts_the_two_stages(store: Path, tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
 """Progress of an analysis run: a count of units of work known before the first is computed.
 
 The runner builds every pass graph before computing any (``runner._moment_metrics``), so the
-total is the number of dask tasks of all passes plus one unit for the function metrics and one
-for the LoRA metrics (stages whose task count the runner does not see in advance; cached
-results make them fast, and they are small next to the passes, which read every layer).
+total is the number of dask tasks of all passes, plus the tasks of the ``--temperature`` passes
+(a part per token chunk and their sum, per checkpoint and temperature that will run), plus one
+unit for the stored (T = 1) function metrics and one for the LoRA metrics (small next to the
+passes, which read every layer).
 ``Progress`` turns task completions into calls ``fn(done, total)`` with ``done`` rising to
 ``total``; ``console_bar`` is such an ``fn``: a tqdm bar on stderr with elapsed time and ETA.
 

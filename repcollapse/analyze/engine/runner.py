@@ -245,22 +245,25 @@ def _run_metrics(
     )
     with scheduler(scheduler_address) as n_parallel, _array_backend(run.xp_name):
         t0 = time.perf_counter()
-        _moment_metrics(run, wanted, parent, base, n_parallel)
+        function_units = _function_units(run, wanted)
+        _moment_metrics(run, wanted, parent, base, n_parallel, later=function_units + 1)
         summary.seconds["moments"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        layerfree.function_metrics(
-            ds,
-            plan,
-            ckpts,
-            wanted,
-            options,
-            run.cache,
-            run.missing,
-            summary.computed,
-            run.reader,
-            run.raw_index,
-        )
-        progress.advance()
+        start = progress.done
+        with progress.counting_tasks(function_units - 1):
+            layerfree.function_metrics(
+                ds,
+                plan,
+                ckpts,
+                wanted,
+                options,
+                run.cache,
+                run.missing,
+                summary.computed,
+                run.reader,
+                run.raw_index,
+            )
+        progress.reach(start + function_units)
         summary.seconds["function"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     overlap, spectrum = layerfree.lora_metrics(
@@ -320,8 +323,22 @@ def _array_backend(xp_name: str) -> Iterator[None]:
         yield
 
 
+def _function_units(run: _Run, wanted: list[Metric]) -> int:
+    """Units of the function-metric stage: the tasks of each temperature pass that will run
+    (layerfree.function_metrics: a part per token chunk and their sum, per checkpoint and T
+    missing a metric; they read the last layer and multiply by the unembedding, so with
+    --temperature they can outweigh the moment passes) and one for the stored T = 1 values."""
+    func = [m for m in wanted if m.kind == "function"]
+    runs = sum(
+        any(run.missing(c, m.at_temperature(t), -1) for m in func)
+        for t in run.options.temperatures
+        for c in run.ckpts
+    )
+    return 1 + runs * (len(run.plan.chunks) + 1)
+
+
 def _moment_metrics(
-    run: _Run, wanted: list[Metric], parent: dict, base: dict, n_parallel: int
+    run: _Run, wanted: list[Metric], parent: dict, base: dict, n_parallel: int, later: int
 ) -> None:
     """The one-pass accumulator for every (layer, checkpoint group) that misses a moment metric,
     ``n_parallel`` passes per dask compute; the cache records each batch as it finishes."""
@@ -365,8 +382,8 @@ def _moment_metrics(
             second = len(cfg.targets) if "centered_unit" in cfg.needs else 0
             run.summary.blocks_read += n_chunks * (len(cfg.members) + second)
         built.append((batch, tasks, keys, _n_tasks(tasks)))
-    # units: every task of every pass, then one for the function and one for the LoRA metrics
-    run.progress.plan(sum(b[3] for b in built) + 2)
+    # units: every task of every pass, then ``later`` (the function and LoRA stages)
+    run.progress.plan(sum(b[3] for b in built) + later)
     for batch, tasks, keys, n_tasks in built:
         t0 = time.perf_counter()
         start = run.progress.done
