@@ -51,7 +51,10 @@ LIBRARIES: tuple[str, ...] = (
     "scikit-learn",
     "statsmodels",
     "scipy",
-    "matplotlib",
+    "numcodecs",
+    "altair",
+    "vl-convert-python",
+    "jinja2",
 )
 PAPER_TABLE4: dict[str, dict[str, float]] = {
     # The paper's Table 4 (target, effective rank, anisotropy, future) and Table 8 (CKA, logit
