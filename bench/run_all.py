@@ -1,6 +1,6 @@
 """`just bench`: every benchmark in one run, one line per figure, written to bench/results.json.
 
-    python -m bench.run_all [--only extract|metrics] [--model DIR] [--workdir DIR]
+    python -m bench.run_all [--only extract|metrics|codecs] [--model DIR] [--workdir DIR]
 
 Each benchmark module exposes ``run(workdir, **options) -> dict`` whose ``lines`` entry is a list
 of (label, value, unit, ratio_or_None, target_or_None). Figures of one benchmark are measured side
@@ -19,7 +19,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-BENCHMARKS = {"extract": "bench.bench_extract", "metrics": "bench.bench_metrics"}
+BENCHMARKS = {
+    "extract": "bench.bench_extract",
+    "metrics": "bench.bench_metrics",
+    "codecs": "bench.bench_codecs",
+}
 
 
 def machine() -> str:
@@ -70,9 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.only or list(BENCHMARKS):
         module = importlib.import_module(BENCHMARKS[name])
         t0 = time.perf_counter()
-        kwargs = (
-            {"model": None if args.model == "tiny" else args.model} if name == "extract" else {}
-        )
+        model = None if args.model == "tiny" else args.model
+        kwargs = {"model": model} if name in ("extract", "codecs") else {}
         result = module.run(workdir / name, **kwargs)
         result["wall_s"] = time.perf_counter() - t0
         result["machine"] = results["machine"]

@@ -142,6 +142,9 @@ def test_int8_token_round_trip_within_half_a_scale(tmp_path: Path) -> None:
     assert np.abs(q).max(axis=-1).min() == 127  # each token's largest value maps to +-127
     ds = open_store(path)
     assert C.SCALE.name not in ds  # the view holds activations
+    from repcollapse.store_schema.describe import describe_store
+
+    assert "hidden dtype: float16  codec: int8-token" in describe_store(path)
     np.testing.assert_array_equal(ds["hidden"].sel(checkpoint="A/02-stage").values, got)
 
 
@@ -181,6 +184,9 @@ def test_codec_recorded_and_unknown_codec_refused_on_read(tmp_path: Path) -> Non
     g = zarr.open_group(str(path), mode="r+")
     assert g.attrs[C.CODEC_ATTR] == "bitround:6" and g["hidden"].attrs[C.CODEC_ATTR] == "bitround:6"
     assert StoreReader(path).codec == C.HiddenCodec("bitround", 6)
+    from repcollapse.store_schema.describe import describe_store
+
+    assert "hidden dtype: float16  codec: bitround:6" in describe_store(path)
     g.attrs[C.CODEC_ATTR] = "zfp:1e-3"
     for read in (StoreReader, open_store, StoreWriter):
         with pytest.raises(SchemaError, match=r"attrs.hidden_codec: expected one of .*'zfp:1e-3'"):
@@ -251,13 +257,17 @@ def test_analysis_reads_int8_and_bitround_stores(tmp_path: Path) -> None:
             log=lambda _: None,
         )
         table = pd.read_parquet(tmp_path / codec.replace(":", "") / "metrics.parquet")
+        table = table[table["metric"].isin(["erank", "pr", "cka_base", "aniso_centered"])]
         out[codec] = table.set_index(["metric", "checkpoint", "layer", "domain", "span"])["value"]
     ref = out["lossless"].sort_index()
     for codec in ("bitround:7", "int8-token"):
         got = out[codec].sort_index()
         assert got.index.equals(ref.index)
-        rel = (np.abs(got - ref) / np.abs(ref).clip(lower=1e-6)).max()
-        assert 0 < rel < 0.02, (codec, rel)
+        # per metric: the worst error against the metric's largest value (some sit near 0)
+        err = (got - ref).abs().groupby(level="metric").max()
+        scale = ref.abs().groupby(level="metric").max()
+        worst = (err / scale).max()
+        assert 0 < worst < 5e-3, (codec, (err / scale).to_dict())
 
 
 def test_extract_records_codec_and_refuses_another(

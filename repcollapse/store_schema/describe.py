@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from repcollapse.store_schema import codecs as C
 from repcollapse.store_schema.store import (
     _is_local,
     _local_path,
@@ -26,6 +27,7 @@ def _size_on_disk(url: str | Path) -> str:
 def describe_store(url: str | Path, group: str | None = None) -> str:
     g = _open_group(url, group, "r")
     attrs = g.attrs
+    codec = C.codec_of(dict(attrs), str(url))
     hidden = g["hidden"]
     n_ckpt, n_layer, n_tok, n_feat = hidden.shape
     complete = complete_mask(url, group)
@@ -49,7 +51,7 @@ def describe_store(url: str | Path, group: str | None = None) -> str:
         lines.append(f"    [{i}] {name}  ({seqs[i] or '-'} / {kinds[i]})  {state}")
     lines.append(
         f"  layers: {n_layer}  features: {n_feat}  tokens: {n_tok}  hidden dtype: "
-        f"{np.dtype(hidden.dtype).name}"
+        f"{C.logical_dtype(g, codec)}  codec: {codec.name}"
     )
     domains = as_str_array(g["domain"][:])
     spans = as_str_array(g["span"][:])

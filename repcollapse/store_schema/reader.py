@@ -11,6 +11,8 @@ It answers, without loading any array it does not need:
 - ``dataset()``: the lazy xarray Dataset of the complete checkpoints (``open_store``);
 - ``hidden_blocks(slots)``: a picklable ``BlockReader`` that reads one (slot, layer, token range)
   block of ``hidden`` and checks it against the sha256 recorded at extraction;
+- ``codec``: the store's codec of ``hidden`` (``store_schema.codecs``; an unknown one is refused
+  on open); blocks and the Dataset come back decoded (int8-token: dequantised to float32);
 - ``generated_groups()`` and ``sub(group)``: the generated-output sub-stores.
 
 Writers (``StoreWriter``) never go through it; every other module reads the store here, so the
