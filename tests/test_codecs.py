@@ -303,3 +303,38 @@ def test_extract_records_codec_and_refuses_another(
     assert StoreReader(stores["int8-token"]).slots() == {"base": 0}  # nothing written
     assert main([*argv, "--store", str(probe.parent / "x.zarr"), "--codec", "zfp", str(base)]) == 2
     assert "--codec" in capsys.readouterr().err
+
+
+def test_int8_kill_mid_hidden_and_resume_is_identical(tmp_path: Path) -> None:
+    """SIGKILL between two hidden chunks of an int8-token extraction, then re-run: the store
+    equals an uninterrupted one array for array (codes and scales of the resumed slot)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from repcollapse.extract.run import KILL_ENV, extract
+    from repcollapse.store_schema.protocol import observe_steps
+
+    base = make_tiny_checkpoint(tmp_path / "base", n_layers=2)
+    probe = write_probe(tmp_path / "p.jsonl")
+    config = ExtractConfig(batch_size=4, token_chunk=64, codec="int8-token", progress=False)
+    labels: list[str] = []
+    with observe_steps(labels.append):
+        extract(tmp_path / "ref.zarr", probe, [base], config)
+    writes = [i for i, label in enumerate(labels) if label == "extract: write"]
+    assert len(writes) >= 6
+    store = tmp_path / "s.zarr"
+    code = "import sys; from repcollapse.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    argv = [sys.executable, "-c", code, "extract", "--store", str(store), "--probe", str(probe)]
+    argv += ["--batch-size", "4", "--token-chunk", "64", "--codec", "int8-token", "--no-progress"]
+    env = {**os.environ, KILL_ENV: str(writes[len(writes) // 2] + 1)}
+    proc = subprocess.run([*argv, str(base)], env=env, capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert StoreReader(store).complete_checkpoints() == []
+    extract(store, probe, [base], config)
+    assert validate_store(store)[0] == []
+    ga = zarr.open_group(str(store), mode="r")
+    gb = zarr.open_group(str(tmp_path / "ref.zarr"), mode="r")
+    for name in ("hidden", C.SCALE.name, "checksums_json"):
+        np.testing.assert_array_equal(ga[name][...], gb[name][...], err_msg=name)
