@@ -113,6 +113,7 @@ def make_synthetic_store(
     the stages' coordinates."""
     if names is None:
         names = ["base", *(f"A/{c:02d}-stage" for c in range(1, spec.n_checkpoints))]
+        names = names[: spec.n_checkpoints]  # an empty store has no base either
     if len(names) != spec.n_checkpoints:
         raise ValueError(
             f"make_synthetic_store names: expected {spec.n_checkpoints} (n_checkpoints), "
