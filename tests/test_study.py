@@ -482,3 +482,27 @@ def test_seed_view_links_every_base_file_but_its_behaviour(two_family, tmp_path:
     assert got == ["adapter/behavior.json", "manifest.json", "model.safetensors"]
     assert (view / "model.safetensors").stat().st_ino == (base / "model.safetensors").stat().st_ino
     assert (view / "manifest.json").stat().st_ino != (base / "manifest.json").stat().st_ino
+
+
+def test_extract_codec_reaches_every_store_and_a_bad_one_names_the_field(
+    tmp_path: Path,
+    two_family,  # noqa: ANN001
+) -> None:
+    import dataclasses
+
+    from repcollapse.study.plan import Cell
+
+    run = StudyRun(dataclasses.replace(two_family, codec="bitround:7"), tmp_path, Shard(1, 1))
+    got: list[list[str]] = []
+    run.executor = lambda args, log: got.append(args)
+    run.execute(Cell("extract", two_family.families[0].label, stages=1))
+    extract = got[0]
+    assert extract[0] == "extract" and extract[extract.index("--codec") + 1] == "bitround:7"
+    # the codec is an input of the extract cell: another codec re-runs it
+    plain = StudyRun(two_family, tmp_path, Shard(1, 1))
+    cell = Cell("extract", two_family.families[0].label)
+    assert run.fingerprint(cell)["codec"] == "bitround:7" and "codec" not in plain.fingerprint(cell)
+    raw = {"name": "x", "families": ["smollm2-135m-instruct"], "sequences": ["A"]}
+    with pytest.raises(StudyError, match=r"field 'extract.codec': expected one of .* found 'zip'"):
+        parse_study({**raw, "extract": {"codec": "zip"}}, "S.toml", tmp_path)
+    assert parse_study(raw, "S.toml", tmp_path).codec == "lossless"

@@ -12,7 +12,8 @@ anything is trained. The format (docs/study.md):
     mitigate = ["A"]
     [data]      seed, probe_per_domain, dir (an existing data directory instead of building one)
     [train]     future_tasks, set (KEY=VALUE overrides for every `train run`)
-    [extract]   token_cap_per_span, hidden_dtype (a table: family -> float16 or float32)
+    [extract]   token_cap_per_span, hidden_dtype (a table: family -> float16 or float32),
+                codec (extract --codec: lossless, bitround:K or int8-token; every family's store)
     [analyze]   layer_stride
 """
 
@@ -82,6 +83,8 @@ class StudyConfig:
     """`[train] set`: KEY=VALUE overrides passed to every `train run --set`."""
     token_cap_per_span: int = DemoSettings.token_cap_per_span
     """`[extract] token_cap_per_span`: stored tokens per (domain, span) cell."""
+    codec: str = "lossless"
+    """`[extract] codec`: `extract --codec` of every family's store (docs/store.md, Codecs)."""
     layer_stride: int = DemoSettings.layer_stride
     """`[analyze] layer_stride`: analyse every n-th layer (plus the last)."""
     source: str = "STUDY.toml"
@@ -122,7 +125,7 @@ _TOP = {
 _SECTIONS = {
     "data": {"seed", "probe_per_domain", "dir"},
     "train": {"future_tasks", "set"},
-    "extract": {"token_cap_per_span", "hidden_dtype"},
+    "extract": {"token_cap_per_span", "hidden_dtype", "codec"},
     "analyze": {"layer_stride"},
 }
 
@@ -253,17 +256,38 @@ def parse_study(raw: dict[str, Any], where: str, base: Path = Path(".")) -> Stud
         mitigations=mitigations,
         mitigate=mitigate,
         data_seed=_int(where, "data.seed", data.get("seed", 0), 0),
-        probe_per_domain=_int(where, "data.probe_per_domain", data.get("probe_per_domain", 12), 4),
+        probe_per_domain=_int(
+            where,
+            "data.probe_per_domain",
+            data.get("probe_per_domain", StudyConfig.probe_per_domain),
+            4,
+        ),
         data_dir=data_dir,
         future_tasks=_strs(where, "train.future_tasks", tr.get("future_tasks", ["sentiment"])),
         train_set=train_set,
         token_cap_per_span=_int(
-            where, "extract.token_cap_per_span", ex.get("token_cap_per_span", 250), 1
+            where,
+            "extract.token_cap_per_span",
+            ex.get("token_cap_per_span", StudyConfig.token_cap_per_span),
+            1,
         ),
-        layer_stride=_int(where, "analyze.layer_stride", an.get("layer_stride", 3), 1),
+        codec=_codec(where, ex.get("codec", StudyConfig.codec)),
+        layer_stride=_int(
+            where, "analyze.layer_stride", an.get("layer_stride", StudyConfig.layer_stride), 1
+        ),
         source=where,
         raw=raw,
     )
+
+
+def _codec(where: str, value: Any) -> str:
+    from repcollapse.store_schema.codecs import CODEC_NAMES, parse_codec
+
+    try:
+        parse_codec(value)
+    except ValueError:
+        _fail(where, "extract.codec", f"one of {list(CODEC_NAMES)}", value)
+    return value
 
 
 def load_study(path: str | Path) -> StudyConfig:

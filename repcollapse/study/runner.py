@@ -203,6 +203,7 @@ class StudyRun:
                 "token_cap_per_span": st.token_cap_per_span,
                 # only where not the default: float16 extractions done before keep their marker
                 **({"hidden_dtype": dtype} if dtype != "float16" else {}),
+                **({"codec": st.codec} if st.codec != "lossless" else {}),
             }
         if cell.kind == "metrics":
             # the upstream marker's inputs and finish time: a re-run upstream cell re-runs this
@@ -294,6 +295,8 @@ class StudyRun:
                 str(st.token_cap_per_span),
                 "--hidden-dtype",
                 self._family(cell.family).hidden_dtype,
+                "--codec",
+                st.codec,
                 "--no-progress",
             ]
             run([*extract_args, *(["--device", self.device] if self.device else []), *ckpts], log)
