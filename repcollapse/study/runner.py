@@ -33,16 +33,17 @@ from repcollapse.timefmt import fmt_duration
 Executor = Callable[[list[str], Path], None]
 
 # Prior cost of one unit of each cell kind, in seconds of SmolLM2-135M at the demo budget on a
-# 2-core CPU (README, "The demo, measured": a trained and evaluated stage ~130 s, extraction
-# ~35 s a checkpoint, metrics ~9 s a checkpoint). The ETA scales them by the ratio of measured
-# to prior time of the cells run so far, so only their proportions matter.
+# 2-core CPU (the SmolLM2 half of studies/cpu-small.toml, 2026-12-06, docs/study.md "Cost": a
+# trained and evaluated stage ~60 s, extraction ~10 s and metrics ~5 s a checkpoint at a
+# 36-example probe and 7 layers). The ETA scales them by the ratio of measured to prior time of
+# the cells run so far, so only their proportions matter.
 PRIOR_S: dict[str, float] = {
-    "data": 2.0,
-    "base": 25.0,
-    "train": 130.0,
-    "extract": 35.0,
-    "metrics": 9.0,
-    "report": 15.0,
+    "data": 5.0,
+    "base": 50.0,
+    "train": 60.0,
+    "extract": 10.0,
+    "metrics": 5.0,
+    "report": 12.0,
 }
 FAMILY_COST: dict[str, float] = {"gemma3-270m": 2.3}
 """Cost of a family's cells relative to SmolLM2-135M's (1 when unlisted): Gemma 3 270M's
