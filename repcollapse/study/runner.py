@@ -45,10 +45,10 @@ PRIOR_S: dict[str, float] = {
     "metrics": 5.0,
     "report": 12.0,
 }
-FAMILY_COST: dict[str, float] = {"gemma3-270m": 2.3}
-"""Cost of a family's cells relative to SmolLM2-135M's (1 when unlisted): Gemma 3 270M's
-262,144-token unembedding makes its forward pass 2.32x SmolLM2's a token, measured side by side
-(docs/study.md, "Cost"). Without it the ETA, scaled on SmolLM2's cells, undercounts Gemma's."""
+FAMILY_COST: dict[str, float] = {"gemma3-270m": 1.3}
+"""Cost of a family's cells relative to SmolLM2-135M's (1 when unlisted): a Gemma 3 270M stage
+took ~70 s against SmolLM2's ~60 s and its seed-0 shard 16.5 min (docs/study.md, "Cost"; its
+forward pass alone is 2.3x SmolLM2's a token, but the study's cells are not all forward)."""
 
 
 class StepFailed(RuntimeError):
