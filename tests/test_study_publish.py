@@ -18,6 +18,7 @@ import pytest
 from repcollapse.analyze.stats.regression import run_stats
 from repcollapse.analyze.tables.synthetic_claims import ClaimTablesSpec, make_claim_tables
 from repcollapse.study import StudyError, load_study, plan_cells
+from repcollapse.study.plan import Cell
 from repcollapse.study.publish import PAPER_TABLE4, publish
 from repcollapse.study.runner import Layout
 
@@ -97,7 +98,10 @@ def test_republish_keeps_the_authors_notes(tmp_path: Path) -> None:
 
 def test_unfinished_study_is_refused_naming_the_missing_cells(tmp_path: Path) -> None:
     toml, out = _study_out(tmp_path, complete=False)
-    with pytest.raises(StudyError, match=r"expected every cell of syn complete .* found 3 missing"):
+    with pytest.raises(
+        StudyError,
+        match=r"expected every cell of syn complete .* found 2 missing \(extract/fam_b, metrics/fam_b\)",
+    ):
         publish(load_study(toml), out, tmp_path / "pub")
     assert not (tmp_path / "pub").exists()  # nothing half-written
 
@@ -110,3 +114,38 @@ def test_cli_publish_one_line_error_on_stderr(tmp_path: Path) -> None:
     )
     assert r.returncode == 2 and r.stdout == ""
     assert "expected" in r.stderr and "STUDY.toml" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_shards_are_merged_reported_and_published_together(tmp_path: Path) -> None:
+    """Two output directories, one family each (as two machines' shards): publish merges their
+    tables, runs stats, figures and report over the merge, and accounts for both runs' cells;
+    a shard missing its extraction is refused, naming it."""
+    (tmp_path / "one").mkdir()
+    toml, _ = _study_out(tmp_path / "one")
+    study = load_study(toml)
+    outs = []
+    for fam in ("fam_a", "fam_b"):
+        out = tmp_path / f"shard_{fam}"
+        make_claim_tables(out / "tables" / fam, ClaimTablesSpec(families=(fam,)))
+        Layout(out).cells.mkdir(parents=True)
+        for c in plan_cells(study):
+            if c.family == fam or c.kind == "data":
+                Layout(out).marker(c).write_text(json.dumps({"cell": c.id, "elapsed_s": 2.0}))
+        (out / "cells" / "study.json").write_text(json.dumps({"name": "syn"}))
+        outs.append(out)
+    dest = publish(study, outs, tmp_path / "pub")
+    ck = pd.read_parquet(dest / "tables" / "checkpoints.parquet")
+    assert set(ck["model_family"]) == {"fam_a", "fam_b"}
+    assert set(ck["store_id"]) == {"syn/fam_a", "syn/fam_b"}
+    assert (dest / "tables" / "claims.parquet").is_file() and (dest / "report.html").is_file()
+    assert list((dest / "figures").glob("*.png"))
+    env = (dest / "ENVIRONMENT.md").read_text()
+    assert "| shard_fam_a | data |" in env and "| shard_fam_b | metrics/fam_b |" in env
+    assert not (tmp_path / ".pub.build").exists()  # the merge's working directory is removed
+    # a shard without its own extraction, though another shard has one of that family
+    Layout(outs[0]).marker(Cell("extract", "fam_b")).write_text(
+        json.dumps({"cell": "extract/fam_b"})
+    )
+    Layout(outs[1]).marker(Cell("extract", "fam_b")).unlink()
+    with pytest.raises(StudyError, match=r"1 missing \(extract/fam_b in .*shard_fam_b\)"):
+        publish(study, outs, tmp_path / "pub2")

@@ -3,10 +3,10 @@
     repcollapse study STUDY.toml [--shard i/n] [--out DIR] [--device cpu|cuda]
     repcollapse study status STUDY.toml [--shard i/n] [--out DIR]
     repcollapse study report DIR [DIR ...] [--out DIR]
-    repcollapse study publish OUT --out DEST
+    repcollapse study publish OUT [OUT ...] [--study STUDY.toml] --out DEST
 
 `study publish` copies a finished study's tables, figures and report to DEST (for git: the
-stores stay behind) with an ENVIRONMENT.md (versions, machine, wall time per cell) and a
+stores stay behind; several OUTs are the shards of one study, merged and reported first) with an ENVIRONMENT.md (versions, machine, wall time per cell) and a
 README.md (the stage table beside the paper's, the claims and their verdicts).
 
 A study's output defaults to study_out/<name>. `study report` merges the tables of study output
@@ -44,6 +44,12 @@ def register(parser: argparse.ArgumentParser) -> None:
         "publish: docs/results/<name>)",
     )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    parser.add_argument(
+        "--study",
+        type=Path,
+        default=None,
+        help="for publish: the STUDY.toml the directories ran (default: the first one's)",
+    )
     parser.set_defaults(handler=_study)
 
 
@@ -112,15 +118,14 @@ def _publish(dirs: list[str], args: argparse.Namespace) -> int:
     from repcollapse.study import StudyError, load_study
     from repcollapse.study.publish import publish
 
-    if len(dirs) != 1:
-        raise StudyError(f"study publish: expected one study output directory, found {dirs!r}")
-    out = Path(dirs[0])
-    if not (out / "STUDY.toml").is_file():
-        raise StudyError(
-            f"study publish: expected {out / 'STUDY.toml'} (a study's --out), found none"
-        )
-    study = load_study(out / "STUDY.toml")
+    if not dirs:
+        raise StudyError("study publish: expected one or more study output directories, found none")
+    outs = [Path(d) for d in dirs]
+    toml = args.study if args.study is not None else outs[0] / "STUDY.toml"
+    if not toml.is_file():
+        raise StudyError(f"study publish: expected {toml} (a study's --out), found none")
+    study = load_study(toml)
     dest = args.out if args.out is not None else Path("docs/results") / study.name
-    publish(study, out, dest)
+    publish(study, outs, dest)
     print(f"published {study.name} -> {dest}")
     return 0

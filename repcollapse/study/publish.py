@@ -25,6 +25,7 @@ import os
 import platform
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -85,37 +86,83 @@ _COLUMNS = [  # stage-table quantity, paper key, header, digits
 ]
 
 
-def _check_complete(study: StudyConfig, out: Path) -> None:
-    lay = Layout(out)
-    missing = [c.id for c in plan_cells(study) if read_marker(lay.marker(c)) is None]
+def _markers(out: Path) -> dict[str, dict]:
+    """Every complete cell of a study output directory: cell id -> its marker."""
+    found = {}
+    for f in sorted(Layout(out).cells.glob("*.json")):
+        m = read_marker(f)
+        if f.name != "study.json" and m and "cell" in m:
+            found[str(m["cell"])] = m
+    return found
+
+
+def _check_complete(study: StudyConfig, outs: Sequence[Path]) -> None:
+    """Every cell of the study complete in one of ``outs`` (the shards of one study, or one
+    whole run), and every shard's own extraction and analysis complete for its families."""
+    done = {out: _markers(out) for out in outs}
+    missing = [
+        c.id
+        for c in plan_cells(study)
+        if c.kind != "report" and not any(c.id in d for d in done.values())
+    ]
+    for out, d in done.items() if len(outs) > 1 else ():
+        fams = {cid.split("/")[1] for cid in d if cid.startswith("train/")}
+        missing += [
+            f"{kind}/{fam} in {out}"
+            for fam in sorted(fams)
+            for kind in ("extract", "metrics")
+            if f"{kind}/{fam}" not in d and f"{kind}/{fam}" not in missing
+        ]
     if missing:
+        where = outs[0] if len(outs) == 1 else f"{len(outs)} directories"
         raise StudyError(
-            f"study publish: expected every cell of {study.name} complete in {out}, found "
+            f"study publish: expected every cell of {study.name} complete in {where}, found "
             f"{len(missing)} missing ({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''})"
         )
-    if not (out / "report.html").is_file():
-        raise StudyError(f"study publish: expected {out / 'report.html'}, found none")
+    if len(outs) == 1 and not (outs[0] / "report.html").is_file():
+        raise StudyError(f"study publish: expected {outs[0] / 'report.html'}, found none")
 
 
-def publish(study: StudyConfig, out: str | Path, dest: str | Path) -> Path:
+def publish(study: StudyConfig, outs: str | Path | Sequence[str | Path], dest: str | Path) -> Path:
     """Copy a complete study's tables, figures and report to ``dest`` and write its
-    ENVIRONMENT.md and README.md; returns ``dest``."""
-    out, dest = Path(out), Path(dest)
-    _check_complete(study, out)
+    ENVIRONMENT.md and README.md; returns ``dest``. ``outs``: the study's output directory, or
+    the output directories of its shards, whose tables are merged and reported here first (as
+    `study report` does)."""
+    outs = [Path(outs)] if isinstance(outs, str | Path) else [Path(o) for o in outs]
+    dest = Path(dest)
+    _check_complete(study, outs)
+    if len(outs) == 1:
+        src = outs[0]
+        tables = Layout(src).merged
+    else:
+        from repcollapse.study.merge import merge_tables, study_inputs
+        from repcollapse.study.runner import report_steps, subprocess_executor
+
+        src = dest.parent / f".{dest.name}.build"
+        shutil.rmtree(src, ignore_errors=True)
+        src.mkdir(parents=True)
+        tables = src / "tables"
+        merge_tables(study_inputs(outs), tables)
+        report_steps(tables, src, subprocess_executor, src / "report.log")
     dest.mkdir(parents=True, exist_ok=True)
     for sub in ("tables", "figures"):
         shutil.rmtree(dest / sub, ignore_errors=True)
-    shutil.copytree(Layout(out).merged, dest / "tables")
+    shutil.copytree(tables, dest / "tables")
     (dest / "figures").mkdir()
-    for png in sorted((out / "figures").glob("*.png")):
+    for png in sorted((src / "figures").glob("*.png")):
         shutil.copy2(png, dest / "figures" / png.name)
-    shutil.copy2(out / "report.html", dest / "report.html")
-    shutil.copy2(out / "STUDY.toml", dest / "STUDY.toml")
-    (dest / "ENVIRONMENT.md").write_text(environment_md(study, out), encoding="utf-8")
+    shutil.copy2(src / "report.html", dest / "report.html")
+    study_file = Path(study.source)
+    shutil.copy2(
+        study_file if study_file.is_file() else outs[0] / "STUDY.toml", dest / "STUDY.toml"
+    )
+    (dest / "ENVIRONMENT.md").write_text(environment_md(study, outs, tables), encoding="utf-8")
     old = (dest / "README.md").read_text(encoding="utf-8") if (dest / "README.md").is_file() else ""
     kept = _NOTES.search(old)
     notes = kept.group(0) if kept else "<!-- notes -->\n<!-- /notes -->"
     (dest / "README.md").write_text(readme_md(study, dest / "tables", notes), encoding="utf-8")
+    if len(outs) > 1:
+        shutil.rmtree(src, ignore_errors=True)
     return dest
 
 
@@ -147,29 +194,31 @@ def _memory_gib() -> str:
         return "unknown"
 
 
-def cell_times(study: StudyConfig, out: Path) -> pd.DataFrame:
-    """One row per cell: id, kind, family, elapsed seconds, finish time (from its marker)."""
-    lay = Layout(out)
+def cell_times(outs: Sequence[Path]) -> pd.DataFrame:
+    """One row per complete cell of every directory: run (the directory's name), cell id, kind,
+    family, elapsed seconds (from its marker)."""
     rows = []
-    for c in plan_cells(study):
-        m = read_marker(lay.marker(c)) or {}
-        rows.append(
-            dict(
-                cell=c.id,
-                kind=c.kind,
-                family=c.family,
-                elapsed_s=float(m.get("elapsed_s", np.nan)),
-                finished=m.get("finished"),
+    for out in outs:
+        for cid, m in _markers(out).items():
+            parts = cid.split("/")
+            rows.append(
+                dict(
+                    run=out.name,
+                    cell=cid,
+                    kind=parts[0],
+                    family=parts[1] if len(parts) > 1 else "",
+                    elapsed_s=float(m.get("elapsed_s", np.nan)),
+                )
             )
-        )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["run", "cell", "kind", "family", "elapsed_s"])
 
 
-def _load_summary(out: Path) -> str:
-    log = out / "loadavg.log"  # written by a wrapper that samples /proc/loadavg, when present
-    if not log.is_file():
-        return "not recorded"
-    loads = [float(line.split()[1]) for line in log.read_text().splitlines() if line.strip()]
+def _load_summary(outs: Sequence[Path]) -> str:
+    loads = []
+    for out in outs:  # written by a wrapper that samples /proc/loadavg, when present
+        log = out / "loadavg.log"
+        if log.is_file():
+            loads += [float(ln.split()[1]) for ln in log.read_text().splitlines() if ln.strip()]
     if not loads:
         return "not recorded"
     return (
@@ -178,9 +227,9 @@ def _load_summary(out: Path) -> str:
     )
 
 
-def _code_versions(out: Path) -> list[str]:
+def _code_versions(tables: Path) -> list[str]:
     versions = set()
-    for prov in Layout(out).merged.glob("provenance*.json"):
+    for prov in tables.glob("provenance*.json"):
         try:
             data = json.loads(prov.read_text())
         except (OSError, json.JSONDecodeError):
@@ -191,15 +240,16 @@ def _code_versions(out: Path) -> list[str]:
     return sorted(versions)
 
 
-def environment_md(study: StudyConfig, out: Path) -> str:
-    times = cell_times(study, out)
+def environment_md(study: StudyConfig, outs: Sequence[Path], tables: Path) -> str:
+    times = cell_times(outs)
     lines = [
         f"# Environment of the study `{study.name}`",
         "",
-        f"- Code version (from the stores' provenance): {', '.join(_code_versions(out)) or 'unknown'}",
+        f"- Code version (from the stores' provenance): {', '.join(_code_versions(tables)) or 'unknown'}",
         f"- Machine: {_cpu()}, {os.cpu_count()} CPUs visible, {_memory_gib()} memory, "
         f"{platform.system()} {platform.release()}, Python {platform.python_version()}",
-        f"- Load during the run: {_load_summary(out)}",
+        f"- Load during the run: {_load_summary(outs)}",
+        f"- Output directories: {', '.join(o.name for o in outs)}",
         f"- Wall time, every cell: **{fmt_duration(times['elapsed_s'].sum())}** "
         f"({times['elapsed_s'].sum():.0f} s)",
         "",
@@ -218,7 +268,10 @@ def environment_md(study: StudyConfig, out: Path) -> str:
     fam["total"] = fam.sum(axis=1)
     lines += _md_table(fam.reset_index(), digits=0)
     lines += ["", "## Wall time per cell (seconds)", ""]
-    lines += _md_table(times[["cell", "elapsed_s"]], digits=1)
+    lines += _md_table(
+        times[["run", "cell", "elapsed_s"]] if len(outs) > 1 else times[["cell", "elapsed_s"]],
+        digits=1,
+    )
     return "\n".join(lines) + "\n"
 
 
