@@ -505,7 +505,8 @@ def test_a_measurement_stuck_at_its_floor_is_inconclusive(tmp_path: Path) -> Non
         assert claims.loc[c, "verdict"] == INCONCLUSIVE, claims.loc[c].to_dict()
         assert "floor or ceiling" in claims.loc[c, "detail"] and np.isnan(claims.loc[c, "mde"])
     reg = claims.loc["collapse_predicts_future"]
-    assert reg["verdict"] == INCONCLUSIVE and "fitted exactly" in reg["detail"]
+    # every family at the floor is left out (docs/claims.md, revision of 2026-12-06): no rows
+    assert reg["verdict"] == INCONCLUSIVE and "floor or ceiling" in reg["detail"]
     assert claims.loc["aniso_rises", "verdict"] == REPRODUCED  # the geometry still speaks
 
 
@@ -516,3 +517,32 @@ def test_regression_gives_two_models_of_one_label_a_family_effect(tmp_path: Path
     ck.to_parquet(t.tables_dir / "checkpoints.parquet")
     reg = regression(checkpoint_frame(read_tables(t.tables_dir), StatsConfig()), StatsConfig(), {})
     assert reg["model"].iloc[0].startswith("ols+fe(family)")
+
+
+def test_a_family_at_its_floor_is_left_out_of_the_claims_on_that_score(tmp_path: Path) -> None:
+    # One family's future accuracy is 0 at every checkpoint (a base model answering in a format
+    # exact match rejects). Its seeds agree exactly by construction: kept in, it would halve the
+    # family-averaged effect and shrink the pooled seed spread. The claims on the future score
+    # are then about the other family alone, and say so; the geometry keeps both families.
+    d = make_claim_tables(tmp_path / "both", ClaimTablesSpec())
+    ck = pd.read_parquet(d / "checkpoints.parquet")
+    ck.loc[ck["model_family"] == "fam_b", "future_score"] = 0.0
+    ck.to_parquet(d / "checkpoints.parquet")
+    notes: dict[str, list[str]] = {}
+    claims = claim_tables(read_tables(d), ClaimsConfig(), notes)["claims"].set_index("claim")
+    one = tmp_path / "one"  # the same tables with fam_a alone
+    one.mkdir()
+    for f in d.glob("*.parquet"):
+        t = pd.read_parquet(f)
+        t[t["store_id"] == "syn-fam_a"].to_parquet(one / f.name)
+    alone = claim_tables(read_tables(one), ClaimsConfig(), {})["claims"].set_index("claim")
+    for c in ("future_falls", "order_matters", "replay_improves_tradeoff[replay:general:0.10]"):
+        r = claims.loc[c]
+        assert r["n_families"] == 1 and r["n_units"] == 3, r.to_dict()
+        assert r["effect"] == pytest.approx(alone.loc[c, "effect"])
+        assert r["ci_low"] == pytest.approx(alone.loc[c, "ci_low"])
+        assert "fam_b" in r["detail"] and "floor" in r["detail"]
+    reg = claims.loc["collapse_predicts_future"]
+    assert reg["n_families"] == 1 and "fam_b" in reg["detail"]
+    assert claims.loc["aniso_rises", "n_families"] == 2
+    assert any("fam_b" in n and "future_score" in n for n in notes["claims"])

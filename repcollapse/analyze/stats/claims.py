@@ -16,6 +16,16 @@ import numpy as np
 import pandas as pd
 
 from repcollapse.analyze.stats import design
+from repcollapse.analyze.stats.claim_units import (
+    Notes,
+    at,
+    base,
+    chain,
+    diff,
+    note,
+    units,
+    without_bound,
+)
 from repcollapse.analyze.stats.config import StatsConfig
 from repcollapse.analyze.stats.power import SeedEffect, mde, seed_effect, seed_mde
 from repcollapse.analyze.stats.stage_table import stage_table
@@ -72,8 +82,6 @@ METRICS: tuple[str, ...] = (
     "lora_overlap_prev",
     "collapse_index",
 )
-
-Notes = dict[str, list[str]]
 
 
 @dataclass(frozen=True)
@@ -140,63 +148,13 @@ def rule_text(direction: int, delta: float) -> str:
 # ---------------------------------------------------------------- per-unit values
 
 
-def _units(rows: pd.DataFrame, col: str) -> pd.DataFrame:
-    """(model_family, seed, value, ivar) of ``col``; ivar from ``<col>_se`` when present."""
-    se = rows[f"{col}_se"] if f"{col}_se" in rows else pd.Series(np.nan, index=rows.index)
-    return pd.DataFrame(
-        {
-            "model_family": rows["model_family"].to_numpy(),
-            "seed": rows["seed"].to_numpy(),
-            "value": rows[col].to_numpy(dtype=float),
-            "ivar": (se.to_numpy(dtype=float)) ** 2,
-        }
-    )
-
-
-def _chain(ck: pd.DataFrame, seq: str, mitigation: str = "none") -> pd.DataFrame:
-    return ck[(ck["sequence"] == seq) & (ck["mitigation"] == mitigation) & (ck["stage_index"] > 0)]
-
-
-def _at(chain: pd.DataFrame, col: str, stage: int | str) -> pd.DataFrame:
-    """The value of ``col`` at one stage of each (family, seed) chain: an index, or 'last'."""
-    if stage == "last":
-        # The chain's last stage in its family: a seed whose chain stops short has no value
-        # there (comparing it at an earlier stage would mix stage counts).
-        idx = chain.groupby("model_family")["stage_index"].transform("max")
-        rows = chain[chain["stage_index"] == idx]
-    else:
-        rows = chain[chain["stage_index"] == stage]
-    return _units(rows, col)
-
-
-def _base(ck: pd.DataFrame, col: str) -> pd.DataFrame:
-    b = _units(ck[ck["stage_index"] == 0], col)
-    return b.groupby("model_family", as_index=False)[["value", "ivar"]].mean()
-
-
-def _diff(a: pd.DataFrame, b: pd.DataFrame, notes: Notes, claim: str) -> pd.DataFrame:
-    """a - b per unit; b keyed by family alone (a base) or by (family, seed) (paired)."""
-    key = ["model_family", "seed"] if "seed" in b else ["model_family"]
-    m = a.merge(b, on=key, how="outer" if len(key) == 2 else "left", suffixes=("", "_b"))
-    unpaired = m["value"].isna() ^ m["value_b"].isna()
-    if unpaired.any():
-        _note(notes, f"{claim}: {int(unpaired.sum())} seed(s) on one side only, left out.")
-    m = m[~(m["value"].isna() | m["value_b"].isna())]
-    return m.assign(value=m["value"] - m["value_b"], ivar=m["ivar"] + m["ivar_b"])[
-        ["model_family", "seed", "value", "ivar"]
-    ]
-
-
-def _note(notes: Notes, text: str) -> None:
-    if text not in notes.setdefault("claims", []):
-        notes["claims"].append(text)
-
-
-def _row(claim: str, units: pd.DataFrame, cfg: ClaimsConfig, detail: str = "") -> dict:
-    base = claim.split("[")[0]
-    direction, delta = DIRECTIONS[base], cfg.deltas[base]
-    eff: SeedEffect = seed_effect(units, cfg.alpha)
-    ivar = float(units["ivar"].mean()) if len(units) and units["ivar"].notna().all() else None
+def _row(
+    claim: str, values: pd.DataFrame, cfg: ClaimsConfig, detail: str = "", left_out: str = ""
+) -> dict:
+    name = claim.split("[")[0]
+    direction, delta = DIRECTIONS[name], cfg.deltas[name]
+    eff: SeedEffect = seed_effect(values, cfg.alpha)
+    ivar = float(values["ivar"].mean()) if len(values) and values["ivar"].notna().all() else None
     m = seed_mde(eff, cfg.alpha, cfg.power, two_sided=direction == 0, item_var=ivar)
     if eff.n_units == 0:
         detail = detail or "the checkpoints this claim needs are not in the tables"
@@ -221,7 +179,7 @@ def _row(claim: str, units: pd.DataFrame, cfg: ClaimsConfig, detail: str = "") -
         df=eff.df,
         n_units=eff.n_units,
         n_families=eff.n_families,
-        detail=detail,
+        detail="; ".join(x for x in (detail, left_out) if x),
     )
 
 
@@ -229,49 +187,49 @@ def _row(claim: str, units: pd.DataFrame, cfg: ClaimsConfig, detail: str = "") -
 
 
 def _erank_vs_control(ck: pd.DataFrame, cfg: ClaimsConfig, notes: Notes) -> pd.DataFrame:
-    a, c = _chain(ck, cfg.chain), _chain(ck, cfg.control)
-    last = _at(a, "erank_norm", "last")
+    a, c = chain(ck, cfg.chain), chain(ck, cfg.control)
+    last = at(a, "erank_norm", "last")
     if c.empty or last.empty:
         return last.iloc[:0]
     # The control at A's last stage index (matched tokens); its own last stage if shorter.
     k = int(a["stage_index"].max())
-    ctrl = _at(c, "erank_norm", min(k, int(c["stage_index"].max())))
-    return _diff(last, ctrl, notes, "erank_falls_vs_control")
+    ctrl = at(c, "erank_norm", min(k, int(c["stage_index"].max())))
+    return diff(last, ctrl, notes, "erank_falls_vs_control")
 
 
 def _along(
     col: str, start: int | str
 ) -> Callable[[pd.DataFrame, ClaimsConfig, Notes], pd.DataFrame]:
-    def units(ck: pd.DataFrame, cfg: ClaimsConfig, notes: Notes) -> pd.DataFrame:
-        a = _chain(ck, cfg.chain)
-        first = _base(ck, col) if start == "base" else _at(a, col, start)
-        return _diff(_at(a, col, "last"), first, notes, col)
+    def values(ck: pd.DataFrame, cfg: ClaimsConfig, notes: Notes) -> pd.DataFrame:
+        a = chain(ck, cfg.chain)
+        first = base(ck, col) if start == "base" else at(a, col, start)
+        return diff(at(a, col, "last"), first, notes, col)
 
-    return units
+    return values
 
 
 def _replay(ck: pd.DataFrame, cfg: ClaimsConfig, notes: Notes) -> dict[str, pd.DataFrame]:
     ck = ck.assign(_tradeoff=ck[cfg.future] + ck[cfg.target])
     if f"{cfg.future}_se" in ck and f"{cfg.target}_se" in ck:
         ck["_tradeoff_se"] = np.hypot(ck[f"{cfg.future}_se"], ck[f"{cfg.target}_se"])
-    plain = _at(_chain(ck, cfg.chain), "_tradeoff", "last")
+    plain = at(chain(ck, cfg.chain), "_tradeoff", "last")
     labels = sorted(
         m
         for m in ck.loc[ck["sequence"] == cfg.chain, "mitigation"].unique()
         if str(m).startswith(cfg.replay) and not noop_mask([m])[0]
     )
     return {
-        f"replay_improves_tradeoff[{m}]": _diff(
-            _at(_chain(ck, cfg.chain, m), "_tradeoff", "last"), plain, notes, f"replay {m}"
+        f"replay_improves_tradeoff[{m}]": diff(
+            at(chain(ck, cfg.chain, m), "_tradeoff", "last"), plain, notes, f"replay {m}"
         )
         for m in labels
     }
 
 
 def _order(ck: pd.DataFrame, cfg: ClaimsConfig, notes: Notes) -> tuple[pd.DataFrame, str]:
-    a, d = _chain(ck, cfg.chain), _chain(ck, cfg.reversed_chain)
+    a, d = chain(ck, cfg.chain), chain(ck, cfg.reversed_chain)
     if a.empty or d.empty:
-        return _units(a.iloc[:0], cfg.future), ""
+        return units(a.iloc[:0], cfg.future), ""
 
     def after_both(c: pd.DataFrame) -> int | None:
         at = c.groupby("stage_domain")["stage_index"].min()
@@ -279,8 +237,8 @@ def _order(ck: pd.DataFrame, cfg: ClaimsConfig, notes: Notes) -> tuple[pd.DataFr
 
     ka, kd = after_both(a), after_both(d)
     if ka is None or kd is None or ka != kd:
-        return _units(a.iloc[:0], cfg.future), "math and code not done by the same stage in both"
-    return _diff(_at(a, cfg.future, ka), _at(d, cfg.future, kd), notes, "order_matters"), ""
+        return units(a.iloc[:0], cfg.future), "math and code not done by the same stage in both"
+    return diff(at(a, cfg.future, ka), at(d, cfg.future, kd), notes, "order_matters"), ""
 
 
 def _regression_claim(ck: pd.DataFrame, cfg: ClaimsConfig, notes: Notes) -> dict:
@@ -314,7 +272,7 @@ def _regression_claim(ck: pd.DataFrame, cfg: ClaimsConfig, notes: Notes) -> dict
         clusters, level = design.choose_clusters(d, x.shape[1])
         fit = design.fit_clustered(x, d[cfg.future], clusters, cfg.alpha)
     except design.Unidentifiable as exc:
-        _note(notes, f"{name}: model refused: {exc}.")
+        note(notes, f"{name}: model refused: {exc}.")
         return {
             **row,
             **empty,
@@ -344,6 +302,12 @@ def _regression_claim(ck: pd.DataFrame, cfg: ClaimsConfig, notes: Notes) -> dict
     }
 
 
+def _with_detail(row: dict, detail: str) -> dict:
+    if detail:
+        row["detail"] = "; ".join(x for x in (row["detail"], detail) if x)
+    return row
+
+
 def claims_table(
     ck: pd.DataFrame, cfg: ClaimsConfig = ClaimsConfig(), notes: Notes | None = None
 ) -> pd.DataFrame:
@@ -358,23 +322,27 @@ def claims_table(
         if "cka_base_se" in ck:  # the drift's SE is the CKA's
             old = ck.get("drift_base_se", np.nan)
             ck["drift_base_se"] = ck["cka_base_se"].fillna(old)
+    # A family whose score sits at 0 or 1 at every checkpoint is left out of the claims on that
+    # score (docs/claims.md, revision of 2026-12-06); the geometry claims keep every family.
+    on_future, why_f = without_bound(ck, (cfg.future,), notes)
+    on_both, why_b = without_bound(ck, (cfg.future, cfg.target), notes)
     rows = [
         _row("erank_falls_vs_control", _erank_vs_control(ck, cfg, notes), cfg),
         _row("aniso_rises", _along("aniso_centered", "base")(ck, cfg, notes), cfg),
         _row("cka_drift_grows", _along("drift_base", 1)(ck, cfg, notes), cfg),
         _row("lora_overlap_grows", _along("lora_overlap_prev", 2)(ck, cfg, notes), cfg),
-        _row("future_falls", _along(cfg.future, "base")(ck, cfg, notes), cfg),
-        _regression_claim(ck, cfg, notes),
+        _row("future_falls", _along(cfg.future, "base")(on_future, cfg, notes), cfg, "", why_f),
+        _with_detail(_regression_claim(on_future, cfg, notes), why_f),
     ]
-    replay = _replay(ck, cfg, notes)
+    replay = _replay(on_both, cfg, notes)
     if not replay:
-        _note(
+        note(
             notes, f"No '{cfg.replay}' mitigation of sequence {cfg.chain}: replay claim not tested."
         )
-        replay = {"replay_improves_tradeoff": _units(ck.iloc[:0], cfg.future)}
-    rows += [_row(k, v, cfg) for k, v in replay.items()]
-    order, why = _order(ck, cfg, notes)
-    rows.append(_row("order_matters", order, cfg, why))
+        replay = {"replay_improves_tradeoff": units(ck.iloc[:0], cfg.future)}
+    rows += [_row(k, v, cfg, "", why_b) for k, v in replay.items()]
+    order, why = _order(on_future, cfg, notes)
+    rows.append(_row("order_matters", order, cfg, why, why_f))
     out = pd.DataFrame(rows).reindex(columns=CLAIM_COLUMNS)
     return out.astype(
         {"n_seeds": "int64", "direction": "int64", "n_units": "int64", "n_families": "int64"}
@@ -403,7 +371,7 @@ def claim_tables(tables: Tables, cfg: ClaimsConfig, notes: Notes) -> dict[str, p
     se = item_se(tables, names, cfg.convention)
     if len(se.columns) > 2:
         ck = ck.merge(se, on=["store_id", "checkpoint"], how="left")
-        _note(
+        note(
             notes,
             "MDE floors from the probe-example SEs in metrics.parquet (mean of the layers' SEs: "
             "an upper bound).",
