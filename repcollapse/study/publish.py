@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from repcollapse.analyze.stats.stage_table import QUANTITIES, interval_cell
 from repcollapse.study.config import StudyConfig, StudyError
 from repcollapse.study.plan import plan_cells
 from repcollapse.study.runner import Layout, read_marker
@@ -75,14 +76,25 @@ PAPER_TABLE4: dict[str, dict[str, float]] = {
     ),
 }
 _NOTES = re.compile(r"<!-- notes -->.*?<!-- /notes -->", re.S)
-_COLUMNS = [  # stage-table quantity, paper key, header, digits
-    ("target_score", "target", "Target", 3),
-    ("erank_norm", "erank", "Eff. rank", 3),
-    ("aniso_centered", "aniso", "Anisotropy", 4),
-    ("cka_base", "cka", "CKA to base", 3),
-    ("entropy", "entropy", "Logit entropy", 3),
-    ("lora_overlap_prev", "overlap", "LoRA overlap", 3),
-    ("future_score", "future", "Future", 3),
+_PAPER_KEY: dict[str, str] = {  # stage-table quantity -> its key in PAPER_TABLE4
+    "target_score": "target",
+    "erank_norm": "erank",
+    "aniso_centered": "aniso",
+    "cka_base": "cka",
+    "entropy": "entropy",
+    "lora_overlap_prev": "overlap",
+    "future_score": "future",
+}
+_README_HEADER: dict[str, str] = {  # the README spells out what the report's table abbreviates
+    "aniso_centered": "Anisotropy",
+    "cka_base": "CKA to base",
+    "entropy": "Logit entropy",
+    "lora_overlap_prev": "LoRA overlap",
+}
+_DIGITS: dict[str, int] = {"aniso_centered": 4}  # centred anisotropy is small: one more digit
+_COLUMNS: list[tuple[str, str, str, int]] = [  # stage-table quantity, paper key, header, digits
+    (q, _PAPER_KEY.get(q, q), _README_HEADER.get(q, head), _DIGITS.get(q, 3))
+    for q, head in QUANTITIES.items()
 ]
 
 
@@ -290,15 +302,6 @@ def _md_table(df: pd.DataFrame, digits: int = 3) -> list[str]:
     return [head, rule, *body]
 
 
-def _cell(row: pd.Series, q: str, digits: int) -> str:
-    m, lo, hi = row[q], row[f"{q}_ci_low"], row[f"{q}_ci_high"]
-    if not np.isfinite(m):
-        return "–"
-    if np.isfinite(lo) and np.isfinite(hi):
-        return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
-    return f"{m:.{digits}f}"
-
-
 def stage_rows(st: pd.DataFrame, family: str) -> list[str]:
     """The stage table of one family in the paper's Table 4/8 shape: base, then each plain
     chain's stages; a mean over seeds with its 95% t interval in brackets."""
@@ -313,7 +316,9 @@ def stage_rows(st: pd.DataFrame, family: str) -> list[str]:
             if r["stage_index"] == 0
             else f"{r['sequence']}/{r['stage_index']:02d}-{r['stage']}"
         )
-        cells = [_cell(r, q, d) for q, _, _, d in _COLUMNS]
+        cells = [
+            interval_cell(r[q], r[f"{q}_ci_low"], r[f"{q}_ci_high"], d) for q, _, _, d in _COLUMNS
+        ]
         rows.append(f"| {label} | {int(r['n_seeds'])} | " + " | ".join(cells) + " |")
     head = "| Checkpoint | Seeds | " + " | ".join(h for _, _, h, _ in _COLUMNS) + " |"
     return [head, "|" + "---|" * (len(_COLUMNS) + 2), *rows]

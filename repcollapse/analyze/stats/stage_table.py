@@ -73,16 +73,18 @@ def stage_table(ck: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     return order.drop(columns="_mit").reset_index(drop=True)
 
 
+def interval_cell(m: float, lo: float, hi: float, digits: int = 3) -> str:
+    """One cell of the printed stage table: 'mean [low, high]', the mean alone where there is no
+    interval (one seed), '–' where there is no mean."""
+    if not np.isfinite(m):
+        return "–"
+    if np.isfinite(lo) and np.isfinite(hi):
+        return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+    return f"{m:.{digits}f}"
+
+
 def formatted(st: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """The stage table as the paper prints it: 'mean [low, high]' per cell (no interval: mean)."""
-
-    def cell(m: float, lo: float, hi: float) -> str:
-        if not np.isfinite(m):
-            return "–"
-        if np.isfinite(lo) and np.isfinite(hi):
-            return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
-        return f"{m:.{digits}f}"
-
     out = pd.DataFrame(
         {
             "Family": st["model_family"],
@@ -101,7 +103,7 @@ def formatted(st: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     )
     for q, head in QUANTITIES.items():
         out[head] = [
-            cell(m, lo, hi)
+            interval_cell(m, lo, hi, digits)
             for m, lo, hi in zip(st[q], st[f"{q}_ci_low"], st[f"{q}_ci_high"], strict=True)
         ]
     return out
