@@ -1,0 +1,197 @@
+"""Does a re-run reproduce a study? Its tables against a reference's, cell by cell.
+
+`repcollapse study compare REF NEW` answers the reproduction check of docs/study.md: the same
+cells (family, sequence, mitigation, seed, stage) in two tables directories, every behavioural
+score and every metric value side by side, and each re-run value against the reference's
+interval over seeds in the stage table. Checkpoints are matched by their lineage columns, not
+their names, so a re-run under another naming scheme still pairs up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from repcollapse.analyze.stats.claims import METRICS
+from repcollapse.analyze.stats.stage_table import QUANTITIES, stage_table
+from repcollapse.analyze.tables.read import LayerConvention, checkpoint_table, read_tables
+
+CELL: list[str] = ["model_family", "sequence", "mitigation", "seed", "stage_index"]
+"""What one checkpoint is, whatever it is called: the lineage columns of checkpoints.parquet."""
+METRIC_KEY: list[str] = ["metric", "layer", "domain", "span"]
+
+
+class CompareError(ValueError):
+    """A directory that does not hold the tables a comparison needs."""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    scores: pd.DataFrame
+    """One row per shared checkpoint and behavioural score: ``ref``, ``new``, ``abs_diff``."""
+    metrics: pd.DataFrame
+    """Per metric: rows paired, rows identical, the largest absolute and relative difference."""
+    within: pd.DataFrame
+    """One row per stage-table row and quantity with a reference interval: the re-run's mean,
+    the reference's mean over the same seeds, the reference's half-width, ``shift`` (their
+    difference in half-widths) and ``inside`` (shift <= 1)."""
+    only_ref: int
+    only_new: int
+
+    def lines(self) -> list[str]:
+        s, w = self.scores, self.within
+        same = int((s["abs_diff"] == 0).sum())
+        out = [
+            f"checkpoints: {s[CELL].drop_duplicates().shape[0]} paired, {self.only_ref} only in "
+            f"the reference, {self.only_new} only in the re-run",
+            f"behavioural scores: {same} of {len(s)} identical; largest difference "
+            f"{_fmt(s['abs_diff'].max())}",
+        ]
+        if len(self.metrics):
+            m = self.metrics
+            out.append(
+                f"metric values: {int(m['identical'].sum())} of {int(m['paired'].sum())} "
+                f"identical; largest relative difference {_fmt(m['max_rel_diff'].max())} "
+                f"({m.loc[m['max_rel_diff'].idxmax(), 'metric']})"
+            )
+        if len(w):
+            out.append(
+                f"stage-table values within the reference's interval half-width of the same "
+                f"seeds' values: {int(w['inside'].sum())} of {len(w)}; largest shift "
+                f"{_fmt(w['shift'].max())} half-widths"
+            )
+        return out
+
+
+def _fmt(x: float) -> str:
+    return "n/a" if not np.isfinite(x) else f"{x:.3g}"
+
+
+def tables_dir(path: str | Path) -> Path:
+    """A tables directory, or a study output (its ``merged/``) or published result (``tables/``)."""
+    p = Path(path)
+    for d in (p, p / "tables", p / "merged"):
+        if (d / "checkpoints.parquet").is_file():
+            return d
+    raise CompareError(
+        f"study compare: expected a tables directory (checkpoints.parquet) at {p}, "
+        f"{p / 'tables'} or {p / 'merged'}, found none"
+    )
+
+
+def _checkpoints(d: Path) -> pd.DataFrame:
+    """checkpoints.parquet as the stats read it: one row per checkpoint, with the stage-table
+    metrics under the default layer convention."""
+    ck = checkpoint_table(read_tables(d), list(METRICS), LayerConvention())
+    ck.loc[ck["stage_index"] == 0, ["sequence", "mitigation"]] = ["", "none"]
+    # The base is one checkpoint whichever seed's chain named it.
+    ck.loc[ck["stage_index"] == 0, "seed"] = -1
+    return ck
+
+
+def _scores(ref: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    skip = {*CELL, *METRICS, "lora_rank", "tokens_seen"}
+    cols = [
+        c
+        for c in ref.columns
+        if c in new.columns
+        and c not in skip
+        and pd.api.types.is_numeric_dtype(ref[c])
+        and not c.endswith(("_se", "_n"))
+    ]
+    m = ref.merge(new, on=CELL, suffixes=("_ref", "_new"))
+    rows = [
+        m[CELL].assign(score=c, ref=m[f"{c}_ref"].astype(float), new=m[f"{c}_new"].astype(float))
+        for c in cols
+    ]
+    s = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=[*CELL, "score"])
+    s = s[s["ref"].notna() | s["new"].notna()]
+    both_nan = s["ref"].isna() & s["new"].isna()
+    return s.assign(abs_diff=(s["new"] - s["ref"]).abs().where(~both_nan, 0.0)).reset_index(
+        drop=True
+    )
+
+
+def _metrics(d_ref: Path, d_new: Path, ref: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    if not ((d_ref / "metrics.parquet").is_file() and (d_new / "metrics.parquet").is_file()):
+        return pd.DataFrame(columns=["metric", "paired", "identical", "max_abs_diff"])
+
+    def keyed(d: Path, ck: pd.DataFrame) -> pd.DataFrame:
+        m = pd.read_parquet(
+            d / "metrics.parquet", columns=["store_id", "checkpoint", *METRIC_KEY, "value"]
+        )
+        return m.merge(ck[["store_id", "checkpoint", *CELL]], on=["store_id", "checkpoint"])
+
+    j = keyed(d_ref, ref).merge(
+        keyed(d_new, new), on=[*CELL, *METRIC_KEY], suffixes=("_ref", "_new")
+    )
+    diff = (j["value_new"] - j["value_ref"]).abs()
+    same = (j["value_new"] == j["value_ref"]) | (j["value_new"].isna() & j["value_ref"].isna())
+    rel = diff / j["value_ref"].abs().where(j["value_ref"].abs() > 0)
+    g = j.assign(_d=diff.fillna(0.0), _s=same, _r=rel.fillna(0.0)).groupby("metric")
+    return pd.DataFrame(
+        {
+            "paired": g.size(),
+            "identical": g["_s"].sum(),
+            "max_abs_diff": g["_d"].max(),
+            "max_rel_diff": g["_r"].max(),
+        }
+    ).reset_index()
+
+
+def _within(ref: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """Each stage-table value of the re-run against the reference's over the same seeds, in
+    units of the reference's interval half-width over all its seeds: ``shift`` <= 1 is inside.
+
+    The same seeds because a re-run of one shard is one seed, and one seed's value is not an
+    estimate of the mean over three (it falls outside that mean's interval often); the full
+    reference's half-width because that is the uncertainty the published table states.
+    """
+    key = ["model_family", "sequence", "mitigation", "stage_index"]
+    seeds = set(new["seed"]) | {-1}
+    full = stage_table(ref)
+    same = stage_table(ref[ref["seed"].isin(seeds)])
+    now = stage_table(new)
+    rows = []
+    for q in QUANTITIES:
+        half = (full[f"{q}_ci_high"] - full[f"{q}_ci_low"]) / 2
+        j = (
+            now[[*key, "n_seeds", q]]
+            .merge(same[[*key, q]], on=key, suffixes=("", "_ref"))
+            .merge(full[key].assign(half=half), on=key)
+        )
+        j = j[j["half"].notna() & j[q].notna() & j[f"{q}_ref"].notna()]
+        shift = (j[q] - j[f"{q}_ref"]).abs() / j["half"].where(j["half"] > 0)
+        rows.append(
+            j[[*key, "n_seeds"]].assign(
+                quantity=q,
+                new=j[q],
+                ref=j[f"{q}_ref"],
+                half_width=j["half"],
+                shift=shift.fillna(0.0),
+                inside=shift.fillna(0.0) <= 1.0,
+            )
+        )
+    return pd.concat(rows, ignore_index=True)
+
+
+def compare(ref_path: str | Path, new_path: str | Path) -> Comparison:
+    d_ref, d_new = tables_dir(ref_path), tables_dir(new_path)
+    ref, new = _checkpoints(d_ref), _checkpoints(d_new)
+    cells_ref = set(map(tuple, ref[CELL].to_numpy().tolist()))
+    cells_new = set(map(tuple, new[CELL].to_numpy().tolist()))
+    if not cells_ref & cells_new:
+        raise CompareError(
+            f"study compare: expected checkpoints in common between {d_ref} and {d_new} "
+            f"(by {', '.join(CELL)}), found none"
+        )
+    return Comparison(
+        scores=_scores(ref, new),
+        metrics=_metrics(d_ref, d_new, ref, new),
+        within=_within(ref, new),
+        only_ref=len(cells_ref - cells_new),
+        only_new=len(cells_new - cells_ref),
+    )

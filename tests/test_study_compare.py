@@ -1,0 +1,105 @@
+"""`study compare`: a re-run's tables against a reference's, by lineage, on tables built for it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+
+from repcollapse.analyze.tables.synthetic_claims import ClaimTablesSpec, make_claim_tables
+from repcollapse.study.compare import CompareError, compare, tables_dir
+
+
+def _renamed(src: Path, dst: Path, seeds: set[int] | None = None) -> Path:
+    """The same tables under other checkpoint names and store ids (another naming scheme), and
+    optionally only some seeds' chains (a shard) with the base."""
+    dst.mkdir(parents=True)
+    ck = pd.read_parquet(src / "checkpoints.parquet")
+    keep = ck["stage_index"].eq(0) | (ck["seed"].isin(seeds) if seeds else True)
+    names = {c: f"new-{i}" for i, c in enumerate(ck["checkpoint"])}
+    for f in src.glob("*.parquet"):
+        t = pd.read_parquet(f)
+        if "checkpoint" in t:
+            t = t[t["checkpoint"].isin(set(ck.loc[keep, "checkpoint"]))]
+            t = t.assign(checkpoint=t["checkpoint"].map(names))
+        if "store_id" in t:
+            t = t.assign(store_id="re-" + t["store_id"])
+        t.to_parquet(dst / f.name)
+    return dst
+
+
+def test_an_identical_rerun_under_other_names_pairs_every_checkpoint(tmp_path: Path) -> None:
+    ref = make_claim_tables(tmp_path / "ref", ClaimTablesSpec())
+    new = _renamed(ref, tmp_path / "new")
+    c = compare(ref, new)
+    n = len(pd.read_parquet(ref / "checkpoints.parquet"))
+    assert c.only_ref == 0 and c.only_new == 0
+    assert (
+        c.scores[["model_family", "sequence", "mitigation", "seed", "stage_index"]]
+        .drop_duplicates()
+        .shape[0]
+        == n
+    )
+    assert (c.scores["abs_diff"] == 0).all() and len(c.scores) > 0
+    assert (c.metrics["identical"] == c.metrics["paired"]).all()
+    assert c.metrics["paired"].sum() == len(pd.read_parquet(ref / "metrics.parquet"))
+    assert c.within["inside"].all() and (c.within["shift"] == 0).all()
+    assert any("identical" in line for line in c.lines())
+
+
+def test_a_one_seed_rerun_is_measured_in_the_references_half_widths(tmp_path: Path) -> None:
+    ref = make_claim_tables(tmp_path / "ref", ClaimTablesSpec())
+    new = _renamed(ref, tmp_path / "new", seeds={0})
+    ck = pd.read_parquet(new / "checkpoints.parquet")
+    hit = (ck["sequence"] == "A") & (ck["stage_index"] == 2) & (ck["mitigation"] == "none")
+    fam = ck.loc[hit, "model_family"].iloc[0]
+    hit &= ck["model_family"] == fam
+    ck.loc[hit, "future_score"] += 0.5
+    ck.to_parquet(new / "checkpoints.parquet")
+    m = pd.read_parquet(new / "metrics.parquet")
+    m.loc[m.index[0], "value"] *= 1.1
+    m.to_parquet(new / "metrics.parquet")
+
+    c = compare(ref, new)
+    full = pd.read_parquet(ref / "checkpoints.parquet")
+    assert c.only_new == 0 and c.only_ref == int((full["stage_index"] > 0).sum() * 2 / 3)
+    moved = c.scores[c.scores["abs_diff"] > 0]
+    assert list(moved["score"]) == ["future_score"] and moved["abs_diff"].iloc[0] == pytest.approx(
+        0.5
+    )
+    assert c.metrics["paired"].sum() - c.metrics["identical"].sum() == 1
+    assert c.metrics["max_rel_diff"].max() == pytest.approx(0.1)
+    # brute force: the reference's t interval over its 3 seeds at that stage
+    x = full.loc[
+        (full["sequence"] == "A")
+        & (full["stage_index"] == 2)
+        & (full["mitigation"] == "none")
+        & (full["model_family"] == fam),
+        "future_score",
+    ].to_numpy()
+    half = scipy.stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    w = c.within.set_index(["model_family", "sequence", "mitigation", "stage_index", "quantity"])
+    assert w.loc[(fam, "A", "none", 2, "future_score"), "shift"] == pytest.approx(0.5 / half)
+    rest = w.drop(index=(fam, "A", "none", 2, "future_score"))
+    assert (rest["shift"] == 0).all() and (rest["n_seeds"] == 1).all()
+
+
+def test_tables_are_found_in_a_study_output_or_a_published_result(tmp_path: Path) -> None:
+    t = make_claim_tables(tmp_path / "t", ClaimTablesSpec())
+    shutil.copytree(t, tmp_path / "out" / "merged")
+    shutil.copytree(t, tmp_path / "pub" / "tables")
+    assert tables_dir(tmp_path / "out") == tmp_path / "out" / "merged"
+    assert tables_dir(tmp_path / "pub") == tmp_path / "pub" / "tables"
+    with pytest.raises(CompareError, match="expected a tables directory"):
+        tables_dir(tmp_path / "nothing")
+
+
+def test_tables_with_no_checkpoint_in_common_are_refused(tmp_path: Path) -> None:
+    a = make_claim_tables(tmp_path / "a", ClaimTablesSpec(families=("x",)))
+    b = make_claim_tables(tmp_path / "b", ClaimTablesSpec(families=("y",)))
+    with pytest.raises(CompareError, match="in common"):
+        compare(a, b)
