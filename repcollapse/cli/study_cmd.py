@@ -94,17 +94,16 @@ def _study(args: argparse.Namespace) -> int:
 
 
 def _report(dirs: list[str], args: argparse.Namespace) -> int:
-    from repcollapse.study import StudyError, merge_tables, study_inputs
-    from repcollapse.study.runner import StepFailed, report_steps, subprocess_executor
+    from repcollapse.study import StudyError, merge_and_report, study_inputs
+    from repcollapse.study.runner import StepFailed
 
     if not dirs:
         raise StudyError("study report: expected one or more study output directories, found none")
     out = args.out if args.out is not None else Path("study_report")
     out.mkdir(parents=True, exist_ok=True)
     inputs = study_inputs(dirs)
-    merge_tables(inputs, out / "tables")
     try:
-        report_steps(out / "tables", out, subprocess_executor, out / "report.log")
+        merge_and_report(inputs, out)
     except StepFailed as e:
         print(f"repcollapse study report: {e}", file=sys.stderr)
         return 1

@@ -2,7 +2,7 @@
 budget) as one resumable, shardable command (docs/study.md)."""
 
 from repcollapse.study.config import Family, StudyConfig, StudyError, load_study, parse_study
-from repcollapse.study.merge import merge_tables, study_inputs
+from repcollapse.study.merge import merge_and_report, merge_tables, study_inputs
 from repcollapse.study.plan import Cell, Shard, plan_cells
 from repcollapse.study.runner import StudyRun, in_process_executor, run_study, subprocess_executor
 
@@ -15,6 +15,7 @@ __all__ = [
     "StudyRun",
     "in_process_executor",
     "load_study",
+    "merge_and_report",
     "merge_tables",
     "parse_study",
     "plan_cells",

@@ -27,6 +27,7 @@ import pandas as pd
 from repcollapse.analyze.tables.read import TABLE_FILES, read_provenance
 from repcollapse.analyze.tables.write import write_json, write_parquet
 from repcollapse.store_schema.schema import BEHAVIOR_KEYS
+from repcollapse.study.runner import Executor, report_steps, subprocess_executor
 
 KEYS: dict[str, list[str]] = {
     "metrics": [
@@ -104,6 +105,24 @@ def merge_tables(inputs: Sequence[tuple[str, str, Path]], out: Path) -> Path:
         write_parquet(df, out / fname)
     write_json(provenance, out / "provenance.json")
     return out
+
+
+def merge_and_report(
+    inputs: Sequence[tuple[str, str, Path]],
+    out: Path,
+    *,
+    tables: Path | None = None,
+    run: Executor = subprocess_executor,
+    log: Path | None = None,
+) -> Path:
+    """Merge ``inputs`` ((study, family, tables_dir), ...) into ``tables`` (default
+    ``out/tables``), then run stats, figures and the report over the merge into ``out`` (steps
+    logged to ``log``, default ``out/report.log``); returns the merged tables directory. A
+    failing step raises ``StepFailed`` with its log's tail."""
+    tables = tables if tables is not None else out / "tables"
+    merge_tables(inputs, tables)
+    report_steps(tables, out, run, log if log is not None else out / "report.log")
+    return tables
 
 
 def study_inputs(dirs: Sequence[str | Path]) -> list[tuple[str, str, Path]]:

@@ -147,15 +147,12 @@ def publish(study: StudyConfig, outs: str | Path | Sequence[str | Path], dest: s
         src = outs[0]
         tables = Layout(src).merged
     else:
-        from repcollapse.study.merge import merge_tables, study_inputs
-        from repcollapse.study.runner import report_steps, subprocess_executor
+        from repcollapse.study.merge import merge_and_report, study_inputs
 
         src = dest.parent / f".{dest.name}.build"
         shutil.rmtree(src, ignore_errors=True)
         src.mkdir(parents=True)
-        tables = src / "tables"
-        merge_tables(study_inputs(outs), tables)
-        report_steps(tables, src, subprocess_executor, src / "report.log")
+        tables = merge_and_report(study_inputs(outs), src)
     dest.mkdir(parents=True, exist_ok=True)
     for sub in ("tables", "figures"):
         shutil.rmtree(dest / sub, ignore_errors=True)

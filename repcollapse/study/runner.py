@@ -309,11 +309,11 @@ class StudyRun:
             store, tables = str(L.store(cell.family)), str(L.tables(cell.family))
             run(["analyze", "metrics", store, "--out", tables, "--layers", *layers], log)
         else:
-            from repcollapse.study.merge import merge_tables
+            from repcollapse.study.merge import merge_and_report  # merge imports this module
 
             fams = [c.family for c in self.cells if c.kind == "metrics"]
-            merge_tables([(st.name, f, L.tables(f)) for f in fams], L.merged)
-            report_steps(L.merged, L.out, run, log)
+            inputs = [(st.name, f, L.tables(f)) for f in fams]
+            merge_and_report(inputs, L.out, tables=L.merged, run=run, log=log)
 
     # -- the loop ---------------------------------------------------------------------------
 
