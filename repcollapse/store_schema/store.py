@@ -192,24 +192,7 @@ def create_store(
         for k in S.REQUIRED_ATTRS
         if k not in attrs and k not in _AUTO_ATTRS
     ]
-    given = attrs.get(S.HIDDEN_DTYPE_ATTR, layout.hidden_dtype)
-    if given != layout.hidden_dtype:
-        problems.append(
-            Problem(
-                f"attrs.{S.HIDDEN_DTYPE_ATTR}",
-                f"expected the layout's hidden dtype {layout.hidden_dtype!r}, found {given!r}",
-                "wrong_dtype",
-            )
-        )
-    given = attrs.get(C.CODEC_ATTR, layout.codec)
-    if given != layout.codec:
-        problems.append(
-            Problem(
-                f"attrs.{C.CODEC_ATTR}",
-                f"expected the layout's codec {layout.codec!r}, found {given!r}",
-                "codec_mismatch",
-            )
-        )
+    problems += _layout_attr_problems(attrs, layout)
     if problems:
         raise SchemaError(problems, "cannot create store")
     with store_lock(url):
@@ -222,6 +205,22 @@ def create_store(
         finish()
         if group is not None:  # a sub-store: the root's snapshot must list it
             consolidate(url)
+
+
+def _layout_attr_problems(attrs: Mapping[str, Any], layout: StoreLayout) -> list[Problem]:
+    """The attrs that contradict the layout: where given, the hidden dtype and the codec must be
+    the layout's (the layout, not the attrs, decides how ``hidden`` is written)."""
+    checks = (  # attr, the layout's value, its name in the message, problem kind
+        (S.HIDDEN_DTYPE_ATTR, layout.hidden_dtype, "hidden dtype", "wrong_dtype"),
+        (C.CODEC_ATTR, layout.codec, "codec", "codec_mismatch"),
+    )
+    return [
+        Problem(
+            f"attrs.{key}", f"expected the layout's {what} {want!r}, found {attrs[key]!r}", kind
+        )
+        for key, want, what, kind in checks
+        if attrs.get(key, want) != want
+    ]
 
 
 def _build_store(
