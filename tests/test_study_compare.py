@@ -103,3 +103,18 @@ def test_tables_with_no_checkpoint_in_common_are_refused(tmp_path: Path) -> None
     b = make_claim_tables(tmp_path / "b", ClaimTablesSpec(families=("y",)))
     with pytest.raises(CompareError, match="in common"):
         compare(a, b)
+
+
+def test_the_cli_prints_the_comparison_and_refuses_one_directory(tmp_path: Path, capsys) -> None:
+    from repcollapse.cli.main import main
+
+    ref = make_claim_tables(tmp_path / "ref", ClaimTablesSpec())
+    new = _renamed(ref, tmp_path / "new", seeds={1})
+    assert main(["study", "compare", str(ref), str(new), "--out", str(tmp_path / "w.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "checkpoints:" in out and "identical" in out
+    w = pd.read_csv(tmp_path / "w.csv")
+    assert len(w) > 0 and w["inside"].all()
+    assert main(["study", "compare", str(ref)]) == 2
+    err = capsys.readouterr()
+    assert "expected a reference and a re-run" in err.err and err.out == ""

@@ -4,6 +4,7 @@
     repcollapse study status STUDY.toml [--shard i/n] [--out DIR]
     repcollapse study report DIR [DIR ...] [--out DIR]
     repcollapse study publish OUT [OUT ...] [--study STUDY.toml] --out DEST
+    repcollapse study compare REF NEW [--out CSV]
 
 `study publish` copies a finished study's tables, figures and report to DEST (for git: the
 stores stay behind; several OUTs are the shards of one study, merged and reported first) with an ENVIRONMENT.md (versions, machine, wall time per cell) and a
@@ -11,7 +12,8 @@ README.md (the stage table beside the paper's, the claims and their verdicts).
 
 A study's output defaults to study_out/<name>. `study report` merges the tables of study output
 directories (or tables directories) from any number of shards and machines, then runs the
-stats, figures and report over them; the stores are not needed.
+stats, figures and report over them; the stores are not needed. `study compare` checks a
+re-run (a whole study or one shard) against a reference, such as a published result.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "target",
         nargs="+",
-        metavar="STUDY.toml | status STUDY.toml | report DIR... | publish OUT",
+        metavar="STUDY.toml | status STUDY.toml | report DIR... | publish OUT | compare REF NEW",
         help="run a study, list its cells' state, merge shards' tables into one report, or "
         "package a finished study for git",
     )
@@ -41,7 +43,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         help="output directory (default study_out/<name>; for report: study_report; for "
-        "publish: docs/results/<name>)",
+        "publish: docs/results/<name>; for compare: a CSV of the stage-table comparison)",
     )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     parser.add_argument(
@@ -65,6 +67,8 @@ def _study(args: argparse.Namespace) -> int:
         return _report(target[1:], args)
     if target[0] == "publish":
         return _publish(target[1:], args)
+    if target[0] == "compare":
+        return _compare(target[1:], args)
     if target[0] == "status":
         if len(target) != 2:
             raise StudyError("study status: expected one STUDY.toml, found " + repr(target[1:]))
@@ -127,4 +131,21 @@ def _publish(dirs: list[str], args: argparse.Namespace) -> int:
     dest = args.out if args.out is not None else Path("docs/results") / study.name
     publish(study, outs, dest)
     print(f"published {study.name} -> {dest}")
+    return 0
+
+
+def _compare(dirs: list[str], args: argparse.Namespace) -> int:
+    from repcollapse.study import StudyError
+    from repcollapse.study.compare import compare
+
+    if len(dirs) != 2:
+        raise StudyError(
+            "study compare: expected a reference and a re-run (two tables directories, study "
+            f"outputs or published results), found {dirs!r}"
+        )
+    c = compare(*dirs)
+    print("\n".join(c.lines()))
+    if args.out is not None:
+        c.within.to_csv(args.out, index=False)
+        print(f"stage-table comparison -> {args.out}")
     return 0
