@@ -52,16 +52,17 @@ class Comparison:
         ]
         if len(self.metrics):
             m = self.metrics
+            worst = m.loc[m["max_rel_diff"].idxmax()]
+            where = f" ({worst['metric']})" if worst["max_rel_diff"] > 0 else ""
             out.append(
                 f"metric values: {int(m['identical'].sum())} of {int(m['paired'].sum())} "
-                f"identical; largest relative difference {_fmt(m['max_rel_diff'].max())} "
-                f"({m.loc[m['max_rel_diff'].idxmax(), 'metric']})"
+                f"identical; largest relative difference {_fmt(worst['max_rel_diff'])}{where}"
             )
         if len(w):
             out.append(
-                f"stage-table values within the reference's interval half-width of the same "
-                f"seeds' values: {int(w['inside'].sum())} of {len(w)}; largest shift "
-                f"{_fmt(w['shift'].max())} half-widths"
+                f"stage-table values within the reported interval: {int(w['inside'].sum())} of "
+                f"{len(w)} (largest shift {_fmt(w['shift'].max())} half-widths from the "
+                "reference's value for the same seeds)"
             )
         return out
 
