@@ -149,3 +149,44 @@ def test_shards_are_merged_reported_and_published_together(tmp_path: Path) -> No
     Layout(outs[1]).marker(Cell("extract", "fam_b")).unlink()
     with pytest.raises(StudyError, match=r"1 missing \(extract/fam_b in .*shard_fam_b\)"):
         publish(study, outs, tmp_path / "pub2")
+
+
+def test_claim_rows_say_how_many_families_and_why_one_is_left_out() -> None:
+    from repcollapse.study.publish import claim_rows
+
+    nan = float("nan")
+    claims = pd.DataFrame(
+        [
+            dict(
+                claim="aniso_rises",
+                effect=0.01,
+                ci_low=0.0,
+                ci_high=0.02,
+                mde=0.01,
+                delta=0.055,
+                n_seeds=3,
+                n_families=2,
+                verdict="not reproduced",
+                detail="",
+            ),
+            dict(
+                claim="future_falls",
+                effect=nan,
+                ci_low=nan,
+                ci_high=nan,
+                mde=nan,
+                delta=0.05,
+                n_seeds=3,
+                n_families=1,
+                verdict="inconclusive (underpowered)",
+                detail="left out at its floor or ceiling: gemma3 (future_score 0 at every "
+                "checkpoint)",
+            ),
+        ]
+    )
+    text = "\n".join(claim_rows(claims))
+    assert "| Families |" in text
+    assert "| `aniso_rises` | 0.0100 [0.0000, 0.0200] | 0.0100 | 0.055 | 3 | 2 |" in text
+    assert "| `future_falls` | – (no interval) | – | 0.05 | 3 | 1 |" in text
+    assert "- `future_falls`: left out at its floor or ceiling: gemma3" in text
+    assert "- `aniso_rises`" not in text

@@ -348,7 +348,13 @@ def paper_rows() -> list[str]:
 
 
 def claim_rows(claims: pd.DataFrame) -> list[str]:
-    rows = ["| Claim | Effect [95% CI] | MDE | δ | Seeds | Verdict |", "|---|---|---|---|---|---|"]
+    """The claims table, then each claim's detail (why no interval, a family left out, the
+    regression's controls) as a list under it."""
+    rows = [
+        "| Claim | Effect [95% CI] | MDE | δ | Seeds | Families | Verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    details = []
     for _, c in claims.iterrows():
         ci = (
             f"[{c['ci_low']:.4f}, {c['ci_high']:.4f}]"
@@ -359,9 +365,11 @@ def claim_rows(claims: pd.DataFrame) -> list[str]:
         mde_ = f"{c['mde']:.4f}" if np.isfinite(c["mde"]) else "–"
         rows.append(
             f"| `{c['claim']}` | {eff} {ci} | {mde_} | {c['delta']:g} | {int(c['n_seeds'])} | "
-            f"**{c['verdict']}** |"
+            f"{int(c['n_families'])} | **{c['verdict']}** |"
         )
-    return rows
+        if isinstance(c.get("detail"), str) and c["detail"]:
+            details.append(f"- `{c['claim']}`: {c['detail']}")
+    return [*rows, *([""] + details if details else [])]
 
 
 def readme_md(study: StudyConfig, tables: Path, notes: str) -> str:
