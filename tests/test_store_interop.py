@@ -4,6 +4,7 @@ metadata), CF attributes, and readers that skip the consolidated snapshot."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import warnings
 from pathlib import Path
@@ -14,6 +15,7 @@ import xarray as xr
 import zarr
 
 from repcollapse.store_schema import StoreReader, open_store
+from repcollapse.store_schema import labels as L
 from repcollapse.store_schema import schema as S
 from repcollapse.store_schema.testing import SyntheticSpec, make_synthetic_store
 from repcollapse.store_schema.writer import StoreWriter
@@ -100,13 +102,14 @@ def test_every_array_carries_cf_attrs_from_its_spec(tmp_path: Path) -> None:
         **S.REQUIRED_VARIABLES,
         S.CHECKSUMS.name: S.CHECKSUMS,
         **{spec.name: spec for spec in S.lora_variable_specs("q_proj")},
+        **{spec.name: spec for spec in map(L.form_spec, L.LABELS)},
     }
     names = sorted(name for name, _ in g.arrays())
     assert names == sorted(specs)
     for name in names:
         attrs, spec = dict(g[name].attrs), specs[name]
         assert attrs["long_name"] == attrs["description"] == spec.description, name
-        if spec.dtype in ("str", "bool"):
+        if spec.dtype in ("str", "bool") or name.endswith(L.SUFFIX):  # text, even as bytes
             assert "units" not in attrs, name
         else:
             assert attrs["units"] == "1", name
@@ -140,6 +143,7 @@ TEXT_ARRAYS = sorted(
     }.items()
     if spec.dtype == "str"
 )
+LABEL_ARRAYS = sorted(name for name in TEXT_ARRAYS if not name.endswith("_json"))
 
 
 def _ts_read(path: Path, name: str) -> np.ndarray:
@@ -160,16 +164,50 @@ def test_tensorstore_reads_the_numbers(tmp_path: Path) -> None:
         np.testing.assert_array_equal(_ts_read(path, name), ds[name].values, err_msg=name)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 18, open: text arrays are zarr-python's vlen-utf8 'string' type; tensorstore "
-    "(0.1.86) reads only numeric types and r<N> (docs/store.md, Labels for other readers)",
-)
 def test_tensorstore_reads_the_labels(tmp_path: Path) -> None:
+    """Every label of a store (issue 18): a non-Python reader finds each label's UTF-8 form by
+    the ``label_of`` attribute in the arrays' own zarr.json, reads it with tensorstore, decodes
+    it with nothing but those attributes, and gets exactly xarray's labels (non-ASCII included)."""
+    pytest.importorskip("tensorstore", reason="tensorstore not installed (dev extra)")
+    path = tmp_path / "s.zarr"
+    make_synthetic_store(path, SPEC, names=["base", "A/01-stagé"], mitigation="replay:général")
+    StoreWriter(path).reserve(  # an incomplete slot's labels are there too
+        {
+            **{k: "" for k in S.CHECKPOINT_COORDS if S.CHECKPOINT_COORDS[k].dtype == "str"},
+            **{k: 0 for k in S.CHECKPOINT_COORDS if S.CHECKPOINT_COORDS[k].dtype != "str"},
+            "name": "C/01-ünfinished",
+            "parent": "A/01-stagé",
+        }
+    )
+    ds = xr.open_zarr(str(path), consolidated=False)
+    found, decoded = {}, set()
+    for meta in sorted(path.glob("*/zarr.json")):  # JSON only: what any language can read
+        attrs = json.loads(meta.read_text()).get("attributes", {})
+        if "label_of" in attrs:
+            found[attrs["label_of"]] = (meta.parent.name, attrs)
+    assert sorted(found) == LABEL_ARRAYS and len(LABEL_ARRAYS) == 10
+    for label, (array, attrs) in found.items():
+        rows = _ts_read(path, array)
+        assert rows.dtype == np.uint8 and rows.ndim == 2, array
+        pad = bytes([attrs["pad_byte"]])
+        got = [bytes(r).rstrip(pad).decode(attrs["encoding"]) for r in rows]
+        want = [str(x) for x in ds[label].values.ravel()]
+        assert got == want, label
+        decoded |= set(got)
+    assert {"A/01-stagé", "C/01-ünfinished", "replay:général", "fit", "math"} <= decoded
+    # The JSON documents are not labels: they stay text, with no byte form.
+    assert {
+        f"{k}{L.SUFFIX}" for k in ("manifest_json", "behavior_json", "checksums_json")
+    }.isdisjoint(p.name for p in path.iterdir())
+
+
+def test_open_store_hides_the_byte_forms(tmp_path: Path) -> None:
+    """Analysis sees exactly the labelled view it saw before the byte forms existed."""
     path = tmp_path / "s.zarr"
     make_synthetic_store(path, SPEC)
-    ds = xr.open_zarr(str(path), consolidated=False)
-    assert len(TEXT_ARRAYS) == 13
-    for name in TEXT_ARRAYS:
-        got = _ts_read(path, name)
-        assert [str(x) for x in got.ravel()] == [str(x) for x in ds[name].values.ravel()]
+    for ds in (open_store(path, include_incomplete=True), StoreReader(path).dataset()):
+        assert not [k for k in ds.variables if str(k).endswith(L.SUFFIX)]
+        assert not [d for d in ds.dims if L.is_byte_dim(str(d))]
+    plain = xr.open_zarr(str(path), consolidated=False)  # a plain open has them, beside the labels
+    assert plain["name__utf8"].dims == ("checkpoint", "name__byte")
+    assert [str(x) for x in plain["name"].values] == ["base", "A/01-stage"]

@@ -145,10 +145,7 @@ def fill_reserved(
             ],
             "refusing to write a reserved slot",
         )
-    coords = checkpoint_coords(src, lora, reserved.head)
-    for key in S.CHECKPOINT_COORDS:
-        if key != "name":
-            writer.g[key][index] = coords[key]
+    writer.write_coords(index, checkpoint_coords(src, lora, reserved.head))
     protocol_step("reserved: coords")
     return index
 

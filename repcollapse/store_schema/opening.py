@@ -17,6 +17,7 @@ import xarray as xr
 import zarr
 
 from repcollapse.store_schema import schema as S
+from repcollapse.store_schema.labels import forms_in
 from repcollapse.store_schema.protocol import array_name, checkpoint_arrays, committed_slots
 
 _ATTEMPTS = 100
@@ -32,10 +33,12 @@ def _open_once(url: str | Path, group: str | None) -> xr.Dataset:
     lengths = {array_name(arr): arr.shape[0] for arr in arrays}
     # Coordinates are declared on `hidden` (a CF attribute): a part without it must be told.
     declared = str(g["hidden"].attrs.get("coordinates", "")).split() if "hidden" in g else []
+    # The labels' UTF-8 forms are for other Zarr readers: this view has the labels themselves.
+    hidden = forms_in(g)
 
     def open_(drop: list[str]) -> xr.Dataset:
         ds = xr.open_zarr(
-            str(url), group=group, consolidated=False, zarr_format=3, drop_variables=drop
+            str(url), group=group, consolidated=False, zarr_format=3, drop_variables=drop + hidden
         )
         ds = ds.set_coords([k for k in declared if k in ds.data_vars])
         return ds.isel({S.CHECKPOINT: slice(0, n)})

@@ -29,6 +29,7 @@ import numpy as np
 import zarr
 
 from repcollapse.store_schema import schema as S
+from repcollapse.store_schema.labels import is_byte_dim
 from repcollapse.store_schema.problems import Problem
 
 KILL_ENV = "REPCOLLAPSE_EXTRACT_KILL_AT"
@@ -173,6 +174,7 @@ def looks_unfinished(g: zarr.Group) -> bool:
         if not isinstance(node, zarr.Array):
             return False
         for dim in node.metadata.dimension_names or (None,):
-            if dim not in _KNOWN_DIMS and not str(dim).startswith(("lora_in__", "lora_out__")):
+            known = dim in _KNOWN_DIMS or is_byte_dim(str(dim))
+            if not known and not str(dim).startswith(("lora_in__", "lora_out__")):
                 return False
     return True

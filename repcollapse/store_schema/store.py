@@ -26,6 +26,7 @@ import xarray as xr
 import zarr
 
 from repcollapse.store_schema import codecs as C
+from repcollapse.store_schema import labels as L
 from repcollapse.store_schema import schema as S
 from repcollapse.store_schema.location import is_local as _is_local
 from repcollapse.store_schema.location import local_path as _local_path
@@ -187,6 +188,7 @@ def create_store(
         for k in S.TOKEN_COORDS
         if k not in token_coords
     ]
+    problems += L.label_problems(token_coords)
     problems += [
         Problem(f"attrs.{k}", "missing", "missing_attr")
         for k in S.REQUIRED_ATTRS
@@ -240,6 +242,8 @@ def _build_store(
     protocol_step("create: token coords")
     for spec in S.CHECKPOINT_COORDS.values():
         _create(g, spec, (0,), (1,))
+    # Every label again as UTF-8 bytes, for Zarr readers without a text type (store_schema.labels)
+    L.create_forms(g, token_coords)
     _create(g, S.COMPLETE, (0,), (1,))
     _create(g, S.CHECKSUMS, (0,), (1,))
     # Lossless hidden states compress only ~1.08x with zstd: stored raw, saving the CPU. A

@@ -14,6 +14,7 @@ import numpy as np
 import zarr
 
 from repcollapse.store_schema import codecs as C
+from repcollapse.store_schema import labels as L
 from repcollapse.store_schema import schema as S
 from repcollapse.store_schema.checksums import as_problems, verify_heads, verify_slot
 from repcollapse.store_schema.problems import Problem
@@ -133,6 +134,13 @@ def validate_group(
     for module in attrs.get("lora_modules", {}) or {}:
         for spec in S.lora_variable_specs(module):
             _check_variable(g, spec, sizes, problems)
+    # The labels' UTF-8 forms (store_schema.labels): optional, all or none; absent in stores
+    # written before them (a warning).
+    if L.forms_in(g):
+        for label in L.LABELS:
+            _check_variable(g, L.form_spec(label), sizes, problems)
+    elif warnings is not None:
+        warnings += L.missing_forms_warning(g, where)
     summary: dict[str, Any] = {"checkpoints": 0, "complete": 0}
     if "complete" in g and "name" in g:
         # A killed reservation's tail is one problem with its repair, not a nameless checkpoint.
@@ -164,6 +172,7 @@ def validate_group(
         if scan_values and codec.quantised and C.SCALE.name in g:
             problems += _scan_hidden(g[C.SCALE.name], names, complete)
         if not any(p.kind in _LAYOUT_KINDS for p in problems):  # on a well-formed layout only
+            problems += L.agreement_problems(g, n, names)
             problems += _check_sums(g, names, complete, scan_values, warnings)
     return problems, summary
 

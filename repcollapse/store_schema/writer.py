@@ -18,6 +18,7 @@ import numpy as np
 import zarr
 
 from repcollapse.store_schema import codecs as C
+from repcollapse.store_schema import labels as L
 from repcollapse.store_schema import schema as S
 from repcollapse.store_schema.checksums import ChecksumLog, slot_record
 from repcollapse.store_schema.problems import Problem, SchemaError
@@ -87,9 +88,10 @@ class StoreWriter:
         rerun overwrites the same chunks and only then sets ``complete``.
 
         The protocol (docs/store.md): under the lock, repair any orphan tail, resize every
-        checkpoint array but ``name``, write the coordinates and ``complete = 0``, resize
-        ``name``, write the name. The slot is the checkpoint's from that last write on; a kill
-        before it leaves an orphan that the next writer cuts off.
+        checkpoint array but ``name``, write the coordinates (with the labels' UTF-8 rows,
+        store_schema.labels) and ``complete = 0``, resize ``name``, write the name. The slot is
+        the checkpoint's from that last write on; a kill before it leaves an orphan that the
+        next writer cuts off. A label too long for its row is refused before anything is written.
         """
         missing = [k for k in S.CHECKPOINT_COORDS if k not in coords]
         if missing:
@@ -100,6 +102,7 @@ class StoreWriter:
             raise ValueError("reserve: coords['name']: expected a non-empty name, found ''")
         with store_lock(self.url):
             self.g = _open_group(self.url, self.group, "r+")  # re-read shapes under the lock
+            rows = L.checkpoint_rows(self.g, coords)  # LabelTooLong: nothing written yet
             repair_slots(self.g)
             names = self.names()
             new = coords["name"] not in names
@@ -117,6 +120,8 @@ class StoreWriter:
             for key in S.CHECKPOINT_COORDS:
                 if key != "name":
                     self.g[key][index] = coords[key]
+            # name's row too: in an uncommitted slot until the name itself is written
+            L.write_rows(self.g, index, rows)
             self.g["complete"][index] = 0
             protocol_step("reserve: coords")
             if new:
@@ -128,6 +133,15 @@ class StoreWriter:
             if new:  # a plain open (consolidated metadata) lists the slot too, complete = 0
                 consolidate(self.url)
         return index
+
+    def write_coords(self, index: int, coords: Mapping[str, Any]) -> None:
+        """Rewrite the coordinates of a reserved slot, every one but ``name`` (and its UTF-8
+        row): ``extract --slots-from`` fills in what the reservation could not know."""
+        rows = L.checkpoint_rows(self.g, {k: v for k, v in coords.items() if k != "name"})
+        for key in S.CHECKPOINT_COORDS:
+            if key != "name":
+                self.g[key][index] = coords[key]
+        L.write_rows(self.g, index, rows)
 
     def add_head(self, weight: np.ndarray) -> int:
         """Store an unembedding matrix once per distinct content; returns its head index."""
@@ -252,6 +266,7 @@ class StoreWriter:
         after_write()
         apart = {
             *S.CHECKPOINT_COORDS,
+            *map(L.form_name, L.CHECKPOINT_LABELS),  # the twin's own labels, written by reserve
             S.COMPLETE.name,
             "behavior_json",
             S.HIDDEN.name,
