@@ -87,7 +87,7 @@ def _study(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if Path(target[0]).resolve() != (out / "STUDY.toml").resolve():
         shutil.copyfile(target[0], out / "STUDY.toml")  # the study travels with its output
-    from repcollapse.study.runner import StepFailed
+    from repcollapse.study.executors import StepFailed
 
     try:
         run_study(study, out, shard, device=args.device)
@@ -99,7 +99,7 @@ def _study(args: argparse.Namespace) -> int:
 
 def _report(dirs: list[str], args: argparse.Namespace) -> int:
     from repcollapse.study import StudyError, merge_and_report, study_inputs
-    from repcollapse.study.runner import StepFailed
+    from repcollapse.study.executors import StepFailed
 
     if not dirs:
         raise StudyError("study report: expected one or more study output directories, found none")

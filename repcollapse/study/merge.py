@@ -27,7 +27,7 @@ import pandas as pd
 from repcollapse.analyze.tables.read import TABLE_FILES, read_provenance
 from repcollapse.analyze.tables.write import write_json, write_parquet
 from repcollapse.store_schema.schema import BEHAVIOR_KEYS
-from repcollapse.study.runner import Executor, report_steps, subprocess_executor
+from repcollapse.study.executors import Executor, subprocess_executor
 
 KEYS: dict[str, list[str]] = {
     "metrics": [
@@ -105,6 +105,13 @@ def merge_tables(inputs: Sequence[tuple[str, str, Path]], out: Path) -> Path:
         write_parquet(df, out / fname)
     write_json(provenance, out / "provenance.json")
     return out
+
+
+def report_steps(tables: Path, out: Path, run: Executor, log: Path) -> None:
+    """Stats, figures and the report over one (merged) tables directory."""
+    run(["analyze", "stats", str(tables)], log)
+    run(["analyze", "figures", str(tables), "--out", str(out / "figures")], log)
+    run(["analyze", "report", str(tables), "--out", str(out / "report.html")], log)
 
 
 def merge_and_report(

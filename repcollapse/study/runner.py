@@ -17,8 +17,6 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,10 +25,9 @@ from typing import Any
 
 from repcollapse.store_schema.manifest import write_json_atomic
 from repcollapse.study.config import StudyConfig, StudyError
+from repcollapse.study.executors import Executor, subprocess_executor
 from repcollapse.study.plan import WHOLE, Cell, Shard, plan_cells
 from repcollapse.timefmt import fmt_duration
-
-Executor = Callable[[list[str], Path], None]
 
 # Prior cost of one unit of each cell kind, in seconds of SmolLM2-135M at the demo budget on a
 # 2-core CPU (the SmolLM2 half of studies/cpu-small.toml, 2026-12-06, docs/study.md "Cost": a
@@ -49,37 +46,6 @@ FAMILY_COST: dict[str, float] = {"gemma3-270m": 1.3}
 """Cost of a family's cells relative to SmolLM2-135M's (1 when unlisted): a Gemma 3 270M stage
 took ~70 s against SmolLM2's ~60 s and its seed-0 shard 16.5 min (docs/study.md, "Cost"; its
 forward pass alone is 2.3x SmolLM2's a token, but the study's cells are not all forward)."""
-
-
-class StepFailed(RuntimeError):
-    """A CLI step exited non-zero; the message carries the tail of its log."""
-
-
-def subprocess_executor(args: list[str], log: Path) -> None:
-    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-    with log.open("a") as fh:
-        fh.write(f"\n$ repcollapse {' '.join(args)}\n")
-        fh.flush()
-        proc = subprocess.run(
-            [sys.executable, "-m", "repcollapse.cli.main", *args],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    if proc.returncode != 0:
-        tail = "\n".join(log.read_text().splitlines()[-20:])
-        raise StepFailed(f"repcollapse {args[0]} {args[1]} exited {proc.returncode}:\n{tail}")
-
-
-def in_process_executor(args: list[str], log: Path) -> None:
-    from repcollapse.cli.main import main
-
-    with log.open("a") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
-        print(f"\n$ repcollapse {' '.join(args)}", flush=True)
-        rc = main(args)
-    if rc:
-        tail = "\n".join(log.read_text().splitlines()[-20:])
-        raise StepFailed(f"repcollapse {args[0]} {args[1]} exited {rc}:\n{tail}")
 
 
 @dataclass(frozen=True)
@@ -309,7 +275,7 @@ class StudyRun:
             store, tables = str(L.store(cell.family)), str(L.tables(cell.family))
             run(["analyze", "metrics", store, "--out", tables, "--layers", *layers], log)
         else:
-            from repcollapse.study.merge import merge_and_report  # merge imports this module
+            from repcollapse.study.merge import merge_and_report  # pandas, read only here
 
             fams = [c.family for c in self.cells if c.kind == "metrics"]
             inputs = [(st.name, f, L.tables(f)) for f in fams]
@@ -366,13 +332,6 @@ class StudyRun:
         report = L.out / "report.html"
         self.log(f"[study {self.study.name}] complete: {report}")
         return report
-
-
-def report_steps(tables: Path, out: Path, run: Executor, log: Path) -> None:
-    """Stats, figures and the report over one (merged) tables directory."""
-    run(["analyze", "stats", str(tables)], log)
-    run(["analyze", "figures", str(tables), "--out", str(out / "figures")], log)
-    run(["analyze", "report", str(tables), "--out", str(out / "report.html")], log)
 
 
 def _prior(cell: Cell) -> float:
