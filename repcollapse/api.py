@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from repcollapse.analyze.engine.runner import RunSummary
+from repcollapse.analyze.engine.run_state import RunSummary
 from repcollapse.analyze.engine.runner import run_metrics as _run_metrics
 from repcollapse.analyze.options import Options
 from repcollapse.analyze.report.html import stage_table as _stage_table

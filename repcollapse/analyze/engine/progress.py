@@ -1,6 +1,6 @@
 """Progress of an analysis run: a count of units of work known before the first is computed.
 
-The runner builds every pass graph before computing any (``runner._moment_metrics``), so the
+The runner builds every pass graph before computing any (``moment_stage.moment_metrics``), so the
 total is the number of dask tasks of all passes, plus the tasks of the ``--temperature`` passes
 (a part per token chunk and their sum, per checkpoint and temperature that will run), plus one
 unit for the stored (T = 1) function metrics and one for the LoRA metrics (small next to the

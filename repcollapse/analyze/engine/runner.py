@@ -3,8 +3,9 @@
 The recipe: open the store lazily; plan the tokens once; ask the cache what is missing per
 (checkpoint, metric, layer); run the one-pass accumulator for the (layer, checkpoint-group)
 pairs that miss a moment metric, a few passes at a time (as many as the scheduler has workers,
-which bounds memory and lets the cache record each batch as it finishes); compute the function
-and LoRA metrics the cache lacks; derive the collapse index; write the tables.
+which bounds memory and lets the cache record each batch as it finishes: engine.moment_stage);
+compute the function and LoRA metrics the cache lacks; derive the collapse index; write the
+tables.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +22,13 @@ import numpy as np
 import pandas as pd
 
 from repcollapse.analyze import registry
-from repcollapse.analyze.engine import layerfree, moments, passes, uncertainty
-from repcollapse.analyze.engine.cache import MetricCache, rows_frame
+from repcollapse.analyze.engine import layerfree, uncertainty
+from repcollapse.analyze.engine.cache import MetricCache
 from repcollapse.analyze.engine.integrity import layers_to_read, verified_reader
+from repcollapse.analyze.engine.moment_stage import moment_metrics
 from repcollapse.analyze.engine.progress import ConsoleBar, Progress, ProgressFn, bar_wanted
 from repcollapse.analyze.engine.quiet import expected_warnings_dropped
+from repcollapse.analyze.engine.run_state import RunState, RunSummary
 from repcollapse.analyze.engine.scheduler import check_address, scheduler
 from repcollapse.analyze.engine.table_rows import (
     option_columns,
@@ -44,20 +45,9 @@ from repcollapse.analyze.plugins import load_plugins
 from repcollapse.analyze.registry import Metric
 from repcollapse.analyze.tables.write import checkpoints_frame, metrics_frame, write_tables
 from repcollapse.store_schema.naming import stored_names
-from repcollapse.store_schema.reader import BlockReader, StoreReader
+from repcollapse.store_schema.reader import StoreReader
 
 TOKEN_VARS = ("example", "domain", "span", "split", "is_sink", "target_id")
-
-
-@dataclass
-class RunSummary:
-    out_dir: Path
-    tables: dict[str, Path] = field(default_factory=dict)
-    passes: int = 0
-    blocks_read: int = 0
-    computed: list[tuple[str, str, int]] = field(default_factory=list)
-    """(checkpoint, metric, layer) keys computed in this run (not served by the cache)."""
-    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def store_plan(ds: Any, options: Options) -> TokenPlan:
@@ -89,36 +79,6 @@ def lineage(
         anc[c] = chain
         base[c] = cur if stage[cur] == 0 else None
     return parent, base, anc
-
-
-@dataclass
-class _Run:
-    """What one run's steps share."""
-
-    ds: Any
-    plan: TokenPlan
-    ckpts: list[str]
-    layers: list[int]
-    options: Options
-    cache: MetricCache
-    recompute: bool
-    xp_name: str
-    reader: BlockReader
-    raw_index: dict[str, int]
-    """Checkpoint name -> position in the store's checkpoint dim (complete or not)."""
-    summary: RunSummary
-    say: Callable[[str], None]
-    twins: dict[str, str]
-    """Checkpoint -> the checkpoint its data were copied from (repcollapse.analyze.engine.twins): not computed."""
-    progress: Progress = field(default_factory=lambda: Progress(None))
-    batch_lines: bool = True
-    """One log line per batch of passes (when no bar shows the progress)."""
-
-    def missing(self, c: str, m: Any, layer: int) -> bool:
-        if c in self.twins:
-            return False
-        key = (m.row_name, m.version, self.options.key(m.params), layer)
-        return self.recompute or key not in self.cache.done(c)
 
 
 def run_metrics(
@@ -211,7 +171,7 @@ def _run_metrics(
     layer_list = list(range(n_layers)) if layers is None else [_layer(x, n_layers) for x in layers]
     parent, base, ancestors = lineage(info)
     plan = store_plan(ds, options)
-    run = _Run(
+    run = RunState(
         ds=ds,
         plan=plan,
         ckpts=ckpts,
@@ -246,7 +206,7 @@ def _run_metrics(
     with scheduler(scheduler_address) as n_parallel, _array_backend(run.xp_name):
         t0 = time.perf_counter()
         function_units = _function_units(run, wanted)
-        _moment_metrics(run, wanted, parent, base, n_parallel, later=function_units + 1)
+        moment_metrics(run, wanted, parent, base, n_parallel, later=function_units + 1)
         summary.seconds["moments"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         start = progress.done
@@ -323,7 +283,7 @@ def _array_backend(xp_name: str) -> Iterator[None]:
         yield
 
 
-def _function_units(run: _Run, wanted: list[Metric]) -> int:
+def _function_units(run: RunState, wanted: list[Metric]) -> int:
     """Units of the function-metric stage: the tasks of each temperature pass that will run
     (layerfree.function_metrics: a part per token chunk and their sum, per checkpoint and T
     missing a metric; they read the last layer and multiply by the unembedding, so with
@@ -335,90 +295,3 @@ def _function_units(run: _Run, wanted: list[Metric]) -> int:
         for c in run.ckpts
     )
     return 1 + runs * (len(run.plan.chunks) + 1)
-
-
-def _moment_metrics(
-    run: _Run, wanted: list[Metric], parent: dict, base: dict, n_parallel: int, later: int
-) -> None:
-    """The one-pass accumulator for every (layer, checkpoint group) that misses a moment metric,
-    ``n_parallel`` passes per dask compute; the cache records each batch as it finishes."""
-    moment = [m for m in wanted if m.kind == "moment"]
-    d = run.ds.sizes["feature"]
-    jobs = []
-    for layer in run.layers:
-        todo = {c: [m for m in moment if run.missing(c, m, layer)] for c in run.ckpts}
-        todo = {c: ms for c, ms in todo.items() if ms}
-        if not todo:
-            continue
-        needs = frozenset(n for ms in todo.values() for m in ms for n in m.needs)
-        groups = passes.make_groups(
-            list(todo), base, parent, needs, run.plan.n_gram_blocks, d, run.options.memory_budget_mb
-        )
-        for g, (targets, members) in enumerate(groups):
-            cfg = moments.PassConfig(
-                layer=layer,
-                members=tuple(members),
-                targets=tuple(targets),
-                base=dict(base),
-                parent=dict(parent),
-                needs=needs,
-                precision=run.options.precision,
-                xp=run.xp_name,
-            )
-            jobs.append((cfg, g, {t: todo[t] for t in targets}))
-    token = uuid.uuid4().hex[:8]
-    n_chunks = len(run.plan.chunks)
-    built = []  # every graph before the first compute: the progress total is known up front
-    for batch in _batches(
-        jobs, n_parallel, run.options.memory_budget_mb << 20, run.plan.n_gram_blocks, d
-    ):
-        tasks, keys = [], []
-        for cfg, g, todo in batch:
-            tasks += passes.pass_tasks(
-                run.reader, run.raw_index, d, run.plan, cfg, todo, run.options, token, g
-            )
-            keys += [(t, todo[t], cfg.layer) for t in cfg.targets]
-            run.summary.passes += 1
-            second = len(cfg.targets) if "centered_unit" in cfg.needs else 0
-            run.summary.blocks_read += n_chunks * (len(cfg.members) + second)
-        built.append((batch, tasks, keys, _n_tasks(tasks)))
-    # units: every task of every pass, then ``later`` (the function and LoRA stages)
-    run.progress.plan(sum(b[3] for b in built) + later)
-    for batch, tasks, keys, n_tasks in built:
-        t0 = time.perf_counter()
-        start = run.progress.done
-        with run.progress.counting_tasks(n_tasks):
-            results = dask.compute(*tasks)
-        run.progress.reach(start + n_tasks)
-        for (t, ms, layer), rows in zip(keys, results, strict=True):
-            done = [(m.name, m.version, run.options.key(m.params), layer) for m in ms]
-            run.cache.add(t, rows_frame(rows), done)
-            run.summary.computed += [(t, m.name, layer) for m in ms]
-        if run.batch_lines:
-            run.say(
-                f"  layers {[cfg.layer for cfg, _, _ in batch]}: "
-                f"{sum(len(c.targets) for c, _, _ in batch)} target pass(es) in "
-                f"{time.perf_counter() - t0:.1f}s"
-            )
-
-
-def _n_tasks(tasks: list) -> int:
-    """Distinct tasks of delayed objects (the derive tasks of a pass share its chain)."""
-    return len(set().union(*(t.__dask_graph__().keys() for t in tasks)))
-
-
-def _batches(jobs: list, n_parallel: int, budget: int, n_blocks: int, d: int) -> list[list]:
-    """Passes run together: at most ``n_parallel``, and as many as fit the memory budget
-    together (at least one)."""
-    out: list[list] = []
-    used = 0
-    for job in jobs:
-        cfg = job[0]
-        size = passes.accumulator_bytes(n_blocks, d, len(cfg.members) + len(cfg.cross_pairs()))
-        if out and len(out[-1]) < n_parallel and used + size <= budget:
-            out[-1].append(job)
-            used += size
-        else:
-            out.append([job])
-            used = size
-    return out
