@@ -30,10 +30,8 @@ seeded row subsample and the per-example token-space Gram
 (per-sequence effective rank; examples that straddle chunks are carried to the next step) come
 from the same step.
 
-Centered anisotropy needs each row normalised after subtracting the mean of the *selection*,
-which no per-chunk sum can provide before the mean is known. It is computed exactly by a second,
-light pass (``step2``: O(N d) per selection, no d x d products) over the targets' chunks once
-the first pass has fixed every mean; it runs only when a centered-anisotropy metric is asked for.
+Centered anisotropy needs a second, light pass over the targets' chunks once this one has fixed
+every mean (``engine.centered_pass``).
 """
 
 from __future__ import annotations
@@ -173,7 +171,7 @@ def init(config: PassConfig, plan: TokenPlan, d: int) -> Accumulator:
     return Accumulator(config=config, plan=plan, d=d, states=states)
 
 
-def _gather(xp: Any, block: Any, order: np.ndarray, d: int, wd: type) -> Any:
+def gather(xp: Any, block: Any, order: np.ndarray, d: int, wd: type) -> Any:
     x = xp.asarray(block).reshape(-1, d)
     return x[xp.asarray(order)].astype(wd)
 
@@ -233,7 +231,7 @@ def step1(acc: Accumulator, k: int, *blocks: Any) -> Accumulator:
             raw = xp.asarray(block).reshape(-1, d)[xp.asarray(cp.sample_rel)]
             st.rows[cp.sample_slot] = to_numpy(raw).astype(np.float32)
         # float64 rows for the member's own moments in both modes (module doc: RankMe)
-        x64 = _gather(xp, block, cp.order, d, np.float64)
+        x64 = gather(xp, block, cp.order, d, np.float64)
         w = None
         if is_t and st.unit is not None:
             norms = xp.sqrt(xp.einsum("ij,ij->i", x64, x64))
@@ -269,64 +267,11 @@ def step1(acc: Accumulator, k: int, *blocks: Any) -> Accumulator:
     return acc
 
 
-def finish1(acc: Accumulator) -> Accumulator:
-    """After the first pass: exact cell means and, per cell, the offsets to its selections' means
-    (what ``step2`` needs)."""
-    cfg, plan = acc.config, acc.plan
-    if sorted(acc.chunks_seen) != list(range(len(plan.chunks))):
-        raise RuntimeError(
-            f"pass over layer {cfg.layer}: chunks {acc.chunks_seen} seen, expected all {len(plan.chunks)}"
-        )
-    if "centered_unit" not in cfg.needs:
-        return acc
-    xp = by_name(cfg.xp)
-    sels = plan.selections()
-    for t in cfg.targets:
-        st = acc.states[t]
-        mu_cell = _cell_means(acc, t)
-        n = st.n.astype(np.float64)
-        mu_sel = np.stack(
-            [(n[c, None] * mu_cell[c]).sum(0) / n[c].sum() for c in map(plan.cells_of, sels)]
-        )
-        sel_of_cell = np.array(
-            [[0, 1 + di, 1 + len(plan.domains) + si] for di, si in plan.cells], np.int64
-        )
-        delta = mu_sel[sel_of_cell] - mu_cell[:, None, :]  # (C, 3, d)
-        acc.mu_cell[t] = xp.asarray(mu_cell.astype(acc.dtype))
-        acc.delta[t] = (xp.asarray(delta), xp.asarray(delta.astype(acc.dtype)), sel_of_cell)
-        st.cunit = xp.zeros((len(sels), acc.d))
-    return acc
-
-
-def _cell_means(acc: Accumulator, m: str) -> np.ndarray:
+def cell_means(acc: Accumulator, m: str) -> np.ndarray:
+    """Per (domain, span) cell of member ``m``, the exact mean of its kept rows (float64)."""
     st, plan = acc.states[m], acc.plan
     ref = to_numpy(st.ref).astype(np.float64)[[di for di, _ in plan.cells]]
     return ref + to_numpy(st.s) / np.maximum(st.n, 1)[:, None]
-
-
-def step2(acc: Accumulator, k: int, *blocks: Any) -> Accumulator:
-    """Second pass (targets' chunks only): sums of rows centered by each selection's mean and
-    normalised, accumulated per selection (all, the row's domain, the row's span)."""
-    cfg, d, wd = acc.config, acc.d, acc.dtype
-    xp = by_name(cfg.xp)
-    cp = acc.plan.chunks[k]
-    for t, block in zip(cfg.targets, blocks, strict=True):
-        st = acc.states[t]
-        buf = _gather(xp, block, cp.order, d, wd)
-        delta64, delta_w, sel_of_cell = acc.delta[t]
-        for ci, a, b in cp.segments:
-            seg = buf[a:b]
-            seg -= acc.mu_cell[t][ci]
-            dc = delta_w[ci].T  # (d, 3): mu_S - mu_cell for S in (all, domain, span)
-            sq = xp.einsum("ij,ij->i", seg, seg)
-            nrm2 = sq[:, None] - 2.0 * (seg @ dc) + (dc * dc).sum(axis=0)[None, :]
-            w = xp.where(nrm2 > 0, 1.0 / xp.sqrt(xp.where(nrm2 > 0, nrm2, 1.0)), 0.0).astype(wd)
-            contrib = (seg.T @ w).astype(np.float64) - delta64[ci].T * w.sum(
-                axis=0, dtype=np.float64
-            )[None, :]
-            for j, sel in enumerate(sel_of_cell[ci].tolist()):
-                st.cunit[sel] += contrib[:, j]
-    return acc
 
 
 def _total(grouped: Any) -> tuple[np.ndarray, np.ndarray | None]:
@@ -340,7 +285,7 @@ def _own(acc: Accumulator, m: str) -> CellMoments:
     (Gd, Ggd), (Gs, Ggs) = _total(st.Gd), _total(st.Gs)
     return CellMoments(
         n=st.n.copy(),
-        mu=_cell_means(acc, m),
+        mu=cell_means(acc, m),
         s=to_numpy(st.s),
         sq=to_numpy(st.sq),
         Gd=Gd,
@@ -391,13 +336,13 @@ __all__ = [
     "CellMoments",
     "LayerMoments",
     "PassConfig",
+    "cell_means",
     "cross_scatter",
     "erank_of",
+    "gather",
     "group_gram",
     "selection_scatter",
-    "finish1",
     "init",
     "results",
     "step1",
-    "step2",
 ]

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from dask import delayed
 
-from repcollapse.analyze.engine import moments, uncertainty
+from repcollapse.analyze.engine import centered_pass, moments, uncertainty
 from repcollapse.analyze.engine.tokens import ALL, TokenPlan
 from repcollapse.analyze.engine.view import LayerView
 from repcollapse.analyze.metrics.logits import FunctionSums, sums_from_hidden
@@ -173,10 +173,10 @@ def pass_tasks(
     fn = functools.partial(_read_step, moments.step1, reader=reader, raw=raw)
     for k in range(len(plan.chunks)):
         acc = delayed(fn, pure=False)(acc, k, dask_key_name=f"pass1-{name}-{k}")
-    acc = delayed(moments.finish1, pure=False)(acc, dask_key_name=f"finish1-{name}")
+    acc = delayed(centered_pass.finish1, pure=False)(acc, dask_key_name=f"finish1-{name}")
     if "centered_unit" in config.needs:
         raw = tuple(raw_index[t] for t in config.targets)
-        fn = functools.partial(_read_step, moments.step2, reader=reader, raw=raw)
+        fn = functools.partial(_read_step, centered_pass.step2, reader=reader, raw=raw)
         for k in range(len(plan.chunks)):
             acc = delayed(fn, pure=False)(acc, k, dask_key_name=f"pass2-{name}-{k}")
     res = delayed(moments.results, pure=False)(acc, dask_key_name=f"results-{name}")
