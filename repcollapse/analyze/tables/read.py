@@ -3,7 +3,7 @@
 The tables are the contract of docs/INTERFACES.md (metrics.parquet in long form, checkpoints,
 lora_overlap, lora_spectrum, provenance.json). Everything downstream (stats, figures, report)
 goes through this module so that the choice of layer, domain and span is made in one place and
-stated once (``LayerConvention.describe``).
+stated once (``LayerConvention.describe``, tables.convention).
 
 A checkpoint is keyed by (store_id, checkpoint): names repeat across stores ("base"), and a
 parent always lives in the same store.
@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from repcollapse.analyze import layers
+from repcollapse.analyze.tables.convention import LayerConvention  # read's public API too
 from repcollapse.analyze.tables.write import (
     DEFAULT_OPTION_SET,
     OVERLAP_COLUMNS,
@@ -87,54 +88,8 @@ class Tables:
         return [name for name in TABLE_FILES if getattr(self, name) is None]
 
 
-@dataclass(frozen=True)
-class LayerConvention:
-    """Which single value per (checkpoint, metric) the checkpoint-level analyses use."""
-
-    layer: str | int = field(
-        default="mean",
-        metadata={
-            "help": "value per checkpoint: 'mean' over layers, 'middle' layer, or a layer number",
-            "metavar": "LAYER",
-        },
-    )
-    """'mean' (mean over transformer layers), 'middle' (layer n_layers // 2) or a layer number.
-    Metrics with only layer -1 rows (function metrics, LoRA overlap) are used as is; one with
-    both (the collapse index) uses its layer-averaged row under 'mean', its per-layer rows else."""
-    domain: str = field(default="all", metadata={"help": "probe domain of the metric rows used"})
-    span: str = field(default="all", metadata={"help": "token span of the metric rows used"})
-    include_embeddings: bool = field(
-        default=False, metadata={"help": "let layer 0 (embeddings) enter the layer mean"}
-    )
-    """Whether layer 0 (embeddings) enters the mean. Off by default: LoRA leaves the embedding
-    layer untouched, so including it only dilutes every change."""
-    option_set: str = field(
-        default="",
-        metadata={
-            "help": "option set (options_key) of the metric rows used; empty: 'default' when "
-            "present, else the only one",
-            "metavar": "KEY",
-        },
-    )
-    """Which option set of metrics.parquet the analyses read (``read_tables``); '' picks one."""
-
-    def __post_init__(self) -> None:
-        if not (self.layer in ("mean", "middle") or isinstance(self.layer, int)):
-            raise ValueError(
-                f"LayerConvention.layer: expected 'mean', 'middle' or an int, found {self.layer!r}"
-            )
-
-    def describe(self) -> str:
-        if self.layer == "mean":
-            where = layers.describe(self.include_embeddings)
-        elif self.layer == "middle":
-            where = "the middle layer (n_layers // 2)"
-        else:
-            where = f"layer {self.layer}"
-        return (
-            f"Hidden-state metrics: {where}; domain={self.domain!r}, span={self.span!r}. "
-            "Layer-free metrics (logit entropy, LoRA overlap) as reported."
-        )
+_DEFAULT_CONVENTION = LayerConvention()
+"""The layer-mean convention on the whole probe (frozen: one instance serves every default)."""
 
 
 def read_tables(tables_dir: str | Path, option_set: str | None = None) -> Tables:
@@ -255,7 +210,7 @@ def stage_names(df: pd.DataFrame) -> pd.Series:
 
 
 def select_metrics(
-    metrics: pd.DataFrame, names: Iterable[str], conv: LayerConvention = LayerConvention()
+    metrics: pd.DataFrame, names: Iterable[str], conv: LayerConvention = _DEFAULT_CONVENTION
 ) -> pd.DataFrame:
     """One value per (store_id, checkpoint, metric) under the layer convention (long form)."""
     names = list(names)
@@ -292,7 +247,7 @@ def _pick_layer(sel: pd.DataFrame, conv: LayerConvention) -> pd.DataFrame:
 
 
 def checkpoint_table(
-    tables: Tables, names: Sequence[str], conv: LayerConvention = LayerConvention()
+    tables: Tables, names: Sequence[str], conv: LayerConvention = _DEFAULT_CONVENTION
 ) -> pd.DataFrame:
     """One row per checkpoint: checkpoints.parquet columns plus one column per metric name.
 
