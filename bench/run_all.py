@@ -1,6 +1,6 @@
 """`just bench`: every benchmark in one run, one line per figure, written to bench/results.json.
 
-    python -m bench.run_all [--only extract|metrics|codecs] [--model DIR] [--workdir DIR]
+    python -m bench.run_all [--only extract|metrics|codecs|concurrent] [--model DIR] [--workdir DIR]
 
 Each benchmark module exposes ``run(workdir, **options) -> dict`` whose ``lines`` entry is a list
 of (label, value, unit, ratio_or_None, target_or_None). Figures of one benchmark are measured side
@@ -23,6 +23,7 @@ BENCHMARKS = {
     "extract": "bench.bench_extract",
     "metrics": "bench.bench_metrics",
     "codecs": "bench.bench_codecs",
+    "concurrent": "bench.bench_concurrent",
 }
 
 
