@@ -68,6 +68,10 @@ def test_publish_writes_tables_figures_environment_and_readme(tmp_path: Path) ->
     assert f"({total:.0f} s)" in env  # the sum of the markers' elapsed times
     assert all(f"| {c.id} |" in env for c in plan_cells(study))  # one row per cell
     assert "median 1.50" in env and "| torch |" in env
+    # the statistics' own code version, recorded by analyze stats in stats_inputs.json
+    from repcollapse.version import code_version
+
+    assert f"Statistics (claims, stage table, regression) computed by: {code_version()}" in env
 
     readme = (dest / "README.md").read_text()
     st = pd.read_parquet(dest / "tables" / "stage_table.parquet")

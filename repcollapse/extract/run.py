@@ -66,11 +66,7 @@ from repcollapse.extract.reserved_slots import (
     refuse_generate,
 )
 from repcollapse.extract.slot import write_checkpoint
-from repcollapse.extract.store_io import (
-    code_version,
-    create_or_check,
-    update_attr_list,
-)
+from repcollapse.extract.store_io import create_or_check, update_attr_list
 from repcollapse.extract.tokens import build_plan, tokenizer_fingerprint
 from repcollapse.extract.twins import copy_twin, find_twin
 from repcollapse.store_schema.manifest import read_manifest
@@ -82,6 +78,7 @@ from repcollapse.store_schema.records import (
     read_probe_jsonl,
 )
 from repcollapse.store_schema.writer import StoreWriter
+from repcollapse.version import code_version
 
 KILL_ENV = PROTOCOL_KILL_ENV
 

@@ -8,8 +8,6 @@ the store's value and this run's value, and the store is not touched.
 
 from __future__ import annotations
 
-import importlib.metadata
-import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -47,26 +45,6 @@ class Geometry:
     vocab_size: int
     n_blocks: int
     lora_modules: dict[str, tuple[int, int]]
-
-
-def code_version() -> str:
-    """Package version plus the git short hash of the source tree when there is one."""
-    try:
-        version = importlib.metadata.version("repcollapse")
-    except importlib.metadata.PackageNotFoundError:
-        version = "unknown"
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha = ""
-    return f"{version}+g{sha}" if sha else version
 
 
 def check_store(

@@ -249,12 +249,23 @@ def _code_versions(tables: Path) -> list[str]:
     return sorted(versions)
 
 
+def _stats_version(tables: Path) -> str:
+    """The code version ``analyze stats`` recorded in stats_inputs.json (a study's statistics may
+    be re-run by a later commit than its cells, e.g. after a dated revision of the rule)."""
+    try:
+        rec = json.loads((tables / "stats_inputs.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return "unknown"
+    return str(rec.get("code_version") or "unknown (recorded before stats kept it)")
+
+
 def environment_md(study: StudyConfig, outs: Sequence[Path], tables: Path) -> str:
     times = cell_times(outs)
     lines = [
         f"# Environment of the study `{study.name}`",
         "",
         f"- Code version (from the stores' provenance): {', '.join(_code_versions(tables)) or 'unknown'}",
+        f"- Statistics (claims, stage table, regression) computed by: {_stats_version(tables)}",
         f"- Machine: {_cpu()}, {os.cpu_count()} CPUs visible, {_memory_gib()} memory, "
         f"{platform.system()} {platform.release()}, Python {platform.python_version()}",
         f"- Load during the run: {_load_summary(outs)}",

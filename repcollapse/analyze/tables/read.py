@@ -30,6 +30,7 @@ from repcollapse.analyze.tables.write import (
     write_json,
 )
 from repcollapse.store_schema.schema import BEHAVIOR_KEYS, CHECKPOINT_TABLE
+from repcollapse.version import code_version
 
 KEY: list[str] = ["store_id", "checkpoint"]
 BEHAVIOR: tuple[str, ...] = BEHAVIOR_KEYS
@@ -299,7 +300,7 @@ def sinks_excluded(tables: Tables) -> bool | None:
 
 STATS_INPUTS = "stats_inputs.json"
 """Written by ``analyze stats`` beside its tables: the option set and the fingerprint of the
-metric and checkpoint rows the statistics were computed from."""
+metric and checkpoint rows the statistics were computed from, and the code version that did."""
 FIGURES_INPUTS = "figures_inputs.json"
 """Written by ``analyze figures`` beside figures.json: the same record for the figures."""
 METRIC_SORT: tuple[str, ...] = ("store_id", "checkpoint", "metric", "layer", "domain", "span")
@@ -324,7 +325,8 @@ def fingerprint(tables: Tables) -> str:
 def write_inputs(tables: Tables, path: Path) -> None:
     """Record at ``path`` which rows of ``tables`` a result was computed from."""
     record = {"option_set": tables.option_set, "fingerprint": fingerprint(tables)}
-    write_json({**record, "tables": str(tables.root)}, path)
+    # which code computed it: a study's cells and its statistics may be run by different commits
+    write_json({**record, "tables": str(tables.root), "code_version": code_version()}, path)
 
 
 def write_stats_inputs(tables: Tables) -> None:
