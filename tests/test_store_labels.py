@@ -151,3 +151,17 @@ def test_an_older_store_without_forms_stays_valid_and_gets_none(tmp_path: Path, 
     assert L.forms_in(g) == []
     kinds = {p.kind for p in validate_store(old)[0]}
     assert kinds == {"incomplete_checkpoint"}, kinds
+
+
+def test_a_killed_remote_creation_with_byte_forms_is_recognised() -> None:
+    """fsspec stores are built in place, attributes last: a group holding only store arrays,
+    byte forms included, is a killed creation to rebuild, not someone's data."""
+    from repcollapse.store_schema.protocol import looks_unfinished
+
+    g = zarr.open_group("memory://labels-unfinished", mode="w", zarr_format=3)
+    g.create_array("name", shape=(0,), chunks=(1,), dtype=str, dimension_names=("checkpoint",))
+    spec = L.form_spec("name")
+    g.create_array(spec.name, shape=(0, 256), dtype="uint8", dimension_names=spec.dims)
+    assert looks_unfinished(g)
+    g.create_array("other", shape=(2, 3), dtype="uint8", dimension_names=("token", "mine"))
+    assert not looks_unfinished(g)
