@@ -118,3 +118,26 @@ def test_the_cli_prints_the_comparison_and_refuses_one_directory(tmp_path: Path,
     assert main(["study", "compare", str(ref)]) == 2
     err = capsys.readouterr()
     assert "expected a reference and a re-run" in err.err and err.out == ""
+
+
+def test_a_zero_width_reference_interval_is_left_when_the_rerun_differs(tmp_path: Path) -> None:
+    # Every reference seed has the same future score at one stage (a score at its floor): the
+    # interval has zero width, and a re-run that differs there is not within it.
+    ref = make_claim_tables(tmp_path / "ref", ClaimTablesSpec())
+    ck = pd.read_parquet(ref / "checkpoints.parquet")
+    hit = (ck["sequence"] == "A") & (ck["stage_index"] == 2) & (ck["mitigation"] == "none")
+    ck.loc[hit, "future_score"] = 0.0  # both families
+    ck.to_parquet(ref / "checkpoints.parquet")
+    new = _renamed(ref, tmp_path / "new")
+    ck = pd.read_parquet(new / "checkpoints.parquet")
+    ck.loc[hit.to_numpy() & (ck["model_family"] == "fam_a").to_numpy(), "future_score"] = 0.25
+    ck.to_parquet(new / "checkpoints.parquet")
+    w = compare(ref, new).within.set_index(
+        ["model_family", "sequence", "mitigation", "stage_index", "quantity"]
+    )
+    row = w.loc[("fam_a", "A", "none", 2, "future_score")]
+    assert row["half_width"] == 0 and row["new"] == pytest.approx(0.25)
+    assert not row["inside"] and row["shift"] == np.inf
+    # equal values on a zero-width interval stay inside, shift 0
+    same = w.loc[("fam_b", "A", "none", 2, "future_score")]
+    assert same["half_width"] == 0 and same["inside"] and same["shift"] == 0

@@ -165,15 +165,19 @@ def _within(ref: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
             .merge(full[key].assign(half=half), on=key)
         )
         j = j[j["half"].notna() & j[q].notna() & j[f"{q}_ref"].notna()]
-        shift = (j[q] - j[f"{q}_ref"]).abs() / j["half"].where(j["half"] > 0)
+        gap = (j[q] - j[f"{q}_ref"]).abs()
+        # A zero-width reference interval (every seed equal, e.g. a score at its floor) holds
+        # only its own value: any difference is infinitely many half-widths away.
+        shift = (gap / j["half"].where(j["half"] > 0)).where(j["half"] > 0, np.inf)
+        shift = shift.where(gap > 0, 0.0)
         rows.append(
             j[[*key, "n_seeds"]].assign(
                 quantity=q,
                 new=j[q],
                 ref=j[f"{q}_ref"],
                 half_width=j["half"],
-                shift=shift.fillna(0.0),
-                inside=shift.fillna(0.0) <= 1.0,
+                shift=shift,
+                inside=shift <= 1.0,
             )
         )
     return pd.concat(rows, ignore_index=True)
