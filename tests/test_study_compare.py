@@ -141,3 +141,18 @@ def test_a_zero_width_reference_interval_is_left_when_the_rerun_differs(tmp_path
     # equal values on a zero-width interval stay inside, shift 0
     same = w.loc[("fam_b", "A", "none", 2, "future_score")]
     assert same["half_width"] == 0 and same["inside"] and same["shift"] == 0
+
+
+def test_seeds_only_in_the_rerun_do_not_enter_its_mean(tmp_path: Path) -> None:
+    # The reference ran seeds 0 and 1, the re-run 0, 1 and 2: 'over the same seeds' is 0 and 1
+    # on both sides, so an identical re-run of those two shifts nothing, whatever seed 2 says.
+    both = make_claim_tables(tmp_path / "all", ClaimTablesSpec())
+    ref = _renamed(both, tmp_path / "ref", seeds={0, 1})
+    new = _renamed(both, tmp_path / "new")
+    ck = pd.read_parquet(new / "checkpoints.parquet")
+    ck.loc[ck["seed"] == 2, "future_score"] += 0.3
+    ck.to_parquet(new / "checkpoints.parquet")
+    c = compare(ref, new)
+    assert c.only_ref == 0 and c.only_new > 0
+    assert (c.within["shift"] == 0).all(), c.within[c.within["shift"] > 0].head()
+    assert (c.within["n_seeds"] == 2).all()

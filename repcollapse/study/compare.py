@@ -152,10 +152,12 @@ def _within(ref: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     reference's half-width because that is the uncertainty the published table states.
     """
     key = ["model_family", "sequence", "mitigation", "stage_index"]
-    seeds = set(new["seed"]) | {-1}
+    # The checkpoints both sides have, cell by cell: a seed only the re-run ran (or a chain one
+    # side stopped short) would otherwise enter one side's mean and not the other's.
+    both = ref[CELL].merge(new[CELL].drop_duplicates(), on=CELL)
     full = stage_table(ref)
-    same = stage_table(ref[ref["seed"].isin(seeds)])
-    now = stage_table(new)
+    same = stage_table(ref.merge(both.drop_duplicates(), on=CELL))
+    now = stage_table(new.merge(both.drop_duplicates(), on=CELL))
     rows = []
     for q in QUANTITIES:
         half = (full[f"{q}_ci_high"] - full[f"{q}_ci_low"]) / 2
