@@ -156,3 +156,26 @@ def test_seeds_only_in_the_rerun_do_not_enter_its_mean(tmp_path: Path) -> None:
     assert c.only_ref == 0 and c.only_new > 0
     assert (c.within["shift"] == 0).all(), c.within[c.within["shift"] > 0].head()
     assert (c.within["n_seeds"] == 2).all()
+
+
+def test_two_models_of_one_family_label_pair_each_with_itself(tmp_path: Path) -> None:
+    # Two models of one architecture label (two tiny llamas): their checkpoints share the
+    # family label and every other lineage column, and must not be paired across models.
+    ref = make_claim_tables(tmp_path / "ref", ClaimTablesSpec())
+    ck = pd.read_parquet(ref / "checkpoints.parquet")
+    ck["model_family"] = "llama"
+    ck.to_parquet(ref / "checkpoints.parquet")
+    new = _renamed(ref, tmp_path / "new")
+    c = compare(ref, new)
+    assert c.only_ref == 0 and c.only_new == 0
+    n = len(ck)
+    assert (c.scores.groupby("score").size() <= n).all()  # no checkpoint paired twice
+    assert (
+        c.scores[["model_family", "sequence", "mitigation", "seed", "stage_index"]]
+        .drop_duplicates()
+        .shape[0]
+        == n
+    )
+    assert (c.scores["abs_diff"] == 0).all()
+    assert (c.metrics["identical"] == c.metrics["paired"]).all()
+    assert c.metrics["paired"].sum() == len(pd.read_parquet(ref / "metrics.parquet"))

@@ -93,6 +93,27 @@ def _checkpoints(d: Path) -> pd.DataFrame:
     return ck
 
 
+def _model_families(ref: pd.DataFrame, new: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both sides with ``model_family`` refined by ``model_id`` where one label covers several
+    models on either side (two tiny llamas), as the stats do (design.family_key): the cell would
+    otherwise pair every checkpoint of one model with its twin of the other. Refined on both
+    sides alike, so a one-model shard still pairs with its model in a two-model reference; a
+    label with one model on each side is left alone (its model_id may be written differently)."""
+    if "model_id" not in ref or "model_id" not in new:
+        return ref, new
+    shared: set[str] = set()
+    for ck in (ref, new):
+        n = ck["model_id"].astype(str).groupby(ck["model_family"].astype(str)).nunique()
+        shared |= set(n.index[n > 1])
+
+    def refine(ck: pd.DataFrame) -> pd.DataFrame:
+        fam = ck["model_family"].astype(str)
+        key = fam.where(~fam.isin(shared), fam + "/" + ck["model_id"].astype(str))
+        return ck.assign(model_family=key)
+
+    return refine(ref), refine(new)
+
+
 def _scores(ref: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     skip = {*CELL, *METRICS, "lora_rank", "tokens_seen"}
     cols = [
@@ -187,7 +208,7 @@ def _within(ref: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
 
 def compare(ref_path: str | Path, new_path: str | Path) -> Comparison:
     d_ref, d_new = tables_dir(ref_path), tables_dir(new_path)
-    ref, new = _checkpoints(d_ref), _checkpoints(d_new)
+    ref, new = _model_families(_checkpoints(d_ref), _checkpoints(d_new))
     cells_ref = set(map(tuple, ref[CELL].to_numpy().tolist()))
     cells_new = set(map(tuple, new[CELL].to_numpy().tolist()))
     if not cells_ref & cells_new:
