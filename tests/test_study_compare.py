@@ -179,3 +179,16 @@ def test_two_models_of_one_family_label_pair_each_with_itself(tmp_path: Path) ->
     assert (c.scores["abs_diff"] == 0).all()
     assert (c.metrics["identical"] == c.metrics["paired"]).all()
     assert c.metrics["paired"].sum() == len(pd.read_parquet(ref / "metrics.parquet"))
+
+
+def test_metric_rows_of_another_option_set_are_not_paired(tmp_path: Path) -> None:
+    # metrics.parquet may hold several option sets (analyze metrics run twice with different
+    # options); the comparison pairs the set the stats read, as every reader does, not a mix.
+    ref = make_claim_tables(tmp_path / "ref", ClaimTablesSpec())
+    m = pd.read_parquet(ref / "metrics.parquet").assign(options_key="default")
+    other = m.assign(options_key="default;include_sinks=True", value=m["value"] * 2)
+    pd.concat([m, other], ignore_index=True).to_parquet(ref / "metrics.parquet")
+    new = _renamed(ref, tmp_path / "new")
+    c = compare(ref, new)
+    assert c.metrics["paired"].sum() == len(m)
+    assert (c.metrics["identical"] == c.metrics["paired"]).all()

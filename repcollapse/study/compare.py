@@ -142,9 +142,9 @@ def _metrics(d_ref: Path, d_new: Path, ref: pd.DataFrame, new: pd.DataFrame) -> 
         return pd.DataFrame(columns=["metric", "paired", "identical", "max_abs_diff"])
 
     def keyed(d: Path, ck: pd.DataFrame) -> pd.DataFrame:
-        m = pd.read_parquet(
-            d / "metrics.parquet", columns=["store_id", "checkpoint", *METRIC_KEY, "value"]
-        )
+        # The rows the stats read: one option set, each metric's newest version (a raw read
+        # would pair every option set and version of one side with every one of the other).
+        m = read_tables(d).metrics[["store_id", "checkpoint", *METRIC_KEY, "value"]]
         return m.merge(ck[["store_id", "checkpoint", *CELL]], on=["store_id", "checkpoint"])
 
     j = keyed(d_ref, ref).merge(
