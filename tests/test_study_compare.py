@@ -192,3 +192,21 @@ def test_metric_rows_of_another_option_set_are_not_paired(tmp_path: Path) -> Non
     c = compare(ref, new)
     assert c.metrics["paired"].sum() == len(m)
     assert (c.metrics["identical"] == c.metrics["paired"]).all()
+
+
+def test_a_score_missing_on_one_side_is_told_not_hidden(tmp_path: Path) -> None:
+    # A re-run whose evaluation lost a score: not identical, and no difference to measure; the
+    # summary says so rather than 'largest difference 0'.
+    ref = make_claim_tables(tmp_path / "ref", ClaimTablesSpec())
+    new = _renamed(ref, tmp_path / "new")
+    ck = pd.read_parquet(new / "checkpoints.parquet")
+    ck.loc[ck.index[3], "future_score"] = np.nan
+    ck.to_parquet(new / "checkpoints.parquet")
+    m = pd.read_parquet(new / "metrics.parquet")
+    m.loc[m.index[0], "value"] = np.nan
+    m.to_parquet(new / "metrics.parquet")
+    lines = compare(ref, new).lines()
+    scores = next(x for x in lines if x.startswith("behavioural scores"))
+    assert "1 present on one side only" in scores, lines
+    values = next(x for x in lines if x.startswith("metric values"))
+    assert "1 present on one side only" in values, lines

@@ -33,7 +33,8 @@ class Comparison:
     scores: pd.DataFrame
     """One row per shared checkpoint and behavioural score: ``ref``, ``new``, ``abs_diff``."""
     metrics: pd.DataFrame
-    """Per metric: rows paired, rows identical, the largest absolute and relative difference."""
+    """Per metric: rows paired, rows identical, the largest absolute and relative difference,
+    rows whose value is on one side only (NaN on the other)."""
     within: pd.DataFrame
     """One row per stage-table row and quantity with a reference interval: the re-run's mean,
     the reference's mean over the same seeds, the reference's half-width, ``shift`` (their
@@ -44,11 +45,13 @@ class Comparison:
     def lines(self) -> list[str]:
         s, w = self.scores, self.within
         same = int((s["abs_diff"] == 0).sum())
+        # a value on one side only has no difference to measure: told, not left out silently
+        one = int((s["ref"].isna() ^ s["new"].isna()).sum())
         out = [
             f"checkpoints: {s[CELL].drop_duplicates().shape[0]} paired, {self.only_ref} only in "
             f"the reference, {self.only_new} only in the re-run",
             f"behavioural scores: {same} of {len(s)} identical; largest difference "
-            f"{_fmt(s['abs_diff'].max())}",
+            f"{_fmt(s['abs_diff'].max())}" + _one_sided(one),
         ]
         if len(self.metrics):
             m = self.metrics
@@ -57,6 +60,7 @@ class Comparison:
             out.append(
                 f"metric values: {int(m['identical'].sum())} of {int(m['paired'].sum())} "
                 f"identical; largest relative difference {_fmt(worst['max_rel_diff'])}{where}"
+                + _one_sided(int(m["one_sided"].sum()))
             )
         if len(w):
             out.append(
@@ -65,6 +69,10 @@ class Comparison:
                 "reference's value for the same seeds)"
             )
         return out
+
+
+def _one_sided(n: int) -> str:
+    return f"; {n} present on one side only" if n else ""
 
 
 def _fmt(x: float) -> str:
@@ -139,7 +147,9 @@ def _scores(ref: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
 
 def _metrics(d_ref: Path, d_new: Path, ref: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     if not ((d_ref / "metrics.parquet").is_file() and (d_new / "metrics.parquet").is_file()):
-        return pd.DataFrame(columns=["metric", "paired", "identical", "max_abs_diff"])
+        return pd.DataFrame(
+            columns=["metric", "paired", "identical", "max_abs_diff", "max_rel_diff", "one_sided"]
+        )
 
     def keyed(d: Path, ck: pd.DataFrame) -> pd.DataFrame:
         # The rows the stats read: one option set, each metric's newest version (a raw read
@@ -153,13 +163,15 @@ def _metrics(d_ref: Path, d_new: Path, ref: pd.DataFrame, new: pd.DataFrame) -> 
     diff = (j["value_new"] - j["value_ref"]).abs()
     same = (j["value_new"] == j["value_ref"]) | (j["value_new"].isna() & j["value_ref"].isna())
     rel = diff / j["value_ref"].abs().where(j["value_ref"].abs() > 0)
-    g = j.assign(_d=diff.fillna(0.0), _s=same, _r=rel.fillna(0.0)).groupby("metric")
+    one = j["value_new"].isna() ^ j["value_ref"].isna()
+    g = j.assign(_d=diff.fillna(0.0), _s=same, _r=rel.fillna(0.0), _o=one).groupby("metric")
     return pd.DataFrame(
         {
             "paired": g.size(),
             "identical": g["_s"].sum(),
             "max_abs_diff": g["_d"].max(),
             "max_rel_diff": g["_r"].max(),
+            "one_sided": g["_o"].sum(),
         }
     ).reset_index()
 
