@@ -546,3 +546,29 @@ def test_a_family_at_its_floor_is_left_out_of_the_claims_on_that_score(tmp_path:
     assert reg["n_families"] == 1 and "fam_b" in reg["detail"]
     assert claims.loc["aniso_rises", "n_families"] == 2
     assert any("fam_b" in n and "future_score" in n for n in notes["claims"])
+
+
+def test_a_claim_whose_every_family_is_left_out_says_so_not_that_checkpoints_are_missing(
+    tmp_path: Path,
+) -> None:
+    # Every family's future score at 0 everywhere: the checkpoints are all in the tables, the
+    # families were left out (docs/claims.md, revision of 2026-12-06), and the detail says that.
+    d = make_claim_tables(tmp_path, ClaimTablesSpec())
+    ck = pd.read_parquet(d / "checkpoints.parquet")
+    ck["future_score"] = 0.0
+    ck.to_parquet(d / "checkpoints.parquet")
+    claims = claim_tables(read_tables(d), ClaimsConfig(), {})["claims"].set_index("claim")
+    for c in ("future_falls", "order_matters"):
+        detail = claims.loc[c, "detail"]
+        assert claims.loc[c, "n_units"] == 0 and claims.loc[c, "verdict"] == INCONCLUSIVE
+        assert "not in the tables" not in detail, detail
+        assert "no family left with the checkpoints" in detail
+        assert "fam_a" in detail and "fam_b" in detail
+    # without the revision's cause, a claim whose checkpoints are absent still says that
+    d2 = make_claim_tables(tmp_path / "two", ClaimTablesSpec())
+    ck = pd.read_parquet(d2 / "checkpoints.parquet")
+    ck[ck["sequence"] != "D"].to_parquet(d2 / "checkpoints.parquet")
+    claims = claim_tables(read_tables(d2), ClaimsConfig(), {})["claims"].set_index("claim")
+    assert claims.loc["order_matters", "detail"] == (
+        "the checkpoints this claim needs are not in the tables"
+    )

@@ -156,7 +156,10 @@ def _row(
     eff: SeedEffect = seed_effect(values, cfg.alpha)
     ivar = float(values["ivar"].mean()) if len(values) and values["ivar"].notna().all() else None
     m = seed_mde(eff, cfg.alpha, cfg.power, two_sided=direction == 0, item_var=ivar)
-    if eff.n_units == 0:
+    if eff.n_units == 0 and left_out:
+        # the checkpoints may all be in the tables: what is missing is a family not left out
+        detail = detail or "no family left with the checkpoints this claim needs"
+    elif eff.n_units == 0:
         detail = detail or "the checkpoints this claim needs are not in the tables"
     elif not np.isfinite(eff.ci_low):
         detail = detail or "one seed per family: no interval over seeds"
