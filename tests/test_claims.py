@@ -572,3 +572,21 @@ def test_a_claim_whose_every_family_is_left_out_says_so_not_that_checkpoints_are
     assert claims.loc["order_matters", "detail"] == (
         "the checkpoints this claim needs are not in the tables"
     )
+
+
+def test_a_replay_claim_whose_families_are_all_left_out_keeps_its_mitigation(
+    tmp_path: Path,
+) -> None:
+    # The replay chains are in the tables; every family is left out of the trade-off (future
+    # score 0 everywhere). The claim is still the one on that mitigation, with no units, and
+    # the notes do not say the mitigation is missing.
+    d = make_claim_tables(tmp_path, ClaimTablesSpec())
+    ck = pd.read_parquet(d / "checkpoints.parquet")
+    ck["future_score"] = 0.0
+    ck.to_parquet(d / "checkpoints.parquet")
+    notes: dict[str, list[str]] = {}
+    claims = claim_tables(read_tables(d), ClaimsConfig(), notes)["claims"].set_index("claim")
+    r = claims.loc["replay_improves_tradeoff[replay:general:0.10]"]
+    assert r["n_units"] == 0 and r["verdict"] == INCONCLUSIVE
+    assert "fam_a" in r["detail"] and "fam_b" in r["detail"]
+    assert not any("replay claim not tested" in n for n in notes["claims"]), notes

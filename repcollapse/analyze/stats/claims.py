@@ -211,16 +211,21 @@ def _along(
     return values
 
 
-def _replay(ck: pd.DataFrame, cfg: ClaimsConfig, notes: Notes) -> dict[str, pd.DataFrame]:
-    ck = ck.assign(_tradeoff=ck[cfg.future] + ck[cfg.target])
-    if f"{cfg.future}_se" in ck and f"{cfg.target}_se" in ck:
-        ck["_tradeoff_se"] = np.hypot(ck[f"{cfg.future}_se"], ck[f"{cfg.target}_se"])
-    plain = at(chain(ck, cfg.chain), "_tradeoff", "last")
+def _replay(
+    ck: pd.DataFrame, cfg: ClaimsConfig, notes: Notes, kept: pd.DataFrame | None = None
+) -> dict[str, pd.DataFrame]:
+    """One claim per replay mitigation of ``ck``, its units from ``kept`` (less the families
+    left out at a bound): a mitigation whose every family is left out is a claim with no units."""
     labels = sorted(
         m
         for m in ck.loc[ck["sequence"] == cfg.chain, "mitigation"].unique()
         if str(m).startswith(cfg.replay) and not noop_mask([m])[0]
     )
+    ck = ck if kept is None else kept
+    ck = ck.assign(_tradeoff=ck[cfg.future] + ck[cfg.target])
+    if f"{cfg.future}_se" in ck and f"{cfg.target}_se" in ck:
+        ck["_tradeoff_se"] = np.hypot(ck[f"{cfg.future}_se"], ck[f"{cfg.target}_se"])
+    plain = at(chain(ck, cfg.chain), "_tradeoff", "last")
     return {
         f"replay_improves_tradeoff[{m}]": diff(
             at(chain(ck, cfg.chain, m), "_tradeoff", "last"), plain, notes, f"replay {m}"
@@ -337,7 +342,7 @@ def claims_table(
         _row("future_falls", _along(cfg.future, "base")(on_future, cfg, notes), cfg, "", why_f),
         _with_detail(_regression_claim(on_future, cfg, notes), why_f),
     ]
-    replay = _replay(on_both, cfg, notes)
+    replay = _replay(ck, cfg, notes, on_both)
     if not replay:
         note(
             notes, f"No '{cfg.replay}' mitigation of sequence {cfg.chain}: replay claim not tested."
