@@ -210,3 +210,19 @@ def test_a_score_missing_on_one_side_is_told_not_hidden(tmp_path: Path) -> None:
     assert "1 present on one side only" in scores, lines
     values = next(x for x in lines if x.startswith("metric values"))
     assert "1 present on one side only" in values, lines
+
+
+def test_a_checkpoint_without_scores_on_either_side_still_counts_as_paired(
+    tmp_path: Path,
+) -> None:
+    # A shard that did not run the study's first seed has its base without behaviour (only
+    # that shard evaluates it): two such outputs still pair the base, by lineage.
+    ref = make_claim_tables(tmp_path / "ref", ClaimTablesSpec())
+    ck = pd.read_parquet(ref / "checkpoints.parquet")
+    ck.loc[ck["stage_index"] == 0, ["target_score", "future_score", "val_loss"]] = np.nan
+    ck.to_parquet(ref / "checkpoints.parquet")
+    new = _renamed(ref, tmp_path / "new")
+    lines = compare(ref, new).lines()
+    assert (
+        lines[0] == f"checkpoints: {len(ck)} paired, 0 only in the reference, 0 only in the re-run"
+    )

@@ -41,6 +41,8 @@ class Comparison:
     difference in half-widths) and ``inside`` (shift <= 1)."""
     only_ref: int
     only_new: int
+    paired: int
+    """Checkpoints in both, whether or not any of their values is recorded."""
 
     def lines(self) -> list[str]:
         s, w = self.scores, self.within
@@ -48,7 +50,7 @@ class Comparison:
         # a value on one side only has no difference to measure: told, not left out silently
         one = int((s["ref"].isna() ^ s["new"].isna()).sum())
         out = [
-            f"checkpoints: {s[CELL].drop_duplicates().shape[0]} paired, {self.only_ref} only in "
+            f"checkpoints: {self.paired} paired, {self.only_ref} only in "
             f"the reference, {self.only_new} only in the re-run",
             f"behavioural scores: {same} of {len(s)} identical; largest difference "
             f"{_fmt(s['abs_diff'].max())}" + _one_sided(one),
@@ -234,4 +236,5 @@ def compare(ref_path: str | Path, new_path: str | Path) -> Comparison:
         within=_within(ref, new),
         only_ref=len(cells_ref - cells_new),
         only_new=len(cells_new - cells_ref),
+        paired=len(cells_ref & cells_new),
     )
