@@ -226,3 +226,13 @@ def test_a_checkpoint_without_scores_on_either_side_still_counts_as_paired(
     assert (
         lines[0] == f"checkpoints: {len(ck)} paired, 0 only in the reference, 0 only in the re-run"
     )
+
+
+def test_a_rerun_without_metric_values_is_told(tmp_path: Path) -> None:
+    # A re-run whose metrics never ran has no metrics.parquet: the summary must not read as a
+    # clean reproduction of the geometry by saying nothing about it.
+    ref = make_claim_tables(tmp_path / "ref", ClaimTablesSpec())
+    new = _renamed(ref, tmp_path / "new")
+    (new / "metrics.parquet").unlink()
+    lines = compare(ref, new).lines()
+    assert any(x.startswith("metric values: none paired") for x in lines), lines

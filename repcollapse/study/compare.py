@@ -64,6 +64,8 @@ class Comparison:
                 f"identical; largest relative difference {_fmt(worst['max_rel_diff'])}{where}"
                 + _one_sided(int(m["one_sided"].sum()))
             )
+        else:  # no metrics.parquet on a side, or no row of it pairs
+            out.append("metric values: none paired")
         if len(w):
             out.append(
                 f"stage-table values within the reported interval: {int(w['inside'].sum())} of "
