@@ -236,3 +236,15 @@ def test_a_rerun_without_metric_values_is_told(tmp_path: Path) -> None:
     (new / "metrics.parquet").unlink()
     lines = compare(ref, new).lines()
     assert any(x.startswith("metric values: none paired") for x in lines), lines
+
+
+def test_a_reference_without_intervals_is_told(tmp_path: Path) -> None:
+    # A one-seed reference has no interval over seeds: nothing to measure a shift in, and the
+    # summary says so rather than leaving the check out.
+    ref = make_claim_tables(tmp_path / "ref", ClaimTablesSpec(seeds=(0,)))
+    new = _renamed(ref, tmp_path / "new")
+    c = compare(ref, new)
+    assert c.within.empty
+    assert any(
+        x.startswith("stage-table values: none with a reference interval") for x in c.lines()
+    )

@@ -72,6 +72,8 @@ class Comparison:
                 f"{len(w)} (largest shift {_fmt(w['shift'].max())} half-widths from the "
                 "reference's value for the same seeds)"
             )
+        else:  # a one-seed reference has no interval to measure a shift in
+            out.append("stage-table values: none with a reference interval (one seed?) to compare")
         return out
 
 
