@@ -132,9 +132,9 @@ def test_a_zero_width_reference_interval_is_left_when_the_rerun_differs(tmp_path
     ck = pd.read_parquet(new / "checkpoints.parquet")
     ck.loc[hit.to_numpy() & (ck["model_family"] == "fam_a").to_numpy(), "future_score"] = 0.25
     ck.to_parquet(new / "checkpoints.parquet")
-    w = compare(ref, new).within.set_index(
-        ["model_family", "sequence", "mitigation", "stage_index", "quantity"]
-    )
+    c = compare(ref, new)
+    assert "largest shift inf half-widths" in c.lines()[-1], c.lines()
+    w = c.within.set_index(["model_family", "sequence", "mitigation", "stage_index", "quantity"])
     row = w.loc[("fam_a", "A", "none", 2, "future_score")]
     assert row["half_width"] == 0 and row["new"] == pytest.approx(0.25)
     assert not row["inside"] and row["shift"] == np.inf

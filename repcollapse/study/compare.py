@@ -82,7 +82,7 @@ def _one_sided(n: int) -> str:
 
 
 def _fmt(x: float) -> str:
-    return "n/a" if not np.isfinite(x) else f"{x:.3g}"
+    return "n/a" if np.isnan(x) else f"{x:.3g}"  # inf: a difference on a zero-width interval
 
 
 def tables_dir(path: str | Path) -> Path:
