@@ -248,3 +248,22 @@ def test_a_reference_without_intervals_is_told(tmp_path: Path) -> None:
     assert any(
         x.startswith("stage-table values: none with a reference interval") for x in c.lines()
     )
+
+
+def test_a_metric_that_moves_off_zero_is_the_largest_relative_difference(tmp_path: Path) -> None:
+    # The base's drift from itself is exactly 0: a re-run where it is not has an infinite
+    # relative difference, not none.
+    ref = make_claim_tables(tmp_path / "ref", ClaimTablesSpec())
+    new = _renamed(ref, tmp_path / "new")
+    m = pd.read_parquet(new / "metrics.parquet")
+    ck = pd.read_parquet(new / "checkpoints.parquet")
+    base = set(ck.loc[ck["stage_index"] == 0, "checkpoint"])
+    hit = (m["metric"] == "drift_base") & m["checkpoint"].isin(base)
+    assert (m.loc[hit, "value"] == 0).all() and hit.any()
+    m.loc[hit, "value"] = 1e-3
+    m.to_parquet(new / "metrics.parquet")
+    c = compare(ref, new)
+    row = c.metrics.set_index("metric").loc["drift_base"]
+    assert row["max_rel_diff"] == np.inf and row["max_abs_diff"] == pytest.approx(1e-3)
+    values = next(x for x in c.lines() if x.startswith("metric values"))
+    assert "largest relative difference inf (drift_base)" in values, values

@@ -169,6 +169,8 @@ def _metrics(d_ref: Path, d_new: Path, ref: pd.DataFrame, new: pd.DataFrame) -> 
     diff = (j["value_new"] - j["value_ref"]).abs()
     same = (j["value_new"] == j["value_ref"]) | (j["value_new"].isna() & j["value_ref"].isna())
     rel = diff / j["value_ref"].abs().where(j["value_ref"].abs() > 0)
+    # a value that moves off an exact 0 (the base's drift from itself): infinitely far, not 0
+    rel = rel.where(~((j["value_ref"] == 0) & (diff > 0)), np.inf)
     one = j["value_new"].isna() ^ j["value_ref"].isna()
     g = j.assign(_d=diff.fillna(0.0), _s=same, _r=rel.fillna(0.0), _o=one).groupby("metric")
     return pd.DataFrame(
