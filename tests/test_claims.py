@@ -590,3 +590,19 @@ def test_a_replay_claim_whose_families_are_all_left_out_keeps_its_mitigation(
     assert r["n_units"] == 0 and r["verdict"] == INCONCLUSIVE
     assert "fam_a" in r["detail"] and "fam_b" in r["detail"]
     assert not any("replay claim not tested" in n for n in notes["claims"]), notes
+
+
+def test_at_bound_counts_only_the_checkpoints_with_the_score() -> None:
+    # docs/claims.md (revision of 2026-12-06): a checkpoint without the score (NaN) counts
+    # neither way; a family with the score nowhere is not at a bound.
+    from repcollapse.analyze.stats.claim_units import at_bound
+
+    nan = float("nan")
+    ck = pd.DataFrame(
+        {
+            "model_family": ["a"] * 3 + ["b"] * 3 + ["c"] * 2 + ["d"] * 2 + ["e"],
+            "future_score": [nan, 0.0, 0.0, 1.0, 1.0, nan, nan, nan, 0.0, 0.5, 0.0],
+        }
+    )
+    assert at_bound(ck, "future_score") == {"a": 0.0, "b": 1.0, "e": 0.0}
+    assert at_bound(ck.iloc[:0], "future_score") == {} and at_bound(ck, "target_score") == {}
