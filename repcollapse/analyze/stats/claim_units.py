@@ -1,4 +1,5 @@
-"""Per-unit values of the claims: one (family, seed) value per replicate unit.
+"""Per-unit values of the claims: one (family, seed) value per replicate unit, with its item
+variance (from the behaviour SEs, or the probe-example SEs of metrics.parquet: ``item_se``).
 
 docs/claims.md defines the unit (a model family and seed), which checkpoints each claim compares,
 and when a family is left out of a claim because its score sits at a bound everywhere. The
@@ -7,8 +8,12 @@ claims themselves (effects, intervals, verdicts) are in ``claims``.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
+
+from repcollapse.analyze.tables.read import LayerConvention, Tables, checkpoint_table
 
 Notes = dict[str, list[str]]
 
@@ -98,3 +103,18 @@ def without_bound(
     for p in parts:
         note(notes, f"Left out of the claims on {', '.join(cols)} at its floor or ceiling: {p}.")
     return ck[~ck["model_family"].astype(str).isin(left)], detail
+
+
+def item_se(tables: Tables, names: list[str], conv: LayerConvention) -> pd.DataFrame:
+    """``<metric>_se`` per checkpoint from metrics.parquet's ``se`` (the interval over probe
+    examples), under the same layer convention as the values; empty when none is recorded.
+
+    Under the mean over layers it is the mean of the layers' SEs, an upper bound of the SE of
+    the layer mean (sd(sum X_l / L) <= sum sd(X_l) / L): the MDE floor it gives is conservative.
+    """
+    m = tables.metrics
+    if m is None or "se" not in m or not np.isfinite(m["se"]).any():
+        return pd.DataFrame(columns=["store_id", "checkpoint"])
+    se_tables = dataclasses.replace(tables, metrics=m.assign(value=m["se"]))
+    se = checkpoint_table(se_tables, names, conv)[["store_id", "checkpoint", *names]]
+    return se.rename(columns={n: f"{n}_se" for n in names})

@@ -8,7 +8,6 @@ checkpoint-level table; ``claim_tables`` is what the stats run calls.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,6 +21,7 @@ from repcollapse.analyze.stats.claim_units import (
     base,
     chain,
     diff,
+    item_se,
     note,
     units,
     without_bound,
@@ -355,21 +355,6 @@ def claims_table(
     return out.astype(
         {"n_seeds": "int64", "direction": "int64", "n_units": "int64", "n_families": "int64"}
     )
-
-
-def item_se(tables: Tables, names: list[str], conv: LayerConvention) -> pd.DataFrame:
-    """``<metric>_se`` per checkpoint from metrics.parquet's ``se`` (the interval over probe
-    examples), under the same layer convention as the values; empty when none is recorded.
-
-    Under the mean over layers it is the mean of the layers' SEs, an upper bound of the SE of
-    the layer mean (sd(sum X_l / L) <= sum sd(X_l) / L): the MDE floor it gives is conservative.
-    """
-    m = tables.metrics
-    if m is None or "se" not in m or not np.isfinite(m["se"]).any():
-        return pd.DataFrame(columns=["store_id", "checkpoint"])
-    se_tables = dataclasses.replace(tables, metrics=m.assign(value=m["se"]))
-    se = checkpoint_table(se_tables, names, conv)[["store_id", "checkpoint", *names]]
-    return se.rename(columns={n: f"{n}_se" for n in names})
 
 
 def claim_tables(tables: Tables, cfg: ClaimsConfig, notes: Notes) -> dict[str, pd.DataFrame]:
