@@ -198,3 +198,36 @@ def test_report_refuses_stale_statistics_and_figures(store: Path, tmp_path: Path
     page = build_report(out, tmp_path / "r.html", report=ReportConfig(compute_missing=True))
     assert "Statistics recomputed for this report" in page.read_text()
     assert stale_stats(out) is None
+
+
+def test_each_store_with_its_own_layer_selection_is_read_per_store(tmp_path: Path) -> None:
+    # A study analyses every 5th layer of each family: SmolLM2 (31 stored layers) gets
+    # 'layers=0,5,10,15,20,25,30' and Gemma 3 (19) 'layers=0,5,10,15,18'. One option set per
+    # store, differing only in its layers, is no mix: before, the merged tables were refused
+    # ('holds rows of 2 option sets') and the two-family study's report step failed.
+    from repcollapse.analyze.tables.synthetic_claims import ClaimTablesSpec, make_claim_tables
+
+    d = make_claim_tables(tmp_path / "t", ClaimTablesSpec())
+    m = pd.read_parquet(d / "metrics.parquet")
+    keys = {"syn-fam_a": "layers=0,5,10", "syn-fam_b": "layers=0,5,9"}
+    m["options_key"] = m["store_id"].map(keys)
+    m.to_parquet(d / "metrics.parquet")
+    t = read_tables(d)
+    assert len(t.metrics) == len(m)  # every store's rows, each under its own option set
+    assert t.option_set == "per store: syn-fam_a layers=0,5,10; syn-fam_b layers=0,5,9"
+    stats = run_stats(d, write=False)
+    assert "per store" in " ".join(stats["notes"]["note"])
+    # a difference other than the layers is still a mix, refused
+    m["options_key"] = m["store_id"].map(
+        {"syn-fam_a": "layers=0,5,10", "syn-fam_b": "include_sinks=True;layers=0,5,9"}
+    )
+    m.to_parquet(d / "metrics.parquet")
+    with pytest.raises(TablesError, match="2 option sets"):
+        read_tables(d)
+    # and one store holding two option sets still needs a choice
+    m["options_key"] = ["layers=0,5,10", "layers=0,5"] * (len(m) // 2) + ["layers=0,5"] * (
+        len(m) % 2
+    )
+    m.to_parquet(d / "metrics.parquet")
+    with pytest.raises(TablesError, match="2 option sets"):
+        read_tables(d)

@@ -98,8 +98,9 @@ def read_tables(tables_dir: str | Path, option_set: str | None = None) -> Tables
 
     metrics.parquet may hold rows of several option sets (``options_key``: one per
     ``analyze metrics`` run with different options); one is used, never a mix: ``option_set``
-    when given, else 'default' when present, else the only one. Several and no choice is a
-    TablesError naming them."""
+    when given, else 'default' when present, else the only one, else each store's own when
+    every store holds one and they differ only in their layers (``per_store_layers``). Several
+    and no choice is a TablesError naming them."""
     root = Path(tables_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"tables directory {str(root)!r} does not exist")
@@ -111,9 +112,15 @@ def read_tables(tables_dir: str | Path, option_set: str | None = None) -> Tables
         frames["checkpoints"] = _normalise_checkpoints(frames["checkpoints"])
     chosen = None
     if frames["metrics"] is not None:
-        chosen = pick_option_set(frames["metrics"], option_set or None, root / "metrics.parquet")
         m = frames["metrics"]
-        frames["metrics"] = _newest_versions(m[m["options_key"] == chosen])
+        own = None if option_set else per_store_layers(m)
+        if own is not None:
+            keep = m["options_key"].astype(str) == m["store_id"].astype(str).map(own)
+            chosen = "per store: " + "; ".join(f"{s} {k}" for s, k in sorted(own.items()))
+        else:
+            chosen = pick_option_set(m, option_set or None, root / "metrics.parquet")
+            keep = m["options_key"] == chosen
+        frames["metrics"] = _newest_versions(m[keep])
     return Tables(
         root=root,
         provenance=read_provenance(root / "provenance.json"),
@@ -125,6 +132,24 @@ def read_tables(tables_dir: str | Path, option_set: str | None = None) -> Tables
 def option_sets(metrics: pd.DataFrame) -> list[str]:
     """The option sets (``options_key``) whose rows ``metrics`` holds, sorted."""
     return sorted(set(metrics["options_key"].astype(str)))
+
+
+def _without_layers(key: str) -> str:
+    return ";".join(p for p in key.split(";") if not p.startswith("layers="))
+
+
+def per_store_layers(metrics: pd.DataFrame) -> dict[str, str] | None:
+    """Each store's one option set, when the tables hold several option sets only because each
+    store was analysed at its own layers (a study's layer stride over models of different
+    depths) and nothing else differs; else None (one option set, or a real mix to choose from).
+    """
+    if len(option_sets(metrics)) < 2 or DEFAULT_OPTION_SET in option_sets(metrics):
+        return None
+    by_store = metrics.groupby(metrics["store_id"].astype(str))["options_key"].unique()
+    if any(len(keys) != 1 for keys in by_store):
+        return None
+    own = {sid: str(keys[0]) for sid, keys in by_store.items()}
+    return own if len({_without_layers(k) for k in own.values()}) == 1 else None
 
 
 def pick_option_set(metrics: pd.DataFrame, wanted: str | None, path: Path) -> str:
