@@ -606,3 +606,18 @@ def test_at_bound_counts_only_the_checkpoints_with_the_score() -> None:
     )
     assert at_bound(ck, "future_score") == {"a": 0.0, "b": 1.0, "e": 0.0}
     assert at_bound(ck.iloc[:0], "future_score") == {} and at_bound(ck, "target_score") == {}
+
+
+def test_an_untested_replay_claim_says_so_even_with_a_family_left_out(tmp_path: Path) -> None:
+    # No replay chain at all (the CPU study): the claim is not tested, whatever the floors; it
+    # must not say a family was left out of it or that 'no family is left' with its checkpoints.
+    d = make_claim_tables(tmp_path, ClaimTablesSpec())
+    ck = pd.read_parquet(d / "checkpoints.parquet")
+    ck = ck[~ck["mitigation"].astype(str).str.startswith("replay")]
+    ck.loc[ck["model_family"] == "fam_b", "future_score"] = 0.0
+    ck.to_parquet(d / "checkpoints.parquet")
+    claims = claim_tables(read_tables(d), ClaimsConfig(), {})["claims"].set_index("claim")
+    r = claims.loc["replay_improves_tradeoff"]
+    assert r["verdict"] == INCONCLUSIVE and r["n_units"] == 0
+    assert "no 'replay:general' mitigation" in r["detail"], r["detail"]
+    assert "left out" not in r["detail"] and "no family left" not in r["detail"]

@@ -343,12 +343,14 @@ def claims_table(
         _with_detail(_regression_claim(on_future, cfg, notes), why_f),
     ]
     replay = _replay(ck, cfg, notes, on_both)
-    if not replay:
+    if replay:
+        rows += [_row(k, v, cfg, "", why_b) for k, v in replay.items()]
+    else:  # not tested: no family was left out of a claim with no chains to compare
+        untested = f"no '{cfg.replay}' mitigation of sequence {cfg.chain}: not tested"
         note(
             notes, f"No '{cfg.replay}' mitigation of sequence {cfg.chain}: replay claim not tested."
         )
-        replay = {"replay_improves_tradeoff": units(ck.iloc[:0], cfg.future)}
-    rows += [_row(k, v, cfg, "", why_b) for k, v in replay.items()]
+        rows.append(_row("replay_improves_tradeoff", units(ck.iloc[:0], cfg.future), cfg, untested))
     order, why = _order(on_future, cfg, notes)
     rows.append(_row("order_matters", order, cfg, why, why_f))
     out = pd.DataFrame(rows).reindex(columns=CLAIM_COLUMNS)
