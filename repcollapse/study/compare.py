@@ -17,7 +17,12 @@ import pandas as pd
 
 from repcollapse.analyze.stats.claims import METRICS
 from repcollapse.analyze.stats.stage_table import QUANTITIES, stage_table
-from repcollapse.analyze.tables.read import LayerConvention, checkpoint_table, read_tables
+from repcollapse.analyze.tables.read import (
+    LayerConvention,
+    Tables,
+    checkpoint_table,
+    read_tables,
+)
 
 CELL: list[str] = ["model_family", "sequence", "mitigation", "seed", "stage_index"]
 """What one checkpoint is, whatever it is called: the lineage columns of checkpoints.parquet."""
@@ -97,10 +102,10 @@ def tables_dir(path: str | Path) -> Path:
     )
 
 
-def _checkpoints(d: Path) -> pd.DataFrame:
+def _checkpoints(tables: Tables) -> pd.DataFrame:
     """checkpoints.parquet as the stats read it: one row per checkpoint, with the stage-table
     metrics under the default layer convention."""
-    ck = checkpoint_table(read_tables(d), list(METRICS), LayerConvention())
+    ck = checkpoint_table(tables, list(METRICS), LayerConvention())
     ck.loc[ck["stage_index"] == 0, ["sequence", "mitigation"]] = ["", "none"]
     # The base is one checkpoint whichever seed's chain named it.
     ck.loc[ck["stage_index"] == 0, "seed"] = -1
@@ -151,20 +156,20 @@ def _scores(ref: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _metrics(d_ref: Path, d_new: Path, ref: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
-    if not ((d_ref / "metrics.parquet").is_file() and (d_new / "metrics.parquet").is_file()):
+def _metrics(t_ref: Tables, t_new: Tables, ref: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    if t_ref.metrics is None or t_new.metrics is None:
         return pd.DataFrame(
             columns=["metric", "paired", "identical", "max_abs_diff", "max_rel_diff", "one_sided"]
         )
 
-    def keyed(d: Path, ck: pd.DataFrame) -> pd.DataFrame:
-        # The rows the stats read: one option set, each metric's newest version (a raw read
-        # would pair every option set and version of one side with every one of the other).
-        m = read_tables(d).metrics[["store_id", "checkpoint", *METRIC_KEY, "value"]]
+    def keyed(t: Tables, ck: pd.DataFrame) -> pd.DataFrame:
+        # The rows the stats read (read_tables: one option set, each metric's newest version; a
+        # raw read would pair every option set and version of one side with every other).
+        m = t.metrics[["store_id", "checkpoint", *METRIC_KEY, "value"]]
         return m.merge(ck[["store_id", "checkpoint", *CELL]], on=["store_id", "checkpoint"])
 
-    j = keyed(d_ref, ref).merge(
-        keyed(d_new, new), on=[*CELL, *METRIC_KEY], suffixes=("_ref", "_new")
+    j = keyed(t_ref, ref).merge(
+        keyed(t_new, new), on=[*CELL, *METRIC_KEY], suffixes=("_ref", "_new")
     )
     diff = (j["value_new"] - j["value_ref"]).abs()
     same = (j["value_new"] == j["value_ref"]) | (j["value_new"].isna() & j["value_ref"].isna())
@@ -195,10 +200,10 @@ def _within(ref: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     key = ["model_family", "sequence", "mitigation", "stage_index"]
     # The checkpoints both sides have, cell by cell: a seed only the re-run ran (or a chain one
     # side stopped short) would otherwise enter one side's mean and not the other's.
-    both = ref[CELL].merge(new[CELL].drop_duplicates(), on=CELL)
+    both = ref[CELL].merge(new[CELL], on=CELL).drop_duplicates()
     full = stage_table(ref)
-    same = stage_table(ref.merge(both.drop_duplicates(), on=CELL))
-    now = stage_table(new.merge(both.drop_duplicates(), on=CELL))
+    same = stage_table(ref.merge(both, on=CELL))
+    now = stage_table(new.merge(both, on=CELL))
     rows = []
     for q in QUANTITIES:
         half = (full[f"{q}_ci_high"] - full[f"{q}_ci_low"]) / 2
@@ -228,7 +233,8 @@ def _within(ref: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
 
 def compare(ref_path: str | Path, new_path: str | Path) -> Comparison:
     d_ref, d_new = tables_dir(ref_path), tables_dir(new_path)
-    ref, new = _model_families(_checkpoints(d_ref), _checkpoints(d_new))
+    t_ref, t_new = read_tables(d_ref), read_tables(d_new)  # each side read once
+    ref, new = _model_families(_checkpoints(t_ref), _checkpoints(t_new))
     cells_ref = set(map(tuple, ref[CELL].to_numpy().tolist()))
     cells_new = set(map(tuple, new[CELL].to_numpy().tolist()))
     if not cells_ref & cells_new:
@@ -238,7 +244,7 @@ def compare(ref_path: str | Path, new_path: str | Path) -> Comparison:
         )
     return Comparison(
         scores=_scores(ref, new),
-        metrics=_metrics(d_ref, d_new, ref, new),
+        metrics=_metrics(t_ref, t_new, ref, new),
         within=_within(ref, new),
         only_ref=len(cells_ref - cells_new),
         only_new=len(cells_new - cells_ref),

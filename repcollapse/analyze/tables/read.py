@@ -143,7 +143,8 @@ def per_store_layers(metrics: pd.DataFrame) -> dict[str, str] | None:
     store was analysed at its own layers (a study's layer stride over models of different
     depths) and nothing else differs; else None (one option set, or a real mix to choose from).
     """
-    if len(option_sets(metrics)) < 2 or DEFAULT_OPTION_SET in option_sets(metrics):
+    found = option_sets(metrics)
+    if len(found) < 2 or DEFAULT_OPTION_SET in found:
         return None
     by_store = metrics.groupby(metrics["store_id"].astype(str))["options_key"].unique()
     if any(len(keys) != 1 for keys in by_store):
