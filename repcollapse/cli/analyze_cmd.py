@@ -120,6 +120,7 @@ def _options_flags(p: argparse.ArgumentParser) -> None:
 
 def _metrics(args: argparse.Namespace) -> int:
     from repcollapse.analyze import registry
+    from repcollapse.analyze.engine import allocator
     from repcollapse.analyze.engine.runner import run_metrics
     from repcollapse.analyze.options import Options
     from repcollapse.analyze.plugins import MetricFailed, PluginError, load_plugins
@@ -142,19 +143,20 @@ def _metrics(args: argparse.Namespace) -> int:
         print(f"repcollapse analyze metrics: {exc}", file=sys.stderr)
         return 2
     try:
-        summary = run_metrics(
-            args.store,
-            args.out,
-            metrics=args.metrics,
-            layers=args.layers,
-            checkpoints=args.checkpoints,
-            options=options,
-            scheduler_address=args.scheduler,
-            group=args.group,
-            recompute=args.recompute,
-            plugins=args.plugin,
-            progress=args.progress,
-        )
+        with allocator.tuned():  # this process ends with the run (engine.allocator)
+            summary = run_metrics(
+                args.store,
+                args.out,
+                metrics=args.metrics,
+                layers=args.layers,
+                checkpoints=args.checkpoints,
+                options=options,
+                scheduler_address=args.scheduler,
+                group=args.group,
+                recompute=args.recompute,
+                plugins=args.plugin,
+                progress=args.progress,
+            )
     except MetricFailed as exc:  # a metric's code raised: a failed run, the cache kept
         print(f"repcollapse analyze metrics: {exc}", file=sys.stderr)
         return 1
