@@ -9,14 +9,18 @@ generator; written once into WORKDIR, ~0.7 GB, a minute or two), token chunks of
     probe, 6 domains, 5 spans), threaded dask; and ours restricted to cka_base + cka_parent,
     whose inputs are exactly the products of (b) (Gram per checkpoint, cross-Gram with base and
     parent) - the like-for-like comparison of the accumulator against (b).
-(b) plain NumPy loop: reads every needed chunk once (each checkpoint's chunk of a layer once),
-    casts to float32, does only the whole probe's products (X^T X per checkpoint; X^T B and
-    X^T P for the base B and parent P), accumulates in float64. No cells, no reference shift, no
-    metrics. The issue's baseline.
+(b) plain NumPy loop (bench.metrics_baselines, as b', b'' and c are): reads every needed chunk
+    once (each checkpoint's chunk of a layer once), casts to float32, does only the whole
+    probe's products (X^T X per checkpoint; X^T B and X^T P for the base B and parent P),
+    accumulates in float64. No cells, no reference shift, no metrics. The issue's baseline.
 (b') the same loop with the products the 12 selections need: per (domain, span) cell of each
     chunk (rows gathered in cell order), each added to its domain's and its span's Gram. What a
     hand-written loop that computes what ours computes cannot avoid; BLAS at 2 threads gains
     nothing on products of a few hundred rows.
+(b'') (b') with each checkpoint's own Grams from float64 rows, as ours forms them (RankMe needs
+    them: repcollapse.analyze.engine.moments), the cross-Grams float32: the products at our
+    precision, the floor of any sweep that computes what ours computes. A float64 product costs
+    twice a float32 one here, so (b'') / (b) is already above 1.3.
 (c) naive per-metric pipeline over the same 12 selections and moment metrics as ours (stop 10's
     version covered the whole probe only): for every metric a fresh read of the (checkpoint,
     layer) matrix; the spectrum metrics each from a full SVD of the centered selection (RankMe:
@@ -25,9 +29,14 @@ generator; written once into WORKDIR, ~0.7 GB, a minute or two), token chunks of
     float64: the subsample is what a naive user does); the probes and silhouette as ours, on
     300 rows per domain. Not covered: per-sequence rank. Timed on one layer of every checkpoint
     and scaled to 8 layers (reported as such).
-Large: (b), (b') and ours at LARGE_TOKENS = 160,000 tokens (a 5.9 GB store, written once in
-about three minutes): the derivation (eigenvalues of 24 d x d matrices, two probes and a
-silhouette per checkpoint and layer) costs the same at any N, the products grow with N.
+Large: (b), (b'), (b''), ours with the products alone and ours in full at LARGE_TOKENS = 160,000
+tokens (a 5.9 GB store, written once in about three minutes): the derivation (eigenvalues of 24
+d x d matrices, two probes and a silhouette per checkpoint and layer) costs the same at any N,
+the products grow with N.
+Derivation: the fixed cost of one (checkpoint, layer) and its parts (bench.metrics_derivation).
+Ours runs with the malloc settings of ``repcollapse analyze metrics`` (engine.allocator): the
+fresh processes set them, and this process sets them after its memory figures (so the loops
+share them).
 Memory: peak RSS of ours (full sweep, fresh process) at 10,000, 20,000 and 160,000 tokens.
 Uncertainty: the full sweep at 10,000 tokens without and with ``--uncertainty`` (10 example
 groups), side by side in one process. ``bench_metrics.py WORKDIR N --uncertainty-only``: only that
@@ -43,17 +52,22 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import zarr
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.metrics_baselines import (  # noqa: E402
+    _best,
+    best_plain,
+    naive_pipeline,
+)
+from bench.metrics_derivation import derivation_cost  # noqa: E402
 from repcollapse.store_schema.testing import SyntheticSpec, make_synthetic_store  # noqa: E402
 
 N_CKPT, N_LAYERS, N_FEAT, CHUNK = 4, 8, 576, 4096
 LARGE_TOKENS = 160_000
-NAIVE_SUBSAMPLE = 5000
+PRODUCT_METRICS = ["cka_base", "cka_parent"]
+"""Ours restricted to these: exactly the products of (b) (a Gram per checkpoint, cross-Grams
+with base and parent), per cell and with the own Grams in float64 - the engine against (b'')."""
 
 
 def spec(n_tokens: int) -> SyntheticSpec:
@@ -80,192 +94,6 @@ def ensure_store(workdir: Path, n_tokens: int) -> tuple[Path, float]:
     seconds = time.perf_counter() - t0
     done.write_text(json.dumps({"seconds": seconds}))
     return path, seconds
-
-
-def plain_numpy_loop(store: Path, blas_threads: int | None = None) -> float:
-    """(b): every needed chunk read once, only the needed float32 products, float64 sums."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(blas_threads):
-        return _plain(store)
-
-
-def _plain(store: Path, cells: list | None = None, n_domains: int = 0, n_spans: int = 0) -> float:
-    """(b), or (b') when ``cells`` gives each chunk's cell order and cuts."""
-    g = zarr.open_group(str(store), mode="r")
-    hidden = g["hidden"]
-    names = [str(x) for x in g["name"][:]]
-    parents = [str(x) for x in g["parent"][:]]
-    parent = {i: names.index(p) if p in names else None for i, p in enumerate(parents)}
-    base = 0
-    n_tokens, d = hidden.shape[2], hidden.shape[3]
-    t0 = time.perf_counter()
-    for layer in range(hidden.shape[1]):
-        if cells is not None:
-            _cell_layer(hidden, layer, cells, len(names), base, parent, n_domains, n_spans, d)
-            continue
-        gram = np.zeros((len(names), d, d))
-        cross = {}
-        for a in range(0, n_tokens, CHUNK):
-            x = [
-                np.asarray(hidden[c, layer, a : a + CHUNK]).astype(np.float32)
-                for c in range(len(names))
-            ]
-            for c in range(len(names)):
-                gram[c] += x[c].T @ x[c]
-                for ref in {base, parent[c]} - {None, c}:
-                    cross[(c, ref)] = cross.get((c, ref), 0.0) + x[c].T @ x[ref]
-    return time.perf_counter() - t0
-
-
-def _cell_layer(
-    hidden: zarr.Array,
-    layer: int,
-    cells: list,
-    n_ckpt: int,
-    base: int,
-    parent: dict,
-    n_domains: int,
-    n_spans: int,
-    d: int,
-) -> None:
-    """(b') for one layer: per-domain and per-span Grams and cross-Grams from cell products."""
-    acc = {}  # (checkpoint, reference) -> (per-domain, per-span) float64 sums
-    pairs = [(c, c) for c in range(n_ckpt)]
-    pairs += [(c, r) for c in range(n_ckpt) for r in {base, parent[c]} - {None, c}]
-    for c, r in pairs:
-        acc[(c, r)] = (np.zeros((n_domains, d, d)), np.zeros((n_spans, d, d)))
-    for k, (order, cuts) in enumerate(cells):
-        a0 = k * CHUNK
-        x = [
-            np.asarray(hidden[c, layer, a0 : a0 + CHUNK])[order].astype(np.float32)
-            for c in range(n_ckpt)
-        ]
-        for (c, r), (gd, gs) in acc.items():
-            for di, si, a, b in cuts:
-                g = x[c][a:b].T @ x[r][a:b]
-                gd[di] += g
-                gs[si] += g
-
-
-def plain_cell_loop(store: Path, blas_threads: int | None = None) -> float:
-    """(b'): (b) with the products the 12 selections need: per (domain, span) cell of each chunk
-    (rows gathered in cell order, once), each product added to its domain's and its span's Gram
-    (the whole probe's is the sum of the domains'). Still no shift, no sums, no metrics."""
-    from threadpoolctl import threadpool_limits
-
-    from repcollapse.store_schema import open_store
-
-    ds = open_store(store)
-    keep = ~np.asarray(ds["is_sink"].values).astype(bool)
-    dom = np.unique(np.asarray(ds["domain"].values).astype(str), return_inverse=True)[1]
-    span = np.unique(np.asarray(ds["span"].values).astype(str), return_inverse=True)[1]
-    cell = dom * (span.max() + 1) + span
-    cuts = []  # per chunk: (rows in cell order, [(domain, span, a, b) per cell])
-    for t0 in range(0, len(cell), CHUNK):
-        rel = np.flatnonzero(keep[t0 : t0 + CHUNK])
-        order = rel[np.argsort(cell[t0 + rel], kind="stable")]
-        c = cell[t0 + order]
-        starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
-        ends = np.r_[starts[1:], len(c)]
-        cuts.append(
-            (
-                order,
-                [
-                    (dom[t0 + order[a]], span[t0 + order[a]], a, b)
-                    for a, b in zip(starts, ends, strict=True)
-                ],
-            )
-        )
-    with threadpool_limits(blas_threads):
-        return _plain(store, cuts, dom.max() + 1, span.max() + 1)
-
-
-def naive_pipeline(store: Path, layers: list[int]) -> float:
-    """(c) on ``layers`` of every checkpoint, the selections and metrics of ours (see the module
-    docstring)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import silhouette_score
-    from sklearn.preprocessing import StandardScaler
-
-    from repcollapse.store_schema import open_store
-
-    ds = open_store(store)
-    keep = ~np.asarray(ds["is_sink"].values).astype(bool)
-    dom = np.asarray(ds["domain"].values)[keep]
-    span = np.asarray(ds["span"].values)[keep]
-    names = [str(x) for x in ds["name"].values]
-    parents = [str(x) for x in ds["parent"].values]
-    rng = np.random.default_rng(0)
-    selections = [np.ones(len(dom), bool)]
-    selections += [dom == d for d in np.unique(dom)] + [span == x for x in np.unique(span)]
-    # N x N matrices on at most NAIVE_SUBSAMPLE rows of each selection
-    subs = [
-        np.sort(rng.choice(np.flatnonzero(m), min(NAIVE_SUBSAMPLE, int(m.sum())), replace=False))
-        for m in selections
-    ]
-    sample = np.sort(
-        np.concatenate(
-            [rng.choice(np.flatnonzero(dom == d), 300, replace=False) for d in np.unique(dom)]
-        )
-    )
-    fit = rng.random(len(sample)) < 0.75
-
-    def read(c: str, layer: int) -> np.ndarray:
-        h = ds["hidden"].sel(checkpoint=c).isel(layer=layer).values
-        return np.asarray(h, np.float64)[keep]
-
-    def spectrum_metric(H: np.ndarray, which: str) -> float:
-        Hc = H - H.mean(0)
-        s = np.linalg.svd(Hc, compute_uv=False)
-        lam = s**2 / (len(H) - 1)
-        p = lam / lam.sum()
-        return {
-            "erank": float(np.exp(-(p[p > 0] * np.log(p[p > 0])).sum())),
-            "pr": float(lam.sum() ** 2 / (lam**2).sum()),
-            "top1": float(lam[:1].sum() / lam.sum()),
-            "top10": float(lam[:10].sum() / lam.sum()),
-            "alpha": float(
-                np.polyfit(np.log(np.arange(1, len(lam) + 1)), np.log(lam + 1e-30), 1)[0]
-            ),
-        }[which]
-
-    def cos_mean(H: np.ndarray) -> float:
-        U = H / np.linalg.norm(H, axis=1, keepdims=True)
-        S = U @ U.T
-        return float((S.sum() - len(H)) / (len(H) * (len(H) - 1)))
-
-    def hsic_cka(X: np.ndarray, Y: np.ndarray) -> float:
-        Xc, Yc = X - X.mean(0), Y - Y.mean(0)
-        K, L = Xc @ Xc.T, Yc @ Yc.T
-        return float((K * L).sum() / np.sqrt((K * K).sum() * (L * L).sum()))
-
-    def probe(H: np.ndarray, labels: np.ndarray) -> float:
-        scaler = StandardScaler().fit(H[fit])
-        clf = LogisticRegression(max_iter=100, random_state=0)
-        clf.fit(scaler.transform(H[fit]), labels[fit])
-        return float(clf.score(scaler.transform(H[~fit]), labels[~fit]))
-
-    t0 = time.perf_counter()
-    for layer in layers:
-        for c, p in zip(names, parents, strict=True):
-            for m, sub in zip(selections, subs, strict=True):
-                for which in ("erank", "erank_norm", "pr", "pr_norm", "top1", "top10", "alpha"):
-                    spectrum_metric(read(c, layer)[m], which.replace("_norm", ""))
-                np.linalg.svd(read(c, layer)[m], compute_uv=False)  # rankme
-                cos_mean(read(c, layer)[sub])
-                H = read(c, layer)[sub]
-                cos_mean(H - H.mean(0))
-                for ref in ("base", p):
-                    if ref in names and ref != c:
-                        hsic_cka(read(c, layer)[sub], read(ref, layer)[sub])
-            H = read(c, layer)
-            mu = H.mean(0)
-            sum(((H[dom == k].mean(0) - mu) ** 2).sum() for k in np.unique(dom))
-            probe(read(c, layer)[sample], dom[sample])
-            probe(read(c, layer)[sample], rng.permutation(dom[sample]))
-            silhouette_score(read(c, layer)[sample], dom[sample], metric="cosine")
-    return time.perf_counter() - t0
 
 
 def ours(
@@ -298,15 +126,18 @@ def ours(
     }
 
 
-def ours_fresh(store: Path, out: Path) -> dict:
-    """Our full sweep in a fresh process: its wall time (around ``run_metrics``) and peak RSS
-    (VmHWM: ru_maxrss survives fork + exec on Linux)."""
+def ours_fresh(store: Path, out: Path, metrics: list[str] | None = None) -> dict:
+    """Our sweep (every metric, or ``metrics``) in a fresh process with the malloc settings of
+    ``repcollapse analyze metrics`` (engine.allocator): its wall time (around ``run_metrics``)
+    and peak RSS (VmHWM: ru_maxrss survives fork + exec on Linux)."""
     shutil.rmtree(out, ignore_errors=True)
     code = (
         f"import sys, time; sys.path.insert(0, {str(REPO)!r})\n"
+        "from repcollapse.analyze.engine import allocator\n"
         "from repcollapse.analyze.engine.runner import run_metrics\n"
+        "allocator.tune()\n"
         "t0 = time.perf_counter()\n"
-        f"run_metrics({str(store)!r}, {str(out)!r}, log=lambda _: None)\n"
+        f"run_metrics({str(store)!r}, {str(out)!r}, metrics={metrics!r}, log=lambda _: None)\n"
         "seconds = time.perf_counter() - t0\n"
         "hwm = [x for x in open('/proc/self/status') if x.startswith('VmHWM')][0]\n"
         "print(seconds, int(hwm.split()[1]))\n"
@@ -316,27 +147,21 @@ def ours_fresh(store: Path, out: Path) -> dict:
     return {"seconds": round(float(seconds), 2), "peak_rss_mb": round(int(kib) / 1024, 1)}
 
 
-def best_plain(store: Path) -> dict:
-    """(b) and (b') with 1 BLAS thread and the default, the page cache warmed first."""
-    plain_numpy_loop(store, 1)
-    return {
-        "b_blas_1_thread": round(plain_numpy_loop(store, 1), 2),
-        "b_blas_default_threads": round(plain_numpy_loop(store, None), 2),
-        "b_cells_blas_1_thread": round(plain_cell_loop(store, 1), 2),
-        "b_cells_blas_default_threads": round(plain_cell_loop(store, None), 2),
-    }
-
-
 def large(workdir: Path) -> dict:
-    """The full sweep against (b) and (b') at LARGE_TOKENS: the derivation (eigenvalues,
-    probes, silhouette) costs the same per (checkpoint, layer) at any N, the products grow with N."""
+    """The full sweep against (b), (b') and (b'') at LARGE_TOKENS, and ours with the products
+    alone: the derivation (eigenvalues, probes, silhouette) costs the same per (checkpoint,
+    layer) at any N, the products grow with N."""
     store, write_s = ensure_store(workdir, LARGE_TOKENS)
     out = {"tokens": LARGE_TOKENS, "write_seconds": round(write_s, 1), **best_plain(store)}
+    out["ours_products_only"] = ours_fresh(store, workdir / "out_large_cka", PRODUCT_METRICS)
     out["ours_full_sweep"] = ours_fresh(store, workdir / "out_large")
-    b = min(out["b_blas_1_thread"], out["b_blas_default_threads"])
-    bc = min(out["b_cells_blas_1_thread"], out["b_cells_blas_default_threads"])
-    out["ratio_full_vs_best_b"] = round(out["ours_full_sweep"]["seconds"] / b, 2)
-    out["ratio_full_vs_best_b_cells"] = round(out["ours_full_sweep"]["seconds"] / bc, 2)
+    full, prod = out["ours_full_sweep"]["seconds"], out["ours_products_only"]["seconds"]
+    b, bc, b64 = (_best(out, kind) for kind in ("b", "b_cells", "b_own64"))
+    out["ratio_full_vs_best_b"] = round(full / b, 2)
+    out["ratio_full_vs_best_b_cells"] = round(full / bc, 2)
+    out["ratio_own64_vs_best_b"] = round(b64 / b, 2)
+    out["ratio_products_only_vs_own64"] = round(prod / b64, 2)
+    out["ratio_full_vs_products_only"] = round(full / prod, 2)
     return out
 
 
@@ -363,6 +188,8 @@ def uncertainty_cost(store: Path, workdir: Path, layers: list[int] | None = None
 
 
 def run(workdir: str | Path) -> dict:
+    from repcollapse.analyze.engine import allocator
+
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     store, write_s = ensure_store(workdir, 20_000)
@@ -382,13 +209,16 @@ def run(workdir: str | Path) -> dict:
         "tokens_10000": ours_fresh(small, workdir / "out_mem10k")["peak_rss_mb"],
         "tokens_20000": ours_fresh(store, workdir / "out_mem20k")["peak_rss_mb"],
     }
+    # this process as `analyze metrics` runs (engine.allocator): the loops below share it
+    results["malloc_settings"] = allocator.tune()
     # BLAS threads matter on a shared machine: OpenBLAS with 2 threads on 2 busy cores collapses.
     results["plain_s"] = best_plain(store)
     results["a_ours_products_only"] = {
-        "threads": ours(store, workdir / "out_cka", ["cka_base", "cka_parent"]),
-        "sync": ours(store, workdir / "out_cka1", ["cka_base", "cka_parent"], "sync"),
+        "threads": ours(store, workdir / "out_cka", PRODUCT_METRICS),
+        "sync": ours(store, workdir / "out_cka1", PRODUCT_METRICS, "sync"),
     }
     results["a_ours_full_sweep"] = ours(store, workdir / "out_full")
+    results["derivation"] = derivation_cost(store, N_LAYERS // 2)
     naive_layers = [N_LAYERS // 2]
     t = naive_pipeline(store, naive_layers)
     results["c_naive"] = {
@@ -399,31 +229,32 @@ def run(workdir: str | Path) -> dict:
     results["uncertainty"] = uncertainty_cost(small, workdir)
     results["large"] = large(workdir)
     plain = results["plain_s"]
-    b = min(plain["b_blas_1_thread"], plain["b_blas_default_threads"])
-    bc = min(plain["b_cells_blas_1_thread"], plain["b_cells_blas_default_threads"])
+    b, bc, b64 = (_best(plain, kind) for kind in ("b", "b_cells", "b_own64"))
     prod, full = results["a_ours_products_only"], results["a_ours_full_sweep"]["seconds"]
     results["ratios"] = {
         "products_only_threads_vs_best_b": round(prod["threads"]["seconds"] / b, 2),
         "products_only_threads_vs_best_b_cells": round(prod["threads"]["seconds"] / bc, 2),
+        "products_only_threads_vs_best_b_own64": round(prod["threads"]["seconds"] / b64, 2),
         "full_vs_best_b": round(full / b, 2),
         "full_vs_best_b_cells": round(full / bc, 2),
         "naive_vs_full": round(results["c_naive"]["scaled_to_all_layers_s"] / full, 1),
     }
     results["load_average_1min_at_end"] = round(__import__("os").getloadavg()[0], 2)
-    results["lines"] = _lines(results, b, bc)
+    results["lines"] = _lines(results)
     return results
 
 
-def _lines(r: dict, b: float, bc: float) -> list[tuple]:
+def _lines(r: dict) -> list[tuple]:
     """run_all's one line per figure: (label, value, unit, ratio or None, target or None)."""
     prod, full = r["a_ours_products_only"], r["a_ours_full_sweep"]["seconds"]
     mem, plain, big = r["peak_rss_mb"], r["plain_s"], r["large"]
-    big_full = big["ours_full_sweep"]["seconds"]
-    big_b = min(big["b_blas_1_thread"], big["b_blas_default_threads"])
-    big_bc = min(big["b_cells_blas_1_thread"], big["b_cells_blas_default_threads"])
+    b, b64 = _best(plain, "b"), _best(plain, "b_own64")
+    big_full, big_prod = big["ours_full_sweep"]["seconds"], big["ours_products_only"]["seconds"]
+    big_b, big_bc, big_b64 = (_best(big, kind) for kind in ("b", "b_cells", "b_own64"))
     naive = r["c_naive"]["scaled_to_all_layers_s"]
     n_big = f"{big['tokens']:,}"
-    return [
+    der = r["derivation"]["ms_per_checkpoint_layer"]
+    lines: list[tuple] = [
         (
             "(b) plain loop, whole-probe products, 1 thread",
             plain["b_blas_1_thread"],
@@ -446,11 +277,19 @@ def _lines(r: dict, b: float, bc: float) -> list[tuple]:
             None,
             None,
         ),
+        ("(b'') (b') with own Grams in float64, best", b64, "s", b64 / b, None),
         (
             "(a) ours, products only, vs best (b)",
             prod["threads"]["seconds"],
             "s",
             prod["threads"]["seconds"] / b,
+            None,
+        ),
+        (
+            "(a) ours, products only, vs (b'')",
+            prod["threads"]["seconds"],
+            "s",
+            prod["threads"]["seconds"] / b64,
             None,
         ),
         (
@@ -461,10 +300,23 @@ def _lines(r: dict, b: float, bc: float) -> list[tuple]:
             None,
         ),
         ("(a) ours, full sweep, vs best (b)", full, "s", full / b, "<= 1.3x"),
-        ("(a) ours, full sweep, vs best (b')", full, "s", full / bc, None),
+        ("(a) ours, full sweep, vs best (b')", full, "s", full / _best(plain, "b_cells"), None),
+        ("derivation per (checkpoint, layer), 1 thread", der["total"], "ms", None, None),
+    ]
+    for part in ("eig_cov", "eig_second", "probes", "silhouette", "rest"):
+        lines.append((f"  of which {part}", der[part], "ms", der[part] / der["total"], None))
+    lines += [
         ("(c) naive per-metric pipeline (scaled)", naive, "s", naive / full, ">= 10x ours"),
         (f"(b) best, {n_big} tokens", big_b, "s", None, None),
-        (f"(b') best, {n_big} tokens", big_bc, "s", None, None),
+        (f"(b') best, {n_big} tokens", big_bc, "s", big_bc / big_b, None),
+        (f"(b'') best, {n_big} tokens", big_b64, "s", big_b64 / big_b, None),
+        (
+            f"(a) ours, products only, {n_big} tokens, vs (b'')",
+            big_prod,
+            "s",
+            big_prod / big_b64,
+            None,
+        ),
         (
             f"(a) ours, full sweep, {n_big} tokens, vs (b)",
             big_full,
@@ -472,7 +324,20 @@ def _lines(r: dict, b: float, bc: float) -> list[tuple]:
             big_full / big_b,
             "<= 1.3x",
         ),
-        (f"(a) ours, full sweep, {n_big} tokens, vs (b')", big_full, "s", big_full / big_bc, None),
+        (
+            f"(a) ours, full sweep, {n_big} tokens, vs (b'')",
+            big_full,
+            "s",
+            big_full / big_b64,
+            None,
+        ),
+        (
+            f"(a) ours, full sweep, {n_big} tokens, vs products only",
+            big_full,
+            "s",
+            big_full / big_prod,
+            None,
+        ),
         (
             "(a) ours, full sweep, 10,000 tokens, --uncertainty",
             r["uncertainty"]["with_s"],
@@ -496,6 +361,7 @@ def _lines(r: dict, b: float, bc: float) -> list[tuple]:
             "flat (1x)",
         ),
     ]
+    return lines
 
 
 if __name__ == "__main__":
