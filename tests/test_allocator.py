@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ctypes.util
 import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +19,8 @@ from repcollapse.cli.main import main
 from repcollapse.store_schema.testing import SyntheticSpec
 
 SPEC = SyntheticSpec(n_checkpoints=2, n_layers=2, n_tokens=240, n_features=8, token_chunk=96)
+WIDE = SyntheticSpec(n_checkpoints=2, n_layers=2, n_tokens=1200, n_features=64, token_chunk=512)
+REPO = Path(__file__).resolve().parents[1]
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 
@@ -55,11 +59,21 @@ def test_analyze_metrics_runs_tuned_and_trims_after(
 
 
 def test_the_settings_leave_the_tables_bitwise_alone(tmp_path: Path) -> None:
-    store = store_with(tmp_path / "s.zarr", SPEC)
-    run_metrics(store, tmp_path / "plain", log=lambda _: None)
+    # the plain run in a process of its own: the settings hold for the whole process once set
+    # (tune() above, or any `analyze metrics` earlier in this pytest process), so a plain run
+    # here would be a tuned one. Chunks of 512 x 64 float64 (256 KiB) pass glibc's default
+    # mmap threshold (128 KiB), so the two runs take their blocks from different places.
+    store = store_with(tmp_path / "s.zarr", WIDE)
+    code = (
+        "import sys\n"
+        "from repcollapse.analyze.engine.runner import run_metrics\n"
+        "run_metrics(sys.argv[1], sys.argv[2], log=lambda _: None)\n"
+    )
+    plain = tmp_path / "plain"
+    subprocess.run([sys.executable, "-c", code, str(store), str(plain)], check=True, cwd=REPO)
     with allocator.tuned():
         run_metrics(store, tmp_path / "tuned", log=lambda _: None)
     for name in ("metrics.parquet", "checkpoints.parquet"):
-        a = pd.read_parquet(tmp_path / "plain" / name)
+        a = pd.read_parquet(plain / name)
         b = pd.read_parquet(tmp_path / "tuned" / name)
         pd.testing.assert_frame_equal(a, b, check_exact=True)
