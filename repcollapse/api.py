@@ -5,7 +5,7 @@
     ds.hidden.sel(checkpoint="base", layer=3)
     ds.sel(checkpoint="A.s0.02-math")                  # typeable names: [A-Za-z0-9._-]
     rc.sel_checkpoint(ds, "A@s0/02-math")              # either form (stores written before them)
-    rc.run_metrics("exp.zarr", "tables/")              # the same as `repcollapse analyze metrics`
+    rc.run_metrics("exp.zarr", "tables/")              # `repcollapse analyze metrics`'s numbers
     long = rc.load_tables("tables/")                   # one row per metric value, with checkpoint
     wide = rc.load_tables("tables/", wide=True)        # one row per checkpoint, one column a metric
     rc.stage_table("tables/")                          # the paper's Table 4 shape
@@ -145,6 +145,8 @@ def run_metrics(
 
     ``options`` are the fields of ``repcollapse.analyze.options.Options`` (e.g.
     ``include_sinks=True``, ``precision="float64"``); cached values are reused as on the CLI.
+    Unlike the CLI it leaves the process's malloc settings alone (they outlive the call): wrap it
+    in ``repcollapse.analyze.engine.allocator.tuned()`` for the CLI's speed.
     """
     return _run_metrics(
         store,
