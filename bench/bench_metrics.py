@@ -56,14 +56,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.metrics_baselines import (  # noqa: E402
-    _best,
+    CHUNK,
+    best,
     best_plain,
     naive_pipeline,
 )
 from bench.metrics_derivation import derivation_cost  # noqa: E402
 from repcollapse.store_schema.testing import SyntheticSpec, make_synthetic_store  # noqa: E402
 
-N_CKPT, N_LAYERS, N_FEAT, CHUNK = 4, 8, 576, 4096
+N_CKPT, N_LAYERS, N_FEAT = 4, 8, 576
 LARGE_TOKENS = 160_000
 PRODUCT_METRICS = ["cka_base", "cka_parent"]
 """Ours restricted to these: exactly the products of (b) (a Gram per checkpoint, cross-Grams
@@ -156,7 +157,7 @@ def large(workdir: Path) -> dict:
     out["ours_products_only"] = ours_fresh(store, workdir / "out_large_cka", PRODUCT_METRICS)
     out["ours_full_sweep"] = ours_fresh(store, workdir / "out_large")
     full, prod = out["ours_full_sweep"]["seconds"], out["ours_products_only"]["seconds"]
-    b, bc, b64 = (_best(out, kind) for kind in ("b", "b_cells", "b_own64"))
+    b, bc, b64 = (best(out, kind) for kind in ("b", "b_cells", "b_own64"))
     out["ratio_full_vs_best_b"] = round(full / b, 2)
     out["ratio_full_vs_best_b_cells"] = round(full / bc, 2)
     out["ratio_own64_vs_best_b"] = round(b64 / b, 2)
@@ -229,7 +230,7 @@ def run(workdir: str | Path) -> dict:
     results["uncertainty"] = uncertainty_cost(small, workdir)
     results["large"] = large(workdir)
     plain = results["plain_s"]
-    b, bc, b64 = (_best(plain, kind) for kind in ("b", "b_cells", "b_own64"))
+    b, bc, b64 = (best(plain, kind) for kind in ("b", "b_cells", "b_own64"))
     prod, full = results["a_ours_products_only"], results["a_ours_full_sweep"]["seconds"]
     results["ratios"] = {
         "products_only_threads_vs_best_b": round(prod["threads"]["seconds"] / b, 2),
@@ -248,9 +249,9 @@ def _lines(r: dict) -> list[tuple]:
     """run_all's one line per figure: (label, value, unit, ratio or None, target or None)."""
     prod, full = r["a_ours_products_only"], r["a_ours_full_sweep"]["seconds"]
     mem, plain, big = r["peak_rss_mb"], r["plain_s"], r["large"]
-    b, b64 = _best(plain, "b"), _best(plain, "b_own64")
+    b, b64 = best(plain, "b"), best(plain, "b_own64")
     big_full, big_prod = big["ours_full_sweep"]["seconds"], big["ours_products_only"]["seconds"]
-    big_b, big_bc, big_b64 = (_best(big, kind) for kind in ("b", "b_cells", "b_own64"))
+    big_b, big_bc, big_b64 = (best(big, kind) for kind in ("b", "b_cells", "b_own64"))
     naive = r["c_naive"]["scaled_to_all_layers_s"]
     n_big = f"{big['tokens']:,}"
     der = r["derivation"]["ms_per_checkpoint_layer"]
@@ -300,7 +301,7 @@ def _lines(r: dict) -> list[tuple]:
             None,
         ),
         ("(a) ours, full sweep, vs best (b)", full, "s", full / b, "<= 1.3x"),
-        ("(a) ours, full sweep, vs best (b')", full, "s", full / _best(plain, "b_cells"), None),
+        ("(a) ours, full sweep, vs best (b')", full, "s", full / best(plain, "b_cells"), None),
         ("derivation per (checkpoint, layer), 1 thread", der["total"], "ms", None, None),
     ]
     for part in ("eig_cov", "eig_second", "probes", "silhouette", "rest"):

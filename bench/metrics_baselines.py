@@ -10,7 +10,7 @@ import numpy as np
 import zarr
 
 CHUNK = 4096
-"""The bench stores' token chunk (``bench_metrics.CHUNK``)."""
+"""The bench stores' token chunk (``bench_metrics`` writes them with it)."""
 NAIVE_SUBSAMPLE = 5000
 
 
@@ -226,6 +226,6 @@ def best_plain(store: Path) -> dict:
     }
 
 
-def _best(plain: dict, kind: str) -> float:
+def best(plain: dict, kind: str) -> float:
     """The faster of a loop's 1-thread and default-thread times."""
     return min(plain[f"{kind}_blas_1_thread"], plain[f"{kind}_blas_default_threads"])

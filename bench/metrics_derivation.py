@@ -6,9 +6,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
-import zarr
-
 
 def derivation_cost(store: Path, layer: int) -> dict:
     """The fixed cost of one (checkpoint, layer): every moment metric derived from the moments a
@@ -17,27 +14,22 @@ def derivation_cost(store: Path, layer: int) -> dict:
     eigendecompositions (one per selection), RankMe's second-moment ones (one per selection),
     the two probes, the silhouette; the rest (combining cells into selections, CKA, the other
     metrics) is the total minus those. It does not depend on the number of tokens."""
-    import pandas as pd
     from threadpoolctl import threadpool_limits
 
     from repcollapse.analyze import registry
-    from repcollapse.analyze.engine import centered_pass, moments, passes
+    from repcollapse.analyze.engine import moments, passes
     from repcollapse.analyze.engine.runner import lineage, store_plan
     from repcollapse.analyze.engine.tokens import ALL
     from repcollapse.analyze.engine.view import LayerView
     from repcollapse.analyze.options import Options
-    from repcollapse.store_schema import open_store
+    from repcollapse.analyze.tables.write import checkpoints_frame
+    from repcollapse.store_schema.reader import StoreReader
 
-    ds = open_store(store)
+    source = StoreReader(store)  # as run_metrics opens a store
+    ds = source.dataset()
     options, plan = Options(), store_plan(ds, Options())
-    names = [str(x) for x in ds["name"].values]
-    info = pd.DataFrame(
-        {
-            "checkpoint": names,
-            "parent": [str(x) for x in ds["parent"].values],
-            "stage_index": np.asarray(ds["stage_index"].values).astype(int),
-        }
-    )
+    info = checkpoints_frame(ds, source.attrs)
+    names = list(info["checkpoint"])
     parent, base, _ = lineage(info)
     wanted = [m for m in registry.resolve(None) if m.kind == "moment"]
     cfg = moments.PassConfig(
@@ -48,19 +40,9 @@ def derivation_cost(store: Path, layer: int) -> dict:
         parent=parent,
         needs=frozenset(n for m in wanted for n in m.needs),
     )
-    hidden = zarr.open_group(str(store), mode="r")["hidden"]
-    acc = moments.init(cfg, plan, hidden.shape[3])
-
-    def blocks(k: int) -> list[np.ndarray]:
-        cp = plan.chunks[k]
-        return [np.asarray(hidden[c, layer, cp.t0 : cp.t1]) for c in range(len(names))]
-
-    for k in range(len(plan.chunks)):
-        moments.step1(acc, k, *blocks(k))
-    centered_pass.finish1(acc)
-    for k in range(len(plan.chunks)):
-        centered_pass.step2(acc, k, *blocks(k))
-    res = moments.results(acc)
+    res = passes.moments_task(
+        source.hidden_blocks(), source.slots(), ds.sizes["feature"], plan, cfg, "derivation"
+    ).compute(scheduler="sync")
     sels = plan.selections()
     parts = {"total": 0.0, "eig_cov": 0.0, "eig_second": 0.0, "probes": 0.0, "silhouette": 0.0}
     with threadpool_limits(1):

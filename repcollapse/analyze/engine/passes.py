@@ -152,20 +152,18 @@ def _read_step(
     return step(acc, k, *blocks)
 
 
-def pass_tasks(
+def moments_task(
     reader: BlockReader,
     raw_index: dict[str, int],
     d: int,
     plan: TokenPlan,
     config: moments.PassConfig,
-    wanted: dict[str, list[Metric]],
-    options: Options,
-    token: str,
-    group: int,
-) -> list[Any]:
-    """Delayed row lists, one per target, for one (layer, group) pass. ``raw_index``: each
-    checkpoint's position in the store's checkpoint dimension (complete or not)."""
-    name = f"{token}-L{config.layer}-g{group}"
+    name: str,
+) -> Any:
+    """The delayed host moments (``moments.results``) of one (layer, group) pass: the chain
+    ``init -> step1 per chunk -> finish1 [-> step2 per chunk] -> results``. ``raw_index``: each
+    checkpoint's position in the store's checkpoint dimension (complete or not); ``name``
+    makes its task keys unique."""
     acc = delayed(functools.partial(moments.init, config, plan, d), pure=False)(
         dask_key_name=f"init-{name}"
     )
@@ -179,7 +177,24 @@ def pass_tasks(
         fn = functools.partial(_read_step, centered_pass.step2, reader=reader, raw=raw)
         for k in range(len(plan.chunks)):
             acc = delayed(fn, pure=False)(acc, k, dask_key_name=f"pass2-{name}-{k}")
-    res = delayed(moments.results, pure=False)(acc, dask_key_name=f"results-{name}")
+    return delayed(moments.results, pure=False)(acc, dask_key_name=f"results-{name}")
+
+
+def pass_tasks(
+    reader: BlockReader,
+    raw_index: dict[str, int],
+    d: int,
+    plan: TokenPlan,
+    config: moments.PassConfig,
+    wanted: dict[str, list[Metric]],
+    options: Options,
+    token: str,
+    group: int,
+) -> list[Any]:
+    """Delayed row lists, one per target, for one (layer, group) pass (``moments_task``, then
+    ``derive`` per target)."""
+    name = f"{token}-L{config.layer}-g{group}"
+    res = moments_task(reader, raw_index, d, plan, config, name)
     return [
         delayed(
             functools.partial(derive, target=t, metrics=wanted[t], options=options), pure=False
